@@ -1,0 +1,72 @@
+import IPCIDR from "ip-cidr";
+import type { IpFilter } from "./model.js";
+
+export interface IpFilterDecision {
+  decision: "allow" | "block" | "none";
+  /** The filter that decided, or null when none matched. */
+  filter: string | null;
+}
+
+interface CompiledRange {
+  filter: IpFilter;
+  v6: boolean;
+  start: bigint;
+  end: bigint;
+}
+
+/** IP filters parsed once, so that a connection costs two comparisons per filter. */
+export interface CompiledFilters {
+  allow: CompiledRange[];
+  block: CompiledRange[];
+}
+
+function toRange(filter: IpFilter): CompiledRange {
+  const v6 = filter.cidr.includes(":");
+  const cidr = filter.cidr.includes("/") ? filter.cidr : `${filter.cidr}/${v6 ? 128 : 32}`;
+  const range = new IPCIDR(cidr);
+  return {
+    filter,
+    v6,
+    start: BigInt(range.addressStart.bigInteger()),
+    end: BigInt(range.addressEnd.bigInteger()),
+  };
+}
+
+export function compileFilters(filters: readonly IpFilter[]): CompiledFilters {
+  const ranges = filters.map(toRange);
+  return {
+    allow: ranges.filter((range) => range.filter.policy === "Allow"),
+    block: ranges.filter((range) => range.filter.policy === "Block"),
+  };
+}
+
+const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/**
+ * A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; filters written for
+ * IPv4 must still apply to them.
+ */
+function parseClientIp(ip: string): { v6: boolean; value: bigint } | null {
+  const mapped = IPV4_MAPPED.exec(ip);
+  const address = mapped?.[1] ?? ip.replace(/%.*$/, "");
+  if (!IPCIDR.isValidAddress(address)) return null;
+  return { v6: address.includes(":"), value: BigInt(IPCIDR.createAddress(address).bigInteger()) };
+}
+
+function firstContaining(ranges: CompiledRange[], ip: { v6: boolean; value: bigint }): IpFilter | undefined {
+  return ranges.find((range) => range.v6 === ip.v6 && ip.value >= range.start && ip.value <= range.end)?.filter;
+}
+
+/**
+ * SEMANTICS section 4: any Allow that matches wins over every Block, whatever the prefix
+ * lengths; a Block alone refuses; no match lets the client go on.
+ */
+export function decideIp(filters: CompiledFilters, clientIp: string): IpFilterDecision {
+  const ip = parseClientIp(clientIp);
+  if (!ip) return { decision: "none", filter: null };
+  const allow = firstContaining(filters.allow, ip);
+  if (allow) return { decision: "allow", filter: allow.name };
+  const block = firstContaining(filters.block, ip);
+  if (block) return { decision: "block", filter: block.name };
+  return { decision: "none", filter: null };
+}

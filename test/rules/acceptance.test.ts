@@ -1,0 +1,83 @@
+import { describe, expect, it } from "vitest";
+import { REPLIES, decideRecipient, decideRecipients } from "../../src/rules/acceptance.js";
+import { identitiesFrom } from "../../src/rules/recipients.js";
+import { rule, ruleSet } from "../helpers/rules.js";
+
+describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
+  const identities = identitiesFrom(["example.com", "example.org", "secure.example.net"]);
+  const active = ruleSet(
+    rule("info", ["info@example.com"]),
+    rule("disabled", ["off@example.com"], [], { enabled: false }),
+    rule("absent-enabled-is-false", ["never@example.com"], [], { enabled: false }),
+    rule("tls", ["secure.example.net"], [], { tlsPolicy: "Require" }),
+    rule("org", ["example.org"]),
+  );
+  const base = { ruleSet: active, identities, tls: false, acceptedSoFar: 0 };
+
+  it("no active rule set refuses everything with mailbox unavailable", () => {
+    expect(decideRecipient("info@example.com", { ...base, ruleSet: null })).toEqual({
+      accepted: false,
+      reply: "550 5.1.1 Requested action not taken: mailbox unavailable",
+    });
+  });
+
+  it("a recipient outside every verified identity is relaying denied", () => {
+    expect(decideRecipient("someone@example.net", base)).toEqual({ accepted: false, reply: "550 5.7.1 Relaying denied" });
+  });
+
+  it("a verified recipient no enabled rule matches is mailbox unavailable", () => {
+    expect(decideRecipient("nobody@example.com", base)).toEqual({ accepted: false, reply: REPLIES.mailboxUnavailable });
+    expect(decideRecipient("off@example.com", base)).toEqual({ accepted: false, reply: REPLIES.mailboxUnavailable });
+    expect(decideRecipient("never@example.com", base)).toEqual({ accepted: false, reply: REPLIES.mailboxUnavailable });
+  });
+
+  it("a matching rule that requires TLS refuses a plain session and accepts a TLS one", () => {
+    expect(decideRecipient("a@secure.example.net", base)).toEqual({
+      accepted: false,
+      reply: "530 5.7.0 Must issue a STARTTLS command first",
+    });
+    expect(decideRecipient("a@secure.example.net", { ...base, tls: true })).toEqual({ accepted: true });
+  });
+
+  it("a disabled rule's TLS requirement does not apply", () => {
+    const set = ruleSet(rule("strict-off", ["example.com"], [], { enabled: false, tlsPolicy: "Require" }), rule("open", ["example.com"]));
+    expect(decideRecipient("a@example.com", { ...base, ruleSet: set })).toEqual({ accepted: true });
+  });
+
+  it("any matching enabled rule with Require is enough to ask for TLS", () => {
+    const set = ruleSet(rule("open", ["example.com"]), rule("strict", ["info@example.com"], [], { tlsPolicy: "Require" }));
+    expect(decideRecipient("info@example.com", { ...base, ruleSet: set })).toEqual({ accepted: false, reply: REPLIES.mustStartTls });
+    expect(decideRecipient("other@example.com", { ...base, ruleSet: set })).toEqual({ accepted: true });
+  });
+
+  it("accepts recipients any enabled rule matches, ignoring case", () => {
+    expect(decideRecipient("INFO@Example.com", base)).toEqual({ accepted: true });
+    expect(decideRecipient("info+x@example.com", base)).toEqual({ accepted: true });
+    expect(decideRecipient("anyone@example.org", base)).toEqual({ accepted: true });
+  });
+
+  it("over the recipient limit (default 100) answers 452 4.5.3", () => {
+    expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 99 })).toEqual({ accepted: true });
+    expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 100 })).toEqual({
+      accepted: false,
+      reply: "452 4.5.3 Too many recipients",
+    });
+    expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 2, maxRecipients: 2 })).toEqual({
+      accepted: false,
+      reply: REPLIES.tooManyRecipients,
+    });
+  });
+
+  it("a whole envelope: refused recipients do not count toward the limit", () => {
+    const decision = decideRecipients(
+      ["info@example.com", "x@example.net", "a@example.org", "b@example.org", "nobody@example.com"],
+      { ruleSet: active, identities, tls: false, maxRecipients: 2 },
+    );
+    expect(decision.accepted).toEqual(["info@example.com", "a@example.org"]);
+    expect(decision.refused).toEqual([
+      { recipient: "x@example.net", reply: REPLIES.relayingDenied },
+      { recipient: "b@example.org", reply: REPLIES.tooManyRecipients },
+      { recipient: "nobody@example.com", reply: REPLIES.mailboxUnavailable },
+    ]);
+  });
+});

@@ -1,0 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { compileFilters, decideIp } from "../../src/rules/filters.js";
+import type { IpFilter } from "../../src/rules/model.js";
+
+const filter = (name: string, policy: "Allow" | "Block", cidr: string): IpFilter => ({ name, policy, cidr });
+
+describe("IP filters (SEMANTICS 4, connect)", () => {
+  const filters = compileFilters([
+    filter("block-net", "Block", "10.0.0.0/8"),
+    filter("allow-host", "Allow", "10.1.2.3"),
+    filter("allow-wide", "Allow", "192.168.0.0/16"),
+    filter("block-narrow", "Block", "192.168.1.0/24"),
+    filter("block-v6", "Block", "2001:db8::/32"),
+    filter("allow-v6-host", "Allow", "2001:db8::25"),
+  ]);
+
+  it.each([
+    ["10.9.9.9", "block", "block-net"],
+    ["10.1.2.3", "allow", "allow-host"],
+    // Allow wins over Block whatever the prefix lengths: the Block here is the narrower one.
+    ["192.168.1.7", "allow", "allow-wide"],
+    ["192.168.2.7", "allow", "allow-wide"],
+    ["172.16.0.1", "none", null],
+    ["2001:db8::1", "block", "block-v6"],
+    ["2001:db8::25", "allow", "allow-v6-host"],
+    ["2001:0db8:0000:0000:0000:0000:0000:0025", "allow", "allow-v6-host"],
+    ["2001:db9::1", "none", null],
+    // Dual-stack sockets report IPv4 clients as IPv4-mapped IPv6.
+    ["::ffff:10.9.9.9", "block", "block-net"],
+    ["::FFFF:10.1.2.3", "allow", "allow-host"],
+    ["fe80::1%eth0", "none", null],
+    ["not-an-ip", "none", null],
+  ])("%s -> %s (%s)", (ip, decision, name) => {
+    expect(decideIp(filters, ip)).toEqual({ decision, filter: name });
+  });
+
+  it("an IPv4 range never matches an IPv6 client with the same numeric value", () => {
+    const v4 = compileFilters([filter("all-v4", "Block", "0.0.0.0/0")]);
+    expect(decideIp(v4, "::1").decision).toBe("none");
+    expect(decideIp(v4, "127.0.0.1").decision).toBe("block");
+    const v6 = compileFilters([filter("all-v6", "Block", "::/0")]);
+    expect(decideIp(v6, "127.0.0.1").decision).toBe("none");
+    expect(decideIp(v6, "::1").decision).toBe("block");
+  });
+
+  it("no filters: every client goes on", () => {
+    expect(decideIp(compileFilters([]), "203.0.113.5")).toEqual({ decision: "none", filter: null });
+  });
+});
