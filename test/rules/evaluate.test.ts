@@ -9,7 +9,7 @@ import { addHeader, bounce, lambda, rule, ruleSet, s3, sns, stop, workmail } fro
 const identities = identitiesFrom(["example.com", "example.org"]);
 const MESSAGE_ID = "0123456789abcdefghijklmnopqrstuv01234567";
 
-function run(set: RuleSet, envelope: Partial<Envelope> = {}, executor = recordingExecutor<null>()) {
+function run(set: RuleSet, envelope: Partial<Envelope> = {}, executor: ActionExecutor<null> = recordingExecutor<null>()) {
   return evaluate(
     {
       ruleSet: set,

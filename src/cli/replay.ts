@@ -1,0 +1,122 @@
+import { isIP } from "node:net";
+import { compileFilters } from "../rules/filters.js";
+import { loadFiltersFile, loadRuleSetFile } from "../rules/load.js";
+import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
+import { ReplaySummary, replayJson, replayText } from "../replay/format.js";
+import { messageFiles, replayFiles } from "../replay/replay.js";
+import type { ReplaySettings } from "../replay/replay.js";
+import { UsageError, parseCommandLine } from "./usage.js";
+import { reportValidationError } from "./validate.js";
+
+const HELP = `Usage: receiptd replay <file-or-dir>... --rules <rules.json> [options]
+
+Pushes .eml files (directories are searched for *.eml) through a receipt rule set and
+shows, per message, the RCPT TO answers, the rules that matched and what each action did
+or would do. Nothing is sent anywhere: actions are recorded.
+
+Options:
+  --rules <file>              rule set JSON (aws ses describe-active-receipt-rule-set)
+  --filters <file>            IP filters JSON (aws ses list-receipt-filters)
+  --identity <domain|addr>    a verified identity (repeatable); default: the domains
+                              the rule set's recipients name
+  --from <addr>               envelope sender (default: Return-Path, else From)
+  --to <addr>                 envelope recipient (repeatable; default: Delivered-To or
+                              X-Original-To, else To + Cc + Bcc)
+  --client-ip <ip>            client address, checked against the IP filters
+  --tls                       the session was under TLS
+  --lambda-result <arn>=<disposition>
+                              what a RequestResponse Lambda returns (repeatable),
+                              e.g. STOP_RULE or STOP_RULE_SET; default: none (continue)
+  --json                      one JSON object per message per line
+
+Exit code: 0 all files replayed, 1 some file unreadable, 2 bad usage or invalid rule set.
+`;
+
+const OPTIONS = {
+  rules: { type: "string" },
+  filters: { type: "string" },
+  identity: { type: "string", multiple: true },
+  from: { type: "string" },
+  to: { type: "string", multiple: true },
+  "client-ip": { type: "string" },
+  tls: { type: "boolean" },
+  "lambda-result": { type: "string", multiple: true },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+function parseLambdaResults(entries: readonly string[]): Map<string, string> {
+  const results = new Map<string, string>();
+  for (const entry of entries) {
+    const eq = entry.lastIndexOf("=");
+    if (eq <= 0 || eq === entry.length - 1) {
+      throw new UsageError(`--lambda-result "${entry}": expected <functionArn>=<disposition>`, HELP);
+    }
+    results.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  return results;
+}
+
+/** Progress for long runs, on stderr and only when a person is watching it. */
+function progressMeter(): { tick(): void; done(): void } {
+  if (!process.stderr.isTTY) return { tick() {}, done() {} };
+  let count = 0;
+  let last = 0;
+  return {
+    tick() {
+      count++;
+      const now = Date.now();
+      if (now - last < 200) return;
+      last = now;
+      process.stderr.write(`\rreplayed ${count} message(s)...`);
+    },
+    done() {
+      if (last > 0) process.stderr.write("\r\x1b[K");
+    },
+  };
+}
+
+export async function runReplay(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(args, OPTIONS, HELP);
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!values.rules) throw new UsageError("replay needs --rules <file>", HELP);
+  if (positionals.length === 0) throw new UsageError("replay needs at least one .eml file or directory", HELP);
+  const clientIp = values["client-ip"];
+  if (clientIp !== undefined && isIP(clientIp) === 0) throw new UsageError(`--client-ip "${clientIp}" is not an IP address`, HELP);
+  const lambdaResults = parseLambdaResults(values["lambda-result"] ?? []);
+
+  let settings: ReplaySettings;
+  try {
+    const [ruleSet, filters] = await Promise.all([
+      loadRuleSetFile(values.rules),
+      values.filters === undefined ? null : loadFiltersFile(values.filters),
+    ]);
+    settings = {
+      ruleSet,
+      filters: filters ? compileFilters(filters) : null,
+      identities: values.identity?.length ? identitiesFrom(values.identity) : identitiesOfRules(ruleSet.rules),
+      tls: values.tls ?? false,
+      lambdaResults,
+      ...(values.from === undefined ? {} : { mailFrom: values.from }),
+      ...(values.to === undefined ? {} : { recipients: values.to }),
+      ...(clientIp === undefined ? {} : { clientIp }),
+    };
+  } catch (error) {
+    if (reportValidationError(error)) return 2;
+    throw error;
+  }
+
+  const summary = new ReplaySummary();
+  const progress = values.json ? { tick() {}, done() {} } : progressMeter();
+  for await (const outcome of replayFiles(messageFiles(positionals), settings)) {
+    summary.add(outcome);
+    progress.tick();
+    process.stdout.write(values.json ? `${JSON.stringify(replayJson(outcome))}\n` : `${replayText(outcome)}\n`);
+  }
+  progress.done();
+  if (!values.json) process.stdout.write(summary.toString());
+  return summary.errors > 0 ? 1 : 0;
+}

@@ -1,0 +1,43 @@
+// The library surface of receiptd: load and check rule sets, decide what the SMTP
+// conversation answers, evaluate messages through an action executor, replay files.
+export type {
+  ActionParamsByType,
+  ActionType,
+  Envelope,
+  Header,
+  Identities,
+  IpFilter,
+  Rule,
+  RuleAction,
+  RuleSet,
+} from "./rules/model.js";
+export {
+  RuleSetValidationError,
+  loadFiltersFile,
+  loadRuleSetFile,
+  parseFilters,
+  parseFiltersText,
+  parseRuleSet,
+  parseRuleSetText,
+} from "./rules/load.js";
+export type { Parsed, ValidationIssue } from "./rules/load.js";
+export {
+  entryMatches,
+  identitiesFrom,
+  identitiesOfRules,
+  isInsideIdentity,
+  rulesMatchingRecipient,
+} from "./rules/recipients.js";
+export { compileFilters, decideIp } from "./rules/filters.js";
+export type { CompiledFilters, IpFilterDecision } from "./rules/filters.js";
+export { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient, decideRecipients } from "./rules/acceptance.js";
+export type { EnvelopeDecision, RecipientContext, RecipientDecision } from "./rules/acceptance.js";
+export { evaluate } from "./rules/evaluate.js";
+export type { ActionTrace, EvaluationInput, EvaluationTrace, RuleStop, RuleTrace } from "./rules/evaluate.js";
+export type { ActionCall, ActionExecutor, ActionOutcome } from "./rules/executor.js";
+export { S3_ACTION_LIMIT_BYTES, SNS_ACTION_LIMIT_BYTES, recordingExecutor } from "./actions/record.js";
+export type { RecordedCall, RecordingExecutor, RecordingOptions } from "./actions/record.js";
+export * from "./mail/index.js";
+export { messageFiles, replayFiles, replayHead, replayMessage } from "./replay/replay.js";
+export type { ReplayMessage, ReplayOutcome, ReplayResult, ReplaySettings } from "./replay/replay.js";
+export { replayJson, replayText } from "./replay/format.js";

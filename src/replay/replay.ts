@@ -1,0 +1,153 @@
+import { createHash } from "node:crypto";
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { recordingExecutor } from "../actions/record.js";
+import { readMessageHead } from "../mail/headers.js";
+import type { MessageHead } from "../mail/headers.js";
+import { envelopeFromHeaders } from "../mail/envelope.js";
+import { messageIdFromBytes } from "../mail/message-id.js";
+import { REPLIES, decideRecipients } from "../rules/acceptance.js";
+import type { EnvelopeDecision } from "../rules/acceptance.js";
+import { evaluate } from "../rules/evaluate.js";
+import type { EvaluationTrace } from "../rules/evaluate.js";
+import type { ActionExecutor } from "../rules/executor.js";
+import { decideIp } from "../rules/filters.js";
+import type { CompiledFilters, IpFilterDecision } from "../rules/filters.js";
+import type { Envelope, Identities, RuleSet } from "../rules/model.js";
+
+/** What replay hands an action back end: the file and what was read of it. */
+export interface ReplayMessage {
+  path: string;
+  head: MessageHead;
+}
+
+export interface ReplaySettings {
+  ruleSet: RuleSet;
+  filters: CompiledFilters | null;
+  identities: Identities;
+  /** Envelope sender; taken from the message when absent. */
+  mailFrom?: string;
+  /** Envelope recipients; taken from the message when absent or empty. */
+  recipients?: string[];
+  clientIp?: string;
+  tls: boolean;
+  maxRecipients?: number;
+  /** Builds the executor for one message; replay records by default. */
+  executorFor?: (message: ReplayMessage) => ActionExecutor<ReplayMessage>;
+  lambdaResults?: ReadonlyMap<string, string>;
+}
+
+export interface ReplayResult {
+  file: string;
+  messageId: string;
+  envelope: Envelope;
+  ipFilter: IpFilterDecision;
+  accepted: string[];
+  refused: EnvelopeDecision["refused"];
+  /** Null when nothing was accepted, so no rule ran. */
+  trace: EvaluationTrace | null;
+}
+
+export type ReplayOutcome = ReplayResult | { file: string; error: string };
+
+/**
+ * Replay is not receipt, so there is no random ID to draw: the ID is derived from the file
+ * name and what was read of it, so that the same replay prints the same IDs (and S3 keys).
+ */
+function replayMessageId(file: string, head: MessageHead): string {
+  const hash = createHash("sha256").update(file).update("\0").update(String(head.size)).update("\0").update(head.headerBlock);
+  return messageIdFromBytes(hash.digest());
+}
+
+export async function replayMessage(file: string, settings: ReplaySettings): Promise<ReplayResult> {
+  const head = await readMessageHead(file);
+  return replayHead(file, head, settings);
+}
+
+export async function replayHead(file: string, head: MessageHead, settings: ReplaySettings): Promise<ReplayResult> {
+  const fromMessage = settings.mailFrom === undefined || !settings.recipients?.length ? envelopeFromHeaders(head.headers) : null;
+  const envelope: Envelope = {
+    mailFrom: settings.mailFrom ?? fromMessage?.mailFrom ?? "",
+    recipients: settings.recipients?.length ? settings.recipients : (fromMessage?.recipients ?? []),
+  };
+  const messageId = replayMessageId(file, head);
+  const ipFilter: IpFilterDecision =
+    settings.filters && settings.clientIp ? decideIp(settings.filters, settings.clientIp) : { decision: "none", filter: null };
+
+  if (ipFilter.decision === "block") {
+    // The connection is refused before any RCPT; every recipient shares that answer.
+    const refused = envelope.recipients.map((recipient) => ({ recipient, reply: REPLIES.accessDenied }));
+    return { file, messageId, envelope, ipFilter, accepted: [], refused, trace: null };
+  }
+
+  const { accepted, refused } = decideRecipients(envelope.recipients, {
+    ruleSet: settings.ruleSet,
+    identities: settings.identities,
+    tls: settings.tls,
+    ...(settings.maxRecipients === undefined ? {} : { maxRecipients: settings.maxRecipients }),
+  });
+  if (accepted.length === 0) return { file, messageId, envelope, ipFilter, accepted, refused, trace: null };
+
+  const message: ReplayMessage = { path: file, head };
+  const executor =
+    settings.executorFor?.(message) ??
+    recordingExecutor<ReplayMessage>({
+      sizeOf: (m) => m.head.size,
+      ...(settings.lambdaResults ? { lambdaResults: settings.lambdaResults } : {}),
+    });
+  const trace = await evaluate(
+    {
+      ruleSet: settings.ruleSet,
+      identities: settings.identities,
+      envelope: { mailFrom: envelope.mailFrom, recipients: accepted },
+      messageId,
+      message,
+    },
+    executor,
+  );
+  return { file, messageId, envelope, ipFilter, accepted, refused, trace };
+}
+
+/** Files named on the command line as they are; directories walked for `.eml` files, sorted. */
+export async function* messageFiles(paths: readonly string[]): AsyncGenerator<string> {
+  for (const path of paths) {
+    const info = await stat(path).catch(() => null);
+    if (!info?.isDirectory()) {
+      yield path;
+      continue;
+    }
+    const entries = await readdir(path, { recursive: true, withFileTypes: true });
+    const files = entries
+      .filter((entry) => entry.isFile() && entry.name.toLowerCase().endsWith(".eml"))
+      .map((entry) => join(entry.parentPath, entry.name))
+      .sort();
+    yield* files;
+  }
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code === "ENOENT" ? "no such file" : error.message;
+  }
+  return String(error);
+}
+
+/**
+ * Replays many files with a few reads in flight at once, yielding outcomes in input order.
+ * A file that cannot be read or parsed yields an error outcome; the others go on.
+ */
+export async function* replayFiles(
+  files: AsyncIterable<string> | Iterable<string>,
+  settings: ReplaySettings,
+  concurrency = 16,
+): AsyncGenerator<ReplayOutcome> {
+  const window: Promise<ReplayOutcome>[] = [];
+  const start = (file: string): Promise<ReplayOutcome> =>
+    replayMessage(file, settings).catch((error: unknown) => ({ file, error: describeError(error) }));
+  for await (const file of files) {
+    window.push(start(file));
+    if (window.length >= concurrency) yield await window.shift()!;
+  }
+  while (window.length > 0) yield await window.shift()!;
+}

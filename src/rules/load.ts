@@ -1,0 +1,117 @@
+import { readFile } from "node:fs/promises";
+import type { IpFilter, RuleSet } from "./model.js";
+import { parseFilters, parseRuleSet } from "./validate.js";
+import type { Parsed, ValidationIssue } from "./validate.js";
+
+export { DEFAULT_RULE_SET_NAME, parseFilters, parseRuleSet } from "./validate.js";
+export type { Parsed, ValidationIssue } from "./validate.js";
+
+/** A rule set or filters document that cannot be used; `message` has one line per issue. */
+export class RuleSetValidationError extends Error {
+  override readonly name = "RuleSetValidationError";
+  readonly source: string;
+  readonly issues: ValidationIssue[];
+
+  constructor(source: string, issues: ValidationIssue[], options?: ErrorOptions) {
+    super(issues.map((issue) => `${source}: ${issue.path === "" ? "" : `${issue.path}: `}${issue.message}`).join("\n"), options);
+    this.source = source;
+    this.issues = issues;
+  }
+}
+
+const AT_POSITION = / at position (\d+)(?: \(line \d+ column \d+\))?$/;
+const END_OF_INPUT = "Unexpected end of JSON input";
+/** V8 quotes the whole text when it is short, else ten characters either side of the token, marking cuts with "...". */
+const UNEXPECTED_TOKEN = /^(Unexpected token '([\s\S])'), (\.\.\.)?"([\s\S]*)"(\.\.\.)? is not valid JSON$/;
+const CONTEXT = 10;
+
+/** Whether JSON.parse fails on `prefix` only at its end, so that more text could still make it valid. */
+function isViablePrefix(prefix: string): boolean {
+  try {
+    JSON.parse(prefix);
+    return true;
+  } catch (error) {
+    const message = (error as Error).message;
+    const at = AT_POSITION.exec(message);
+    return message === END_OF_INPUT || (at !== null && Number(at[1]) >= prefix.length);
+  }
+}
+
+/**
+ * V8 gives no position for an unexpected token, only the text around it; the offset follows
+ * from where that context was cut. A text short enough to be quoted whole is searched instead.
+ */
+function unexpectedTokenOffset(text: string, token: string, cutBefore: boolean, context: string, cutAfter: boolean): number | undefined {
+  if (cutBefore && cutAfter) {
+    const start = text.indexOf(context);
+    return start < 0 ? undefined : start + CONTEXT;
+  }
+  if (cutBefore) return text.length - context.length + CONTEXT;
+  if (cutAfter) return context.length - CONTEXT;
+  for (let offset = text.indexOf(token); offset >= 0; offset = text.indexOf(token, offset + 1)) {
+    if (isViablePrefix(text.slice(0, offset)) && !isViablePrefix(text.slice(0, offset + 1))) return offset;
+  }
+  return undefined;
+}
+
+function locateJsonError(text: string, message: string): { offset?: number; reason: string } {
+  const at = AT_POSITION.exec(message);
+  if (at) return { offset: Number(at[1]), reason: message.slice(0, at.index).replace(/ in JSON$/, "") };
+  // Pointing past trailing blank lines would name a line the reader cannot see as the culprit.
+  if (message === END_OF_INPUT) return { offset: text.trimEnd().length, reason: message };
+  const token = UNEXPECTED_TOKEN.exec(message);
+  if (!token) return { reason: message };
+  const [, reason = message, char = "", cutBefore, context = "", cutAfter] = token;
+  const offset = unexpectedTokenOffset(text, char, cutBefore !== undefined, context, cutAfter !== undefined);
+  return offset === undefined ? { reason } : { offset, reason };
+}
+
+function jsonSyntaxIssue(text: string, error: SyntaxError): ValidationIssue {
+  const { offset, reason } = locateJsonError(text, error.message);
+  if (offset === undefined) return { path: "", message: `invalid JSON: ${reason}` };
+  const before = text.slice(0, offset);
+  const lineStart = before.lastIndexOf("\n") + 1;
+  const line = before.split("\n").length;
+  return { path: "", message: `invalid JSON at line ${line}, column ${offset - lineStart + 1}: ${reason}` };
+}
+
+function parseText<T>(text: string, source: string, parse: (doc: unknown) => Parsed<T>): T {
+  // Editors on Windows may save a byte order mark, which JSON.parse rejects.
+  const json = text.startsWith("\uFEFF") ? text.slice(1) : text;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(json);
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    throw new RuleSetValidationError(source, [jsonSyntaxIssue(json, error)], { cause: error });
+  }
+  const parsed = parse(doc);
+  if (!parsed.ok) throw new RuleSetValidationError(source, parsed.issues);
+  return parsed.value;
+}
+
+/** Parses the JSON text of a rule set; throws RuleSetValidationError naming `source` with every issue. */
+export function parseRuleSetText(text: string, source: string): RuleSet {
+  return parseText(text, source, parseRuleSet);
+}
+
+/** Parses the JSON text of `aws ses list-receipt-filters`; throws RuleSetValidationError naming `source` with every issue. */
+export function parseFiltersText(text: string, source: string): IpFilter[] {
+  return parseText(text, source, parseFilters);
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    throw new RuleSetValidationError(path, [{ path: "", message: `cannot read the file: ${(error as Error).message}` }], { cause: error });
+  }
+}
+
+export async function loadRuleSetFile(path: string): Promise<RuleSet> {
+  return parseRuleSetText(await readText(path), path);
+}
+
+export async function loadFiltersFile(path: string): Promise<IpFilter[]> {
+  return parseFiltersText(await readText(path), path);
+}

@@ -1,0 +1,263 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile, mkdir, open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const bin = join(root, "dist/cli/main.js");
+const run = promisify(execFile);
+
+async function receiptd(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { cwd: root, maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+const jsonLines = (stdout: string) =>
+  stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+let scratch: string;
+beforeAll(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "receiptd-cli-"));
+});
+afterAll(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe("receiptd replay", () => {
+  it("replays every sample with the example rule set: one JSON line per message, in file order", async () => {
+    const { code, stdout } = await receiptd("replay", "samples", "--rules", "rules/example.json", "--json");
+    expect(code).toBe(0);
+    const lines = jsonLines(stdout);
+    expect(lines.map((l) => l.file)).toEqual([...lines.map((l) => l.file as string)].sort());
+    expect(lines.length).toBeGreaterThanOrEqual(6);
+    for (const line of lines) {
+      expect(Object.keys(line)).toEqual(["file", "messageId", "envelope", "ipFilter", "accepted", "refused", "rules"]);
+      expect(line.messageId).toMatch(/^[0-9a-v]{40}$/);
+    }
+  });
+
+  it("prints the documented shape, the action's own fields, skipped actions and the stop", async () => {
+    const { code, stdout } = await receiptd(
+      "replay",
+      "samples/noreply.eml",
+      "--rules",
+      "rules/example.json",
+      "--json",
+    );
+    expect(code).toBe(0);
+    const [line] = jsonLines(stdout);
+    expect(line).toMatchObject({
+      file: "samples/noreply.eml",
+      envelope: { mailFrom: "carol@example.net", recipients: ["noreply@example.com", "stranger@example.net", "payroll@example.com"] },
+      ipFilter: { decision: "none", filter: null },
+      accepted: ["noreply@example.com", "payroll@example.com"],
+      refused: [{ recipient: "stranger@example.net", reply: "550 5.7.1 Relaying denied" }],
+      rules: [
+        {
+          name: "no-reply",
+          recipients: ["noreply@example.com"],
+          actions: [
+            {
+              type: "Bounce",
+              outcome: "done",
+              SmtpReplyCode: "550",
+              StatusCode: "5.1.1",
+              Message: "This address does not accept mail.",
+              Sender: "mailer-daemon@example.com",
+            },
+            { type: "Stop", outcome: "done", Scope: "RuleSet" },
+          ],
+          stop: "Stop",
+        },
+      ],
+    });
+  });
+
+  it("takes the envelope and Lambda results from the command line", async () => {
+    const { stdout } = await receiptd(
+      "replay",
+      "samples/plain.eml",
+      "--rules",
+      "rules/example.json",
+      "--from",
+      "",
+      "--to",
+      "abuse@example.org",
+      "--to",
+      "info@example.com",
+      "--lambda-result",
+      "arn:aws:lambda:us-east-1:123456789012:function:triage-abuse=stop_rule",
+      "--json",
+    );
+    const [line] = jsonLines(stdout) as [{ envelope: unknown; rules: { name: string; stop: string | null; actions: { outcome: string; disposition?: string }[] }[] }];
+    expect(line.envelope).toEqual({ mailFrom: "", recipients: ["abuse@example.org", "info@example.com"] });
+    expect(line.rules.map((r) => [r.name, r.stop])).toEqual([
+      ["abuse-reports", "STOP_RULE"],
+      ["company-notify", null],
+      ["archive-everything", null],
+    ]);
+    expect(line.rules[0]!.actions.map((a) => a.outcome)).toEqual(["done", "done", "skipped"]);
+    expect(line.rules[0]!.actions[1]!.disposition).toBe("stop_rule");
+  });
+
+  it("applies IP filters and TLS: a blocked client gets nothing accepted, TLS-only rules need --tls", async () => {
+    const blocked = jsonLines(
+      (await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--filters", "rules/filters.json", "--client-ip", "203.0.113.9", "--json")).stdout,
+    )[0];
+    expect(blocked).toMatchObject({
+      ipFilter: { decision: "block", filter: "known-spam-range" },
+      accepted: [],
+      refused: [{ recipient: "info@example.com", reply: "554 5.7.1 Access denied" }],
+      rules: [],
+    });
+    const allowed = jsonLines(
+      (await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--filters", "rules/filters.json", "--client-ip", "203.0.113.25", "--json")).stdout,
+    )[0];
+    expect(allowed).toMatchObject({ ipFilter: { decision: "allow", filter: "partner-relay" }, accepted: ["info@example.com"] });
+
+    const plain = jsonLines((await receiptd("replay", "samples/plain.eml", "--rules", "rules/secure-only.json", "--to", "payroll@example.com", "--json")).stdout)[0];
+    expect(plain).toMatchObject({ accepted: [], refused: [{ reply: "530 5.7.0 Must issue a STARTTLS command first" }] });
+    const tls = jsonLines((await receiptd("replay", "samples/plain.eml", "--rules", "rules/secure-only.json", "--to", "payroll@example.com", "--tls", "--json")).stdout)[0];
+    expect(tls).toMatchObject({ accepted: ["payroll@example.com"], rules: [{ name: "payroll-requires-tls" }, { name: "everyone-else" }] });
+  });
+
+  it("--identity replaces the identities implied by the rule set", async () => {
+    const { stdout } = await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--identity", "example.org", "--json");
+    expect(jsonLines(stdout)[0]).toMatchObject({ accepted: [], refused: [{ recipient: "info@example.com", reply: "550 5.7.1 Relaying denied" }] });
+  });
+
+  it("a message of tens of megabytes is replayed from its header alone, and strict mode flags SES's action limits", async () => {
+    const big = join(scratch, "big.eml");
+    const file = await open(big, "w");
+    await file.write("From: a@example.net\r\nTo: info@example.com\r\nSubject: big\r\n\r\n");
+    const chunk = Buffer.alloc(1024 * 1024, "x\r\n");
+    for (let i = 0; i < 42; i++) await file.write(chunk);
+    await file.close();
+    const { code, stdout } = await receiptd("replay", big, "--rules", "rules/example.json", "--json");
+    expect(code).toBe(0);
+    const [line] = jsonLines(stdout) as [{ rules: { name: string; actions: { type: string; outcome: string; error?: string }[] }[] }];
+    const sns = line.rules[0]!.actions[0]!;
+    expect(sns).toMatchObject({ type: "SNS", outcome: "failed" });
+    expect(sns.error).toMatch(/exceeds the SNS action limit of 153600 bytes/);
+  });
+
+  it("an unreadable or malformed file gets its own error, the rest are replayed, exit code 1", async () => {
+    const dir = join(scratch, "mixed");
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "a-good.eml"), "From: a@example.net\r\nTo: info@example.com\r\n\r\nhi\r\n");
+    await writeFile(join(dir, "b-empty.eml"), "");
+    await writeFile(join(dir, "c-garbage.eml"), "this is not a message\r\nat all\r\n");
+    await writeFile(join(dir, "d-good.eml"), "From: b@example.net\r\nTo: user@example.com\r\n\r\nhi\r\n");
+    const { code, stdout } = await receiptd("replay", dir, join(scratch, "missing.eml"), "--rules", "rules/example.json", "--json");
+    expect(code).toBe(1);
+    const lines = jsonLines(stdout);
+    expect(lines.map((l) => [l.file, "error" in l])).toEqual([
+      [join(dir, "a-good.eml"), false],
+      [join(dir, "b-empty.eml"), true],
+      [join(dir, "c-garbage.eml"), true],
+      [join(dir, "d-good.eml"), false],
+      [join(scratch, "missing.eml"), true],
+    ]);
+    expect(lines[1]!.error).toMatch(/empty/);
+    expect(lines[2]!.error).toMatch(/line 1/);
+    expect(lines[4]!.error).toMatch(/no such file/);
+  });
+
+  it("the human-readable trace names rules, actions, refusals and a summary", async () => {
+    const { code, stdout } = await receiptd("replay", "samples/noreply.eml", "samples/multipart.eml", "--rules", "rules/example.json");
+    expect(code).toBe(0);
+    expect(stdout).toContain("refused stranger@example.net: 550 5.7.1 Relaying denied");
+    expect(stdout).toContain("rule no-reply for noreply@example.com");
+    expect(stdout).toContain('+ Bounce 550 5.1.1 "This address does not accept mail." to carol@example.net');
+    expect(stdout).toContain("stopped by a Stop action");
+    expect(stdout).toContain("+ AddHeader X-Queue: billing");
+    expect(stdout).toMatch(/2 message\(s\): \d+ recipient\(s\) accepted, 1 refused, 0 unreadable/);
+  });
+
+  it("bad usage and invalid rule sets exit 2 with the reason", async () => {
+    expect((await receiptd("replay", "samples")).code).toBe(2);
+    expect((await receiptd("replay", "--rules", "rules/example.json")).code).toBe(2);
+    expect((await receiptd("replay", "samples", "--rules", "rules/example.json", "--bogus")).code).toBe(2);
+    expect((await receiptd("replay", "samples", "--rules", "rules/example.json", "--client-ip", "nope")).code).toBe(2);
+    expect((await receiptd("replay", "samples", "--rules", "rules/example.json", "--lambda-result", "no-equals")).code).toBe(2);
+    expect((await receiptd("frobnicate")).code).toBe(2);
+
+    const invalid = join(scratch, "invalid.json");
+    await writeFile(
+      invalid,
+      JSON.stringify({
+        Rules: [
+          { Name: "ok", Enabled: true, Actions: [{ BounceAction: { SmtpReplyCode: "250", Message: "m", Sender: "s@example.com" } }] },
+          { Name: "bad name!", Actions: [{ AddHeaderAction: { HeaderName: "X", HeaderValue: "a\nb" } }] },
+        ],
+      }),
+    );
+    const result = await receiptd("replay", "samples", "--rules", invalid);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toContain("Rules[0].Actions[0].BounceAction.SmtpReplyCode");
+    expect(result.stderr).toContain("Rules[1].Name");
+    expect(result.stderr).toContain("Rules[1].Actions[0].AddHeaderAction.HeaderValue");
+  });
+});
+
+describe("receiptd validate", () => {
+  it("accepts the example rule sets and filters", async () => {
+    for (const file of ["rules/example.json", "rules/secure-only.json"]) {
+      const { code, stdout } = await receiptd("validate", file, "--filters", "rules/filters.json");
+      expect(code, file).toBe(0);
+      expect(stdout).toContain("is valid");
+    }
+  });
+
+  it("prints every error with its path and exits 2", async () => {
+    const rulesFile = join(scratch, "many-errors.json");
+    await writeFile(
+      rulesFile,
+      JSON.stringify({
+        Metadata: { Name: "-bad" },
+        Rules: [
+          { Name: "a", Enabled: "yes", TlsPolicy: "Always", Actions: [{ SNSAction: { TopicArn: "nope", Encoding: "UTF8" } }] },
+          { Name: "a", Recipients: ["not an address"], Actions: [{ StopAction: { Scope: "Rule" } }] },
+        ],
+      }),
+    );
+    const filtersFile = join(scratch, "bad-filters.json");
+    await writeFile(filtersFile, JSON.stringify({ Filters: [{ Name: "f", IpFilter: { Policy: "Deny", Cidr: "10.0.0.0/33" } }] }));
+    const { code, stderr } = await receiptd("validate", rulesFile, "--filters", filtersFile);
+    expect(code).toBe(2);
+    for (const path of [
+      "Metadata.Name",
+      "Rules[0].Enabled",
+      "Rules[0].TlsPolicy",
+      "Rules[0].Actions[0].SNSAction.TopicArn",
+      "Rules[0].Actions[0].SNSAction.Encoding",
+      "Rules[1].Name",
+      "Rules[1].Recipients[0]",
+      "Rules[1].Actions[0].StopAction.Scope",
+      "Filters[0].IpFilter.Policy",
+      "Filters[0].IpFilter.Cidr",
+    ]) {
+      expect(stderr, path).toContain(path);
+    }
+  });
+
+  it("reports a JSON syntax error with its line and column", async () => {
+    const file = join(scratch, "syntax.json");
+    await writeFile(file, '{\n  "Rules": [\n    { "Name": "a", }\n  ]\n}\n');
+    const { code, stderr } = await receiptd("validate", file);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/line 3/);
+  });
+});
