@@ -1,5 +1,6 @@
 import libmime from "libmime";
 import addressparser from "nodemailer/lib/addressparser";
+import type { MailboxAddress } from "nodemailer/lib/addressparser";
 
 const DQUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -98,7 +99,8 @@ function quotePhrase(name: string): string {
 
 const NOT_SIMPLE = /[()<>,;:\\"[\]]/;
 
-function decodeWords(text: string): string {
+/** Decodes RFC 2047 encoded-words; text without any is returned as it is, at no cost. */
+export function decodeEncodedWords(text: string): string {
   return text.includes("=?") ? libmime.decodeWords(text) : text;
 }
 
@@ -122,7 +124,7 @@ export function displayAddresses(value: string): string[] {
     for (const mailbox of parsed) {
       if (mailbox.address === "") break;
       // addressparser drops a display name that equals the address; SES keeps it.
-      const name = mailbox.name !== "" ? decodeWords(mailbox.name) : entry.phrase ? mailbox.address : "";
+      const name = mailbox.name !== "" ? decodeEncodedWords(mailbox.name) : entry.phrase ? mailbox.address : "";
       if (name !== "") rendered.push(`${quotePhrase(name)} <${mailbox.address}>`);
       else rendered.push(NOT_SIMPLE.test(mailbox.address) ? `<${mailbox.address}>` : mailbox.address);
     }
@@ -144,7 +146,7 @@ function isAddress(address: string): boolean {
  */
 const SPACE_SEPARATED = /^[^\s"(),:;<>@]+@[^\s"(),:;<>@]+(?:\s+[^\s"(),:;<>@]+@[^\s"(),:;<>@]+)+$/;
 
-function mailboxesOf(entry: Entry): addressparser.Address[] {
+function mailboxesOf(entry: Entry): MailboxAddress[] {
   if (SPACE_SEPARATED.test(entry.text)) return entry.text.split(/\s+/).map((address) => ({ name: "", address }));
   return addressparser(entry.text, { flatten: true });
 }

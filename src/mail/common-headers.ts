@@ -1,6 +1,5 @@
-import libmime from "libmime";
 import type { Header } from "../rules/model.js";
-import { bareAddresses, dedupeAddresses, displayAddresses } from "./addresses.js";
+import { bareAddresses, decodeEncodedWords, dedupeAddresses, displayAddresses } from "./addresses.js";
 
 /** SES's `mail.commonHeaders`; a field is present only when the message has that header. */
 export interface CommonHeaders {
@@ -52,7 +51,7 @@ export function commonHeaders(headers: readonly Header[]): CommonHeaders {
     else if (lower === "return-path") returnPath ??= returnPathAddress(value);
     else if (lower === "date") date ??= value;
     else if (lower === "message-id") messageId ??= value;
-    else if (lower === "subject") subject ??= value.includes("=?") ? libmime.decodeWords(value) : value;
+    else if (lower === "subject") subject ??= decodeEncodedWords(value);
   }
   // Key order as in SES's notifications (returnPath, from, replyTo, date, to, messageId,
   // subject), with sender, cc and bcc next to their kin.

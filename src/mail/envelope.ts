@@ -14,8 +14,8 @@ export function envelopeFromHeaders(headers: readonly Header[]): Envelope {
   for (const { name, value } of headers) {
     switch (name.toLowerCase()) {
       case "return-path":
-        // "<>" is the null sender, which bareAddresses rightly finds no address in.
-        returnPath ??= bareAddresses(value)[0] ?? "";
+        // "<>" is the null sender; a Return-Path without an address says nothing and is passed over.
+        returnPath ??= value.trim() === "<>" ? "" : bareAddresses(value)[0];
         break;
       case "from":
         from ??= bareAddresses(value)[0];

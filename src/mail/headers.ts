@@ -188,6 +188,7 @@ export async function readMessageHead(path: string, opts?: MessageHeadOptions): 
       if (bytesRead === 0) break;
       filled += bytesRead;
       const scan = scanHeaderEnd(buf, lineStart, filled);
+      // Copied, so that a small header does not keep the whole read buffer alive.
       if (scan.end !== -1) return headFromBlock(Buffer.from(buf.subarray(0, scan.end)), size);
       lineStart = scan.lineStart;
     }

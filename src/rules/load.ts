@@ -3,7 +3,7 @@ import type { IpFilter, RuleSet } from "./model.js";
 import { parseFilters, parseRuleSet } from "./validate.js";
 import type { Parsed, ValidationIssue } from "./validate.js";
 
-export { DEFAULT_RULE_SET_NAME, parseFilters, parseRuleSet } from "./validate.js";
+export { parseFilters, parseRuleSet } from "./validate.js";
 export type { Parsed, ValidationIssue } from "./validate.js";
 
 /** A rule set or filters document that cannot be used; `message` has one line per issue. */
@@ -13,7 +13,8 @@ export class RuleSetValidationError extends Error {
   readonly issues: ValidationIssue[];
 
   constructor(source: string, issues: ValidationIssue[], options?: ErrorOptions) {
-    super(issues.map((issue) => `${source}: ${issue.path === "" ? "" : `${issue.path}: `}${issue.message}`).join("\n"), options);
+    const lines = issues.map((issue) => `${source}: ${issue.path === "" ? "" : `${issue.path}: `}${issue.message}`);
+    super(lines.join("\n"), options);
     this.source = source;
     this.issues = issues;
   }
@@ -21,7 +22,7 @@ export class RuleSetValidationError extends Error {
 
 const AT_POSITION = / at position (\d+)(?: \(line \d+ column \d+\))?$/;
 const END_OF_INPUT = "Unexpected end of JSON input";
-/** V8 quotes the whole text when it is short, else ten characters either side of the token, marking cuts with "...". */
+/** V8 quotes a short text whole, a longer one from ten characters before the token to ten after, marking cuts "...". */
 const UNEXPECTED_TOKEN = /^(Unexpected token '([\s\S])'), (\.\.\.)?"([\s\S]*)"(\.\.\.)? is not valid JSON$/;
 const CONTEXT = 10;
 
@@ -41,17 +42,21 @@ function isViablePrefix(prefix: string): boolean {
  * V8 gives no position for an unexpected token, only the text around it; the offset follows
  * from where that context was cut. A text short enough to be quoted whole is searched instead.
  */
-function unexpectedTokenOffset(text: string, token: string, cutBefore: boolean, context: string, cutAfter: boolean): number | undefined {
-  if (cutBefore && cutAfter) {
-    const start = text.indexOf(context);
-    return start < 0 ? undefined : start + CONTEXT;
+function unexpectedTokenOffset(text: string, match: RegExpExecArray): number | undefined {
+  const [, , token = "", cutBefore, context = "", cutAfter] = match;
+  if (cutBefore === undefined && cutAfter === undefined) {
+    for (let offset = text.indexOf(token); offset >= 0; offset = text.indexOf(token, offset + 1)) {
+      if (isViablePrefix(text.slice(0, offset)) && !isViablePrefix(text.slice(0, offset + 1))) return offset;
+    }
+    return undefined;
   }
-  if (cutBefore) return text.length - context.length + CONTEXT;
-  if (cutAfter) return context.length - CONTEXT;
-  for (let offset = text.indexOf(token); offset >= 0; offset = text.indexOf(token, offset + 1)) {
-    if (isViablePrefix(text.slice(0, offset)) && !isViablePrefix(text.slice(0, offset + 1))) return offset;
+  let offset = context.length - CONTEXT;
+  if (cutBefore !== undefined) {
+    const start = cutAfter === undefined ? text.length - context.length : text.indexOf(context);
+    offset = start < 0 ? -1 : start + CONTEXT;
   }
-  return undefined;
+  // A V8 that cuts its context differently must not make us point at the wrong character.
+  return text[offset] === token ? offset : undefined;
 }
 
 function locateJsonError(text: string, message: string): { offset?: number; reason: string } {
@@ -61,8 +66,8 @@ function locateJsonError(text: string, message: string): { offset?: number; reas
   if (message === END_OF_INPUT) return { offset: text.trimEnd().length, reason: message };
   const token = UNEXPECTED_TOKEN.exec(message);
   if (!token) return { reason: message };
-  const [, reason = message, char = "", cutBefore, context = "", cutAfter] = token;
-  const offset = unexpectedTokenOffset(text, char, cutBefore !== undefined, context, cutAfter !== undefined);
+  const reason = token[1] ?? message;
+  const offset = unexpectedTokenOffset(text, token);
   return offset === undefined ? { reason } : { offset, reason };
 }
 
@@ -95,7 +100,7 @@ export function parseRuleSetText(text: string, source: string): RuleSet {
   return parseText(text, source, parseRuleSet);
 }
 
-/** Parses the JSON text of `aws ses list-receipt-filters`; throws RuleSetValidationError naming `source` with every issue. */
+/** Parses the JSON text of `aws ses list-receipt-filters`; throws like parseRuleSetText. */
 export function parseFiltersText(text: string, source: string): IpFilter[] {
   return parseText(text, source, parseFilters);
 }
@@ -104,7 +109,8 @@ async function readText(path: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (error) {
-    throw new RuleSetValidationError(path, [{ path: "", message: `cannot read the file: ${(error as Error).message}` }], { cause: error });
+    const issue = { path: "", message: `cannot read the file: ${(error as Error).message}` };
+    throw new RuleSetValidationError(path, [issue], { cause: error });
   }
 }
 

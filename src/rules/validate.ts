@@ -19,8 +19,8 @@ export interface ValidationIssue {
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; issues: ValidationIssue[] };
 
-/** SES does not name a rule set that Metadata leaves unnamed; this is the name receiptd gives it. */
-export const DEFAULT_RULE_SET_NAME = "default";
+/** SES always names a rule set, but a hand-written document may leave Metadata out; it gets this name. */
+const DEFAULT_RULE_SET_NAME = "default";
 
 // Limits from SEMANTICS section 9.
 const MAX_RULES = 200;
@@ -56,7 +56,7 @@ function preview(s: string): string {
 }
 
 function describe(value: unknown): string {
-  if (value === null) return "null";
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return "an array";
   switch (typeof value) {
     case "string":
@@ -112,7 +112,15 @@ const oneOf =
   (s) =>
     values.includes(s) ? undefined : `one of ${values.map((v) => JSON.stringify(v)).join(", ")}`;
 
-function object<T>(what: string, shape: Shape<T>, refine?: (obj: Record<string, unknown>, path: string, issues: Issues) => void): Check {
+const unknownKey = (path: string, key: string, what: string, allowed: string): ValidationIssue => ({
+  path: keyPath(path, key),
+  message: `unknown key ${JSON.stringify(key)} in ${what}; allowed keys: ${allowed}`,
+});
+
+/** A check of a whole object, after its fields: for constraints between fields. */
+type Refine = (obj: Record<string, unknown>, path: string, issues: Issues) => void;
+
+function object<T>(what: string, shape: Shape<T>, refine?: Refine): Check {
   const fields = new Map<string, Field>(Object.entries<Field>(shape));
   const allowed = [...fields.keys()].join(", ");
   return (value, path, issues) => {
@@ -126,7 +134,7 @@ function object<T>(what: string, shape: Shape<T>, refine?: (obj: Record<string, 
       if (field) {
         if (child !== undefined) field.check(child, keyPath(path, key), issues);
       } else {
-        issues.push({ path: keyPath(path, key), message: `unknown key ${JSON.stringify(key)} in ${what}; allowed keys: ${allowed}` });
+        issues.push(unknownKey(path, key, what, allowed));
       }
     }
     for (const [key, field] of fields) {
@@ -160,14 +168,14 @@ function list(item: Check, { max, noun, uniqueKey }: ListOptions): Check {
       if (uniqueKey === undefined || typeof key !== "string") return;
       const first = firstPathOf.get(key);
       const here = keyPath(elementPath, uniqueKey);
-      if (first === undefined) firstPathOf.set(key, here);
-      else issues.push({ path: here, message: `expected a unique ${uniqueKey}, found ${preview(key)} again (first at ${first})` });
+      if (first === undefined) {
+        firstPathOf.set(key, here);
+      } else {
+        issues.push({ path: here, message: `expected a unique ${uniqueKey}, found ${preview(key)} again (first at ${first})` });
+      }
     });
   };
 }
-
-// ---------------------------------------------------------------------------------------------
-// Value rules.
 
 const NAME = matches(
   /^[A-Za-z0-9](?:[\w.-]{0,61}[A-Za-z0-9])?$/,
@@ -205,10 +213,10 @@ function isAddress(s: string): boolean {
 
 const address: StringRule = (s) => (isAddress(s) ? undefined : "an email address (user@example.com)");
 
-const recipient: StringRule = (s) => {
-  const ok = s.includes("@") ? isAddress(s) : isDomain(s.startsWith(".") ? s.slice(1) : s);
-  return ok ? undefined : "an address (user@example.com), a domain (example.com) or a dot-prefixed domain (.example.com)";
-};
+const recipient: StringRule = (s) =>
+  (s.includes("@") ? isAddress(s) : isDomain(s.startsWith(".") ? s.slice(1) : s))
+    ? undefined
+    : "an address (user@example.com), a domain (example.com) or a dot-prefixed domain (.example.com)";
 
 const timestamp: StringRule = (s) => (Number.isNaN(Date.parse(s)) ? "a date and time (ISO 8601)" : undefined);
 
@@ -222,18 +230,46 @@ const PARTITION = "aws(?:-cn|-us-gov)?";
 const REGION = "[a-z]{2}(?:-[a-z]+)+-\\d{1,2}";
 const ACCOUNT = "\\d{12}";
 
-function arn(service: string, inRegion: boolean, resource: string, example: string): StringRule {
-  const re = new RegExp(`^arn:${PARTITION}:${service}:${inRegion ? REGION : ""}:${ACCOUNT}:${resource}$`);
-  return matches(re, `an ARN like ${example}`);
+/** `region` is false for global services (IAM), whose ARNs leave the region empty. */
+function arn(service: string, region: boolean, resource: string, example: string): Check {
+  const re = new RegExp(`^arn:${PARTITION}:${service}:${region ? REGION : ""}:${ACCOUNT}:${resource}$`);
+  return text(matches(re, `an ARN like ${example}`));
 }
 
-const TOPIC_ARN = text(arn("sns", true, "[\\w-]{1,256}", "arn:aws:sns:us-east-1:123456789012:my-topic"));
+const TOPIC_ARN = arn("sns", true, "[\\w-]{1,256}", "arn:aws:sns:us-east-1:123456789012:my-topic");
+const KMS_KEY_ARN = arn(
+  "kms",
+  true,
+  "(?:key/[\\w-]+|alias/[\\w/-]+)",
+  "arn:aws:kms:us-east-1:123456789012:alias/aws/ses",
+);
+const IAM_ROLE_ARN = arn(
+  "iam",
+  false,
+  "role/(?:[\\w+=,.@-]+/)*[\\w+=,.@-]{1,64}",
+  "arn:aws:iam::123456789012:role/ses-to-s3",
+);
+const FUNCTION_ARN = arn(
+  "lambda",
+  true,
+  "function:[\\w-]{1,64}(?::(?:\\$LATEST|[\\w-]{1,128}))?",
+  "arn:aws:lambda:us-east-1:123456789012:function:my-function",
+);
+const ORGANIZATION_ARN = arn(
+  "workmail",
+  true,
+  "organization/m-[0-9a-f]{32}",
+  "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7",
+);
 
 // S3 keys are at most 1024 bytes and SES appends the 40-character message ID to the prefix.
 const MAX_PREFIX_BYTES = 1024 - 40;
 
 const S3_BUCKET = text(
-  matches(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "an S3 bucket name of 3 to 63 lowercase letters, digits, '.' or '-' that starts and ends with a letter or digit"),
+  matches(
+    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+    "an S3 bucket name of 3 to 63 lowercase letters, digits, '.' or '-' that starts and ends with a letter or digit",
+  ),
   matches(/^(?!.*\.\.)/, "an S3 bucket name without two adjacent periods"),
   matches(/^(?!\d+\.\d+\.\d+\.\d+$)/, "an S3 bucket name that is not formatted as an IP address"),
 );
@@ -251,21 +287,16 @@ function statusClassMatchesReply(action: Record<string, unknown>, path: string, 
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// The SES shapes.
-
 const ACTION_SHAPES: { [T in ActionType]: Check } = {
   S3: object<ActionParamsByType["S3"]>(ACTION_KEYS.S3, {
     BucketName: required(S3_BUCKET),
     ObjectKeyPrefix: optional(
-      text((s) => (Buffer.byteLength(s) <= MAX_PREFIX_BYTES ? undefined : `a prefix of at most ${MAX_PREFIX_BYTES} bytes in UTF-8`)),
+      text((s) =>
+        Buffer.byteLength(s) <= MAX_PREFIX_BYTES ? undefined : `a prefix of at most ${MAX_PREFIX_BYTES} bytes in UTF-8`,
+      ),
     ),
-    KmsKeyArn: optional(
-      text(arn("kms", true, "(?:key/[\\w-]+|alias/[\\w/-]+)", "arn:aws:kms:us-east-1:123456789012:alias/aws/ses")),
-    ),
-    IamRoleArn: optional(
-      text(arn("iam", false, "role/(?:[\\w+=,.@-]+/)*[\\w+=,.@-]{1,64}", "arn:aws:iam::123456789012:role/ses-to-s3")),
-    ),
+    KmsKeyArn: optional(KMS_KEY_ARN),
+    IamRoleArn: optional(IAM_ROLE_ARN),
     TopicArn: optional(TOPIC_ARN),
   }),
   SNS: object<ActionParamsByType["SNS"]>(ACTION_KEYS.SNS, {
@@ -276,7 +307,9 @@ const ACTION_SHAPES: { [T in ActionType]: Check } = {
     ACTION_KEYS.Bounce,
     {
       SmtpReplyCode: required(text(matches(SMTP_REPLY_CODE, "an SMTP reply code of the form [45]\\d\\d (550)"))),
-      StatusCode: optional(text(matches(STATUS_CODE, "an enhanced status code of the form [45].\\d{1,3}.\\d{1,3} (5.1.1)"))),
+      StatusCode: optional(
+        text(matches(STATUS_CODE, "an enhanced status code of the form [45].\\d{1,3}.\\d{1,3} (5.1.1)")),
+      ),
       Message: required(text(nonEmpty)),
       Sender: required(text(address)),
       TopicArn: optional(TOPIC_ARN),
@@ -284,11 +317,7 @@ const ACTION_SHAPES: { [T in ActionType]: Check } = {
     statusClassMatchesReply,
   ),
   Lambda: object<ActionParamsByType["Lambda"]>(ACTION_KEYS.Lambda, {
-    FunctionArn: required(
-      text(
-        arn("lambda", true, "function:[\\w-]{1,64}(?::(?:\\$LATEST|[\\w-]{1,128}))?", "arn:aws:lambda:us-east-1:123456789012:function:my-function"),
-      ),
-    ),
+    FunctionArn: required(FUNCTION_ARN),
     InvocationType: optional(text(oneOf("Event", "RequestResponse"))),
     TopicArn: optional(TOPIC_ARN),
   }),
@@ -297,7 +326,9 @@ const ACTION_SHAPES: { [T in ActionType]: Check } = {
     TopicArn: optional(TOPIC_ARN),
   }),
   AddHeader: object<ActionParamsByType["AddHeader"]>(ACTION_KEYS.AddHeader, {
-    HeaderName: required(text(matches(/^[A-Za-z0-9-]{1,50}$/, "a header name of 1 to 50 ASCII letters, digits or '-'"))),
+    HeaderName: required(
+      text(matches(/^[A-Za-z0-9-]{1,50}$/, "a header name of 1 to 50 ASCII letters, digits or '-'")),
+    ),
     HeaderValue: required(
       text(
         (s) => (s.length < 2048 ? undefined : "a header value under 2048 characters"),
@@ -306,11 +337,7 @@ const ACTION_SHAPES: { [T in ActionType]: Check } = {
     ),
   }),
   WorkMail: object<ActionParamsByType["WorkMail"]>(ACTION_KEYS.WorkMail, {
-    OrganizationArn: required(
-      text(
-        arn("workmail", true, "organization/m-[0-9a-f]{32}", "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7"),
-      ),
-    ),
+    OrganizationArn: required(ORGANIZATION_ARN),
     TopicArn: optional(TOPIC_ARN),
   }),
 };
@@ -337,10 +364,9 @@ const receiptAction: Check = (value, path, issues) => {
   }
   for (const key of keys) {
     const type = TYPE_BY_KEY.get(key);
-    const keyAt = keyPath(path, key);
-    if (type) ACTION_SHAPES[type](value[key], keyAt, issues);
-    else if (UNSUPPORTED_ACTIONS.has(key)) issues.push({ path: keyAt, message: `${key} is not supported by receiptd` });
-    else issues.push({ path: keyAt, message: `unknown key ${JSON.stringify(key)} in ReceiptAction; allowed keys: ${ACTION_KEY_LIST}` });
+    if (type) ACTION_SHAPES[type](value[key], keyPath(path, key), issues);
+    else if (!UNSUPPORTED_ACTIONS.has(key)) issues.push(unknownKey(path, key, "ReceiptAction", ACTION_KEY_LIST));
+    else issues.push({ path: keyPath(path, key), message: `${key} is not supported by receiptd` });
   }
 };
 
@@ -430,7 +456,7 @@ function run<T>(check: Check, doc: unknown, build: () => T): Parsed<T> {
 
 /**
  * Validates the output of `aws ses describe-active-receipt-rule-set` (or `describe-receipt-rule-set`,
- * which has the same shape). `{}`, what the first prints when no set is active, is an empty set.
+ * which has the same shape). Both keys are optional, as in the SDK, so `{}` is an empty set.
  */
 export function parseRuleSet(doc: unknown): Parsed<RuleSet> {
   return run(RULE_SET_DOCUMENT, doc, () => {

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   RuleSetValidationError,
   loadFiltersFile,
@@ -12,7 +12,7 @@ import {
   parseRuleSet,
   parseRuleSetText,
 } from "../../src/rules/load.js";
-import type { ValidationIssue } from "../../src/rules/load.js";
+import type { Parsed, ValidationIssue } from "../../src/rules/load.js";
 import type { RuleSet } from "../../src/rules/model.js";
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/rules/${name}`, import.meta.url));
@@ -20,14 +20,20 @@ const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/rul
 const TOPIC = "arn:aws:sns:us-east-1:123456789012:mail";
 const FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:triage";
 const ORGANIZATION = "arn:aws:workmail:us-west-2:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7";
+const ACTION_KEYS = "S3Action, SNSAction, LambdaAction, BounceAction, AddHeaderAction, StopAction, WorkmailAction";
+const NAME_RULE = "a name of 1 to 63 ASCII letters, digits, '.', '_' or '-' that starts and ends with a letter or digit";
+const RECIPIENT_RULE =
+  "expected an address (user@example.com), a domain (example.com) or a dot-prefixed domain (.example.com)";
 
-function issues(result: ReturnType<typeof parseRuleSet> | ReturnType<typeof parseFilters>): ValidationIssue[] {
+function issuesOf<T>(result: Parsed<T>): ValidationIssue[] {
   if (result.ok) throw new Error(`expected validation issues, got ${JSON.stringify(result.value)}`);
   return result.issues;
 }
 
+const setIssues = (doc: unknown): ValidationIssue[] => issuesOf(parseRuleSet(doc));
+const filterIssues = (doc: unknown): ValidationIssue[] => issuesOf(parseFilters(doc));
 const withRules = (...rules: unknown[]): unknown => ({ Metadata: { Name: "set" }, Rules: rules });
-const ruleIssues = (rule: Record<string, unknown>): ValidationIssue[] => issues(parseRuleSet(withRules({ Name: "r", ...rule })));
+const ruleIssues = (rule: Record<string, unknown>): ValidationIssue[] => setIssues(withRules({ Name: "r", ...rule }));
 const actionIssues = (action: unknown): ValidationIssue[] => ruleIssues({ Actions: [action] });
 const withFilters = (...filters: unknown[]): unknown => ({ Filters: filters });
 const filter = (Name: string, Policy: string, Cidr: string) => ({ Name, IpFilter: { Policy, Cidr } });
@@ -63,7 +69,10 @@ describe("a valid rule set", () => {
                 TopicArn: "arn:aws:sns:us-east-1:123456789012:mail-stored",
               },
             },
-            { type: "SNS", params: { TopicArn: "arn:aws:sns:us-east-1:123456789012:mail-content", Encoding: "Base64" } },
+            {
+              type: "SNS",
+              params: { TopicArn: "arn:aws:sns:us-east-1:123456789012:mail-content", Encoding: "Base64" },
+            },
             {
               type: "Lambda",
               params: {
@@ -119,7 +128,9 @@ describe("a valid rule set", () => {
       ok: true,
       value: {
         name: "set",
-        rules: [{ name: "bare", enabled: false, tlsPolicy: "Optional", recipients: [], scanEnabled: false, actions: [] }],
+        rules: [
+          { name: "bare", enabled: false, tlsPolicy: "Optional", recipients: [], scanEnabled: false, actions: [] },
+        ],
       },
     });
   });
@@ -127,7 +138,7 @@ describe("a valid rule set", () => {
   it("names a rule set without Metadata.Name 'default' and treats {} as an empty set", () => {
     expect(parseRuleSet({})).toEqual({ ok: true, value: { name: "default", rules: [] } });
     expect(parseRuleSet({ Metadata: {}, Rules: [] })).toEqual({ ok: true, value: { name: "default", rules: [] } });
-    expect(parseRuleSet({ Metadata: { Name: "only-name" } })).toEqual({ ok: true, value: { name: "only-name", rules: [] } });
+    expect(parseRuleSet({ Metadata: { Name: "named" } })).toEqual({ ok: true, value: { name: "named", rules: [] } });
   });
 
   it("copies action parameters, so later edits of the document do not reach the model", () => {
@@ -164,18 +175,22 @@ describe("document shape", () => {
     ["a string", "rules", 'found a string ("rules")'],
     ["null", null, "found null"],
   ])("rejects %s at the root", (_, doc, found) => {
-    expectOneIssue(issues(parseRuleSet(doc)), "", "expected an object (the output of aws ses describe-active-receipt-rule-set", found);
+    expectOneIssue(setIssues(doc), "", "expected an object (the output of aws ses describe-active-receipt-rule-set", found);
   });
 
   it("rejects unknown keys at the top level and in Metadata, naming the allowed keys", () => {
-    expect(issues(parseRuleSet({ Metadata: { Name: "s", Created: "x" }, Rules: [], ResponseMetadata: {} }))).toEqual([
+    expect(setIssues({ Metadata: { Name: "s", Created: "x" }, Rules: [], ResponseMetadata: {} })).toEqual([
       {
         path: "Metadata.Created",
         message: 'unknown key "Created" in ReceiptRuleSetMetadata; allowed keys: Name, CreatedTimestamp',
       },
-      { path: "ResponseMetadata", message: expect.stringContaining('unknown key "ResponseMetadata"') },
+      {
+        path: "ResponseMetadata",
+        message:
+          'unknown key "ResponseMetadata" in the output of aws ses describe-active-receipt-rule-set or ' +
+          "describe-receipt-rule-set; allowed keys: Metadata, Rules",
+      },
     ]);
-    expect(issues(parseRuleSet({ Rules: [], ResponseMetadata: {} }))[0]?.message).toContain("allowed keys: Metadata, Rules");
   });
 
   it("quotes a key that is not an identifier in the path", () => {
@@ -183,13 +198,14 @@ describe("document shape", () => {
   });
 
   it("checks Metadata.CreatedTimestamp is a date", () => {
-    expectOneIssue(issues(parseRuleSet({ Metadata: { CreatedTimestamp: "yesterday" } })), "Metadata.CreatedTimestamp", "ISO 8601");
-    expectOneIssue(issues(parseRuleSet({ Metadata: { CreatedTimestamp: 1709296496 } })), "Metadata.CreatedTimestamp", "expected a string, found a number (1709296496)");
+    const path = "Metadata.CreatedTimestamp";
+    expectOneIssue(setIssues({ Metadata: { CreatedTimestamp: "yesterday" } }), path, "ISO 8601");
+    expectOneIssue(setIssues({ Metadata: { CreatedTimestamp: 1709296496 } }), path, "found a number (1709296496)");
   });
 
   it("requires Rules to be an array of objects", () => {
-    expectOneIssue(issues(parseRuleSet({ Rules: {} })), "Rules", "expected an array of rules, found an object");
-    expectOneIssue(issues(parseRuleSet({ Rules: ["r"] })), "Rules[0]", 'expected an object (ReceiptRule), found a string ("r")');
+    expectOneIssue(setIssues({ Rules: {} }), "Rules", "expected an array of rules, found an object");
+    expectOneIssue(setIssues({ Rules: ["r"] }), "Rules[0]", 'expected an object (ReceiptRule), found a string ("r")');
   });
 });
 
@@ -198,13 +214,14 @@ describe("rules", () => {
     expect(ruleIssues({ Enable: true })).toEqual([
       {
         path: "Rules[0].Enable",
-        message: 'unknown key "Enable" in ReceiptRule; allowed keys: Name, Enabled, TlsPolicy, Recipients, Actions, ScanEnabled',
+        message:
+          'unknown key "Enable" in ReceiptRule; allowed keys: Name, Enabled, TlsPolicy, Recipients, Actions, ScanEnabled',
       },
     ]);
   });
 
   it("requires Name", () => {
-    expectOneIssue(issues(parseRuleSet(withRules({ Enabled: true }))), "Rules[0].Name", "missing required key Name in ReceiptRule");
+    expectOneIssue(setIssues(withRules({ Enabled: true })), "Rules[0].Name", "missing required key Name in ReceiptRule");
   });
 
   it.each([
@@ -218,14 +235,25 @@ describe("rules", () => {
     expect(ruleIssues({ [key]: value })).toEqual([{ path: `Rules[0].${key}`, message }]);
   });
 
+  it("treats a key set to undefined as absent, as JSON.stringify does", () => {
+    const parsed = parseRuleSet(withRules({ Name: "r", Enabled: undefined, Recipients: undefined }));
+    expect(parsed.ok && parsed.value.rules[0]).toMatchObject({ enabled: false, recipients: [] });
+    expectOneIssue(ruleIssues({ Name: undefined }), "Rules[0].Name", "missing required key Name");
+    expectOneIssue(actionIssues({ S3Action: undefined }), "Rules[0].Actions[0].S3Action", "found undefined");
+  });
+
   it("keeps Enabled: false and TlsPolicy: Optional as written", () => {
     const parsed = parseRuleSet(withRules({ Name: "r", Enabled: false, TlsPolicy: "Optional", ScanEnabled: false }));
-    expect(parsed.ok && parsed.value.rules[0]).toMatchObject({ enabled: false, tlsPolicy: "Optional", scanEnabled: false });
+    expect(parsed.ok && parsed.value.rules[0]).toMatchObject({
+      enabled: false,
+      tlsPolicy: "Optional",
+      scanEnabled: false,
+    });
   });
 
   it("rejects two rules with the same name", () => {
     expectOneIssue(
-      issues(parseRuleSet(withRules({ Name: "same" }, { Name: "other" }, { Name: "same" }))),
+      setIssues(withRules({ Name: "same" }, { Name: "other" }, { Name: "same" })),
       "Rules[2].Name",
       'expected a unique Name, found "same" again (first at Rules[0].Name)',
     );
@@ -238,7 +266,7 @@ describe("rules", () => {
   it("accepts 200 rules and rejects 201", () => {
     const rules = (n: number) => Array.from({ length: n }, (_, i) => ({ Name: `r${i}` }));
     expect(parseRuleSet(withRules(...rules(200))).ok).toBe(true);
-    expectOneIssue(issues(parseRuleSet(withRules(...rules(201)))), "Rules", "expected at most 200 rules, found 201");
+    expectOneIssue(setIssues(withRules(...rules(201))), "Rules", "expected at most 200 rules, found 201");
   });
 
   it("accepts 10 actions per rule and rejects 11", () => {
@@ -250,27 +278,30 @@ describe("rules", () => {
   it("accepts 100 recipients per rule and rejects 101", () => {
     const recipients = (n: number) => Array.from({ length: n }, (_, i) => `user${i}@example.com`);
     expect(parseRuleSet(withRules({ Name: "r", Recipients: recipients(100) })).ok).toBe(true);
-    expectOneIssue(ruleIssues({ Recipients: recipients(101) }), "Rules[0].Recipients", "expected at most 100 recipients, found 101");
+    expectOneIssue(
+      ruleIssues({ Recipients: recipients(101) }),
+      "Rules[0].Recipients",
+      "expected at most 100 recipients, found 101",
+    );
   });
 });
 
 describe("names of rule sets, rules and filters", () => {
-  const valid = ["a", "7", "rule_1.v2-final", "A".repeat(63), "a-._b"];
-  const invalid = ["", "-rule", "rule-", "_rule", "rule.", "a".repeat(64), "rule@home", "règle", "two words"];
-
-  it.each(valid)("accepts %j", (name) => {
+  it.each(["a", "7", "rule_1.v2-final", "A".repeat(63), "a-._b"])("accepts %j", (name) => {
     expect(parseRuleSet({ Metadata: { Name: name }, Rules: [{ Name: name }] }).ok).toBe(true);
     expect(parseFilters(withFilters(filter(name, "Allow", "10.0.0.1"))).ok).toBe(true);
   });
 
-  it.each(invalid)("rejects %j", (name) => {
-    const expected = "a name of 1 to 63 ASCII letters, digits, '.', '_' or '-' that starts and ends with a letter or digit";
-    expect(issues(parseRuleSet({ Metadata: { Name: name }, Rules: [{ Name: name }] }))).toEqual([
-      { path: "Metadata.Name", message: expect.stringContaining(expected) },
-      { path: "Rules[0].Name", message: expect.stringContaining(expected) },
-    ]);
-    expectOneIssue(issues(parseFilters(withFilters(filter(name, "Allow", "10.0.0.1")))), "Filters[0].Name", expected);
-  });
+  it.each(["", "-rule", "rule-", "_rule", "rule.", "a".repeat(64), "rule@home", "règle", "two words"])(
+    "rejects %j",
+    (name) => {
+      expect(setIssues({ Metadata: { Name: name }, Rules: [{ Name: name }] })).toEqual([
+        { path: "Metadata.Name", message: expect.stringContaining(NAME_RULE) },
+        { path: "Rules[0].Name", message: expect.stringContaining(NAME_RULE) },
+      ]);
+      expectOneIssue(filterIssues(withFilters(filter(name, "Allow", "10.0.0.1"))), "Filters[0].Name", NAME_RULE);
+    },
+  );
 });
 
 describe("recipients", () => {
@@ -324,7 +355,7 @@ describe("recipients", () => {
     expectOneIssue(
       ruleIssues({ Recipients: ["ok@example.com", recipient] }),
       "Rules[0].Recipients[1]",
-      "expected an address (user@example.com), a domain (example.com) or a dot-prefixed domain (.example.com)",
+      RECIPIENT_RULE,
       `found ${JSON.stringify(recipient).slice(0, 40)}`,
     );
   });
@@ -336,15 +367,19 @@ describe("recipients", () => {
 
 describe("actions", () => {
   it("rejects ConnectAction as unsupported", () => {
+    const connect = {
+      InstanceARN: "arn:aws:connect:us-east-1:123456789012:instance/x",
+      IAMRoleARN: "arn:aws:iam::123456789012:role/r",
+    };
     expectOneIssue(
-      actionIssues({ ConnectAction: { InstanceARN: "arn:aws:connect:us-east-1:123456789012:instance/x", IAMRoleARN: "arn:aws:iam::123456789012:role/r" } }),
+      actionIssues({ ConnectAction: connect }),
       "Rules[0].Actions[0].ConnectAction",
       "ConnectAction is not supported by receiptd",
     );
   });
 
   it("requires exactly one action key per element", () => {
-    expectOneIssue(actionIssues({}), "Rules[0].Actions[0]", "expected exactly one action key (S3Action, SNSAction, LambdaAction, BounceAction, AddHeaderAction, StopAction, WorkmailAction), found none");
+    expectOneIssue(actionIssues({}), "Rules[0].Actions[0]", `expected exactly one action key (${ACTION_KEYS}), found none`);
     expectOneIssue(
       actionIssues({ StopAction: { Scope: "RuleSet" }, SNSAction: { TopicArn: TOPIC } }),
       "Rules[0].Actions[0]",
@@ -364,7 +399,7 @@ describe("actions", () => {
     expectOneIssue(
       actionIssues({ S3Actions: { BucketName: "bucket" } }),
       "Rules[0].Actions[0].S3Actions",
-      'unknown key "S3Actions" in ReceiptAction; allowed keys: S3Action, SNSAction, LambdaAction, BounceAction, AddHeaderAction, StopAction, WorkmailAction',
+      `unknown key "S3Actions" in ReceiptAction; allowed keys: ${ACTION_KEYS}`,
     );
   });
 
@@ -377,11 +412,14 @@ describe("actions", () => {
   });
 
   it("rejects an action that is not an object", () => {
-    expectOneIssue(actionIssues("S3Action"), "Rules[0].Actions[0]", 'expected an object with one of S3Action, SNSAction');
-    expectOneIssue(actionIssues({ S3Action: "bucket" }), "Rules[0].Actions[0].S3Action", 'expected an object (S3Action), found a string ("bucket")');
+    expectOneIssue(actionIssues("S3Action"), "Rules[0].Actions[0]", `expected an object with one of ${ACTION_KEYS}`);
+    expectOneIssue(
+      actionIssues({ S3Action: "bucket" }),
+      "Rules[0].Actions[0].S3Action",
+      'expected an object (S3Action), found a string ("bucket")',
+    );
   });
 
-  // Each entry: a valid action, then variants that break exactly one constraint.
   const s3 = { BucketName: "my-bucket" };
   const bounce = { SmtpReplyCode: "550", Message: "Gone", Sender: "postmaster@example.com" };
   const header = { HeaderName: "X-Tag", HeaderValue: "v" };
@@ -394,7 +432,7 @@ describe("actions", () => {
     { S3Action: { ...s3, ObjectKeyPrefix: "p".repeat(984) } },
     { S3Action: { ...s3, ObjectKeyPrefix: "é".repeat(492) } },
     { S3Action: { ...s3, KmsKeyArn: "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab" } },
-    { S3Action: { ...s3, KmsKeyArn: "arn:aws-cn:kms:cn-north-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab" } },
+    { S3Action: { ...s3, KmsKeyArn: "arn:aws-cn:kms:cn-north-1:123456789012:key/mrk-1234abcd12ab34cd56ef12345678" } },
     { S3Action: { ...s3, IamRoleArn: "arn:aws:iam::123456789012:role/ses-writer" } },
     { S3Action: { ...s3, TopicArn: "arn:aws-cn:sns:cn-north-1:123456789012:cn_topic" } },
     { SNSAction: { TopicArn: TOPIC, Encoding: "UTF-8" } },
@@ -411,6 +449,7 @@ describe("actions", () => {
     expect(parseRuleSet(withRules({ Name: "r", Actions: [action] })).ok).toBe(true);
   });
 
+  // Each case breaks one constraint: the action key, its parameters, the field reported, and what the message says.
   const invalidActions: [key: string, params: Record<string, unknown>, field: string, ...fragments: string[]][] = [
     ["S3Action", {}, "BucketName", "missing required key BucketName in S3Action"],
     ["S3Action", { BucketName: 42 }, "BucketName", "expected a string, found a number (42)"],
@@ -426,13 +465,13 @@ describe("actions", () => {
     ["S3Action", { ...s3, ObjectKeyPrefix: "é".repeat(493) }, "ObjectKeyPrefix", "at most 984 bytes"],
     ["S3Action", { ...s3, ObjectKeyPrefix: ["in/"] }, "ObjectKeyPrefix", "expected a string, found an array"],
     ["S3Action", { ...s3, KmsKeyArn: "arn:aws:kms:us-east-1:1234:key/abc" }, "KmsKeyArn", "an ARN like arn:aws:kms:"],
-    ["S3Action", { ...s3, KmsKeyArn: "arn:aws:kms:us-east-1:123456789012:secret/abc" }, "KmsKeyArn", "an ARN like arn:aws:kms:"],
-    ["S3Action", { ...s3, IamRoleArn: "arn:aws:iam:us-east-1:123456789012:role/r" }, "IamRoleArn", "an ARN like arn:aws:iam::"],
-    ["S3Action", { ...s3, IamRoleArn: "arn:aws:iam::123456789012:user/u" }, "IamRoleArn", "an ARN like arn:aws:iam::"],
+    ["S3Action", { ...s3, KmsKeyArn: "arn:aws:kms:us-east-1:123456789012:grant/a" }, "KmsKeyArn", "an ARN like arn:aws:kms:"],
+    ["S3Action", { ...s3, IamRoleArn: "arn:aws:iam:us-east-1:123456789012:role/r" }, "IamRoleArn", "like arn:aws:iam::"],
+    ["S3Action", { ...s3, IamRoleArn: "arn:aws:iam::123456789012:user/u" }, "IamRoleArn", "like arn:aws:iam::"],
     ["S3Action", { ...s3, TopicArn: "arn:aws:sns:us-east-1:12345678901:t" }, "TopicArn", "an ARN like arn:aws:sns:"],
     ["S3Action", { ...s3, TopicArn: "arn:aws:sqs:us-east-1:123456789012:q" }, "TopicArn", "an ARN like arn:aws:sns:"],
-    ["S3Action", { ...s3, TopicArn: "arn:aws-iso:sns:us-iso-east-1:123456789012:t" }, "TopicArn", "an ARN like arn:aws:sns:"],
-    ["S3Action", { ...s3, TopicArn: "arn:aws:sns:us-east-1:123456789012:t.fifo" }, "TopicArn", "an ARN like arn:aws:sns:"],
+    ["S3Action", { ...s3, TopicArn: "arn:aws-iso:sns:us-iso-east-1:123456789012:t" }, "TopicArn", "like arn:aws:sns:"],
+    ["S3Action", { ...s3, TopicArn: "arn:aws:sns:us-east-1:123456789012:t.fifo" }, "TopicArn", "like arn:aws:sns:"],
     ["SNSAction", {}, "TopicArn", "missing required key TopicArn in SNSAction"],
     ["SNSAction", { TopicArn: "my-topic" }, "TopicArn", "an ARN like arn:aws:sns:", 'found "my-topic"'],
     ["SNSAction", { TopicArn: TOPIC, Encoding: "UTF8" }, "Encoding", 'expected one of "UTF-8", "Base64", found "UTF8"'],
@@ -444,17 +483,27 @@ describe("actions", () => {
     ["BounceAction", { ...bounce, StatusCode: "5.1" }, "StatusCode", "an enhanced status code of the form"],
     ["BounceAction", { ...bounce, StatusCode: "2.0.0" }, "StatusCode", "an enhanced status code of the form"],
     ["BounceAction", { ...bounce, StatusCode: "5.1.1000" }, "StatusCode", "an enhanced status code of the form"],
-    ["BounceAction", { ...bounce, StatusCode: "4.2.2" }, "StatusCode", 'expected a status code of class 5 like SmtpReplyCode "550", found "4.2.2"'],
+    [
+      "BounceAction",
+      { ...bounce, StatusCode: "4.2.2" },
+      "StatusCode",
+      'expected a status code of class 5 like SmtpReplyCode "550", found "4.2.2"',
+    ],
     ["BounceAction", { ...bounce, Message: "" }, "Message", 'expected a non-empty string, found ""'],
     ["BounceAction", { ...bounce, Message: undefined }, "Message", "missing required key Message"],
     ["BounceAction", { ...bounce, Sender: "postmaster" }, "Sender", 'expected an email address (user@example.com), found "postmaster"'],
     ["BounceAction", { ...bounce, Sender: undefined }, "Sender", "missing required key Sender"],
     ["BounceAction", { ...bounce, TopicArn: "t" }, "TopicArn", "an ARN like arn:aws:sns:"],
     ["LambdaAction", {}, "FunctionArn", "missing required key FunctionArn in LambdaAction"],
-    ["LambdaAction", { FunctionArn: "arn:aws:lambda:us-east-1:123456789012:triage" }, "FunctionArn", "an ARN like arn:aws:lambda:"],
+    ["LambdaAction", { FunctionArn: "arn:aws:lambda:us-east-1:123456789012:triage" }, "FunctionArn", "like arn:aws:lambda:"],
     ["LambdaAction", { FunctionArn: "triage" }, "FunctionArn", "an ARN like arn:aws:lambda:"],
     ["LambdaAction", { FunctionArn: `${FUNCTION}:a:b` }, "FunctionArn", "an ARN like arn:aws:lambda:"],
-    ["LambdaAction", { FunctionArn: FUNCTION, InvocationType: "event" }, "InvocationType", 'expected one of "Event", "RequestResponse", found "event"'],
+    [
+      "LambdaAction",
+      { FunctionArn: FUNCTION, InvocationType: "event" },
+      "InvocationType",
+      'expected one of "Event", "RequestResponse", found "event"',
+    ],
     ["LambdaAction", { FunctionArn: FUNCTION, TopicArn: 1 }, "TopicArn", "expected a string, found a number (1)"],
     ["StopAction", {}, "Scope", "missing required key Scope in StopAction"],
     ["StopAction", { Scope: "Rule" }, "Scope", 'expected one of "RuleSet", found "Rule"'],
@@ -465,12 +514,17 @@ describe("actions", () => {
     ["AddHeaderAction", { ...header, HeaderName: "A".repeat(51) }, "HeaderName", "a header name of 1 to 50"],
     ["AddHeaderAction", { ...header, HeaderName: "X_Tag" }, "HeaderName", "a header name of 1 to 50"],
     ["AddHeaderAction", { ...header, HeaderName: "X-Tag:" }, "HeaderName", "a header name of 1 to 50"],
-    ["AddHeaderAction", { ...header, HeaderValue: "v".repeat(2048) }, "HeaderValue", "a header value under 2048 characters", "(2048 characters)"],
-    ["AddHeaderAction", { ...header, HeaderValue: "a\r\nBcc: victim@example.com" }, "HeaderValue", "a header value without CR or LF"],
+    ["AddHeaderAction", { ...header, HeaderValue: "v".repeat(2048) }, "HeaderValue", "under 2048 characters", "(2048 characters)"],
+    ["AddHeaderAction", { ...header, HeaderValue: "a\r\nBcc: x@example.com" }, "HeaderValue", "a header value without CR or LF"],
     ["AddHeaderAction", { ...header, HeaderValue: "a\nb" }, "HeaderValue", "without CR or LF"],
     ["AddHeaderAction", { ...header, HeaderValue: "a\rb" }, "HeaderValue", "without CR or LF"],
     ["WorkmailAction", {}, "OrganizationArn", "missing required key OrganizationArn in WorkmailAction"],
-    ["WorkmailAction", { OrganizationArn: "arn:aws:workmail:us-west-2:123456789012:organization/org-1" }, "OrganizationArn", "an ARN like arn:aws:workmail:"],
+    [
+      "WorkmailAction",
+      { OrganizationArn: "arn:aws:workmail:us-west-2:123456789012:organization/org-1" },
+      "OrganizationArn",
+      "an ARN like arn:aws:workmail:",
+    ],
     ["WorkmailAction", { OrganizationArn: ORGANIZATION, TopicArn: "x" }, "TopicArn", "an ARN like arn:aws:sns:"],
   ];
 
@@ -501,7 +555,7 @@ describe("all issues at once", () => {
       ],
       Version: 2,
     };
-    expect(issues(parseRuleSet(doc)).map((issue) => issue.path)).toEqual([
+    expect(setIssues(doc).map((issue) => issue.path)).toEqual([
       "Metadata.Name",
       "Metadata.CreatedTimestamp",
       "Rules[0].Enable",
@@ -525,10 +579,10 @@ describe("all issues at once", () => {
   });
 
   it("throws one error listing every issue, one line each, prefixed by the source", () => {
-    const text = JSON.stringify({ Rules: [{ Name: "r", Enabled: "yes", Actions: [{ StopAction: { Scope: "Rule" } }] }], Extra: 1 });
+    const rule = { Name: "r", Enabled: "yes", Actions: [{ StopAction: { Scope: "Rule" } }] };
     let caught: unknown;
     try {
-      parseRuleSetText(text, "rules.json");
+      parseRuleSetText(JSON.stringify({ Rules: [rule], Extra: 1 }), "rules.json");
     } catch (error) {
       caught = error;
     }
@@ -536,11 +590,16 @@ describe("all issues at once", () => {
     const error = caught as RuleSetValidationError;
     expect(error.name).toBe("RuleSetValidationError");
     expect(error.source).toBe("rules.json");
-    expect(error.issues.map((issue) => issue.path)).toEqual(["Rules[0].Enabled", "Rules[0].Actions[0].StopAction.Scope", "Extra"]);
+    expect(error.issues.map((issue) => issue.path)).toEqual([
+      "Rules[0].Enabled",
+      "Rules[0].Actions[0].StopAction.Scope",
+      "Extra",
+    ]);
     expect(error.message.split("\n")).toEqual([
       'rules.json: Rules[0].Enabled: expected a boolean (true or false), found a string ("yes")',
       'rules.json: Rules[0].Actions[0].StopAction.Scope: expected one of "RuleSet", found "Rule"',
-      'rules.json: Extra: unknown key "Extra" in the output of aws ses describe-active-receipt-rule-set or describe-receipt-rule-set; allowed keys: Metadata, Rules',
+      'rules.json: Extra: unknown key "Extra" in the output of aws ses describe-active-receipt-rule-set or ' +
+        "describe-receipt-rule-set; allowed keys: Metadata, Rules",
     ]);
   });
 });
@@ -550,22 +609,25 @@ describe("JSON text", () => {
     try {
       parseRuleSetText(text, "rules.json");
     } catch (error) {
-      if (error instanceof RuleSetValidationError && error.issues.length === 1 && error.issues[0]) return error.issues[0];
+      if (error instanceof RuleSetValidationError && error.issues.length === 1 && error.issues[0]) {
+        return error.issues[0];
+      }
       throw error;
     }
     throw new Error("expected a syntax error");
   }
 
+  // V8 words these differently and gives a position for only some of them; each shape is here.
   it.each([
     ["a missing comma", '{\n  "Rules": [\n    {"Name": "a"}\n    {"Name": "b"}\n  ]\n}', 4, 5, "Expected ',' or ']' after array element"],
     ["a trailing comma", '{\n  "Rules": [],\n}', 3, 1, "Expected double-quoted property name"],
-    ["an unquoted key", '{\n  Rules: []\n}', 2, 3, "Expected property name or '}'"],
+    ["an unquoted key", "{\n  Rules: []\n}", 2, 3, "Expected property name or '}'"],
+    ["a single-quoted key", "{'Rules': []}", 1, 2, "Expected property name or '}'"],
     ["a missing value in a short text", '{"Rules":}', 1, 10, "Unexpected token '}'"],
     ["a repeated token in a short text", "[1,2,,3]", 1, 6, "Unexpected token ','"],
     ["an unexpected token mid-text", '{\n  "Rules": [x],\n  "Metadata": {"Name": "set"}\n}', 2, 13, "Unexpected token 'x'"],
     ["an unexpected token on the last line", '{\n  "Metadata": {"Name": "set"},\n  "Rules": [x]\n}', 3, 13, "Unexpected token 'x'"],
     ["an unexpected token near the start", '[}, {"Name": "a"}, {"Name": "b"}]', 1, 2, "Unexpected token '}'"],
-    ["a single-quoted key", "{'Rules': []}", 1, 2, "Expected property name or '}'"],
     ["an unexpected token near the end", '{"Metadata": {"Name": "a-long-name"}, "Rules": [}', 1, 49, "Unexpected token '}'"],
     ["a truncated text", '{\n  "Rules": [\n    {"Name": "a"},\n\n', 3, 19, "Unexpected end of JSON input"],
     ["an empty text", "", 1, 1, "Unexpected end of JSON input"],
@@ -574,10 +636,20 @@ describe("JSON text", () => {
     expect(syntaxIssue(text)).toEqual({ path: "", message: `invalid JSON at line ${line}, column ${column}: ${reason}` });
   });
 
+  it("gives the reason alone when V8's message has no position to find", () => {
+    const parse = vi.spyOn(JSON, "parse").mockImplementationOnce(() => {
+      throw new SyntaxError("Something new went wrong");
+    });
+    try {
+      expect(syntaxIssue("{}")).toEqual({ path: "", message: "invalid JSON: Something new went wrong" });
+    } finally {
+      parse.mockRestore();
+    }
+  });
+
   it("prefixes the syntax error with the source", () => {
-    expect(() => parseRuleSetText('{"Rules": [', "rules.json")).toThrow(
-      new RuleSetValidationError("rules.json", [{ path: "", message: "invalid JSON at line 1, column 12: Unexpected end of JSON input" }]),
-    );
+    const issue = { path: "", message: "invalid JSON at line 1, column 12: Unexpected end of JSON input" };
+    expect(() => parseRuleSetText('{"Rules": [', "rules.json")).toThrow(new RuleSetValidationError("rules.json", [issue]));
     expect(() => parseFiltersText("[}", "filters.json")).toThrow(/^filters\.json: invalid JSON at line 1, column 2: /);
   });
 
@@ -600,7 +672,7 @@ describe("files", () => {
     const error: unknown = await loadRuleSetFile(missing).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RuleSetValidationError);
     expect((error as RuleSetValidationError).source).toBe(missing);
-    expect((error as RuleSetValidationError).message).toMatch(new RegExp(`^${missing.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: cannot read the file: ENOENT`));
+    expect((error as RuleSetValidationError).message.startsWith(`${missing}: cannot read the file: ENOENT`)).toBe(true);
   });
 
   it("reports an unreadable filters file", async () => {
@@ -628,15 +700,18 @@ describe("IP filters", () => {
     expect(parseFiltersText('{"Filters": []}', "filters.json")).toEqual([]);
   });
 
-  it.each(["10.0.0.1", "10.0.0.1/24", "0.0.0.0/0", "::1", "2001:db8::/32", "::/0", "::ffff:192.0.2.1"])("accepts Cidr %j", (cidr) => {
-    expect(parseFilters(withFilters(filter("f", "Block", cidr))).ok).toBe(true);
-  });
+  it.each(["10.0.0.1", "10.0.0.1/24", "0.0.0.0/0", "::1", "2001:db8::/32", "::/0", "::ffff:192.0.2.1"])(
+    "accepts Cidr %j",
+    (cidr) => {
+      expect(parseFilters(withFilters(filter("f", "Block", cidr))).ok).toBe(true);
+    },
+  );
 
   it.each(["10.0.0.0/33", "10.0.0", "10.0.0.256", "10.0.0.0/", "2001:db8::/129", "fe80::1%eth0", "example.com", " 10.0.0.1", ""])(
     "rejects Cidr %j",
     (cidr) => {
       expectOneIssue(
-        issues(parseFilters(withFilters(filter("f", "Block", cidr)))),
+        filterIssues(withFilters(filter("f", "Block", cidr))),
         "Filters[0].IpFilter.Cidr",
         "expected an IPv4 or IPv6 address or CIDR range",
         `found ${JSON.stringify(cidr)}`,
@@ -645,12 +720,13 @@ describe("IP filters", () => {
   );
 
   it("requires Policy Allow or Block", () => {
-    expectOneIssue(issues(parseFilters(withFilters(filter("f", "Deny", "10.0.0.1")))), "Filters[0].IpFilter.Policy", 'expected one of "Allow", "Block", found "Deny"');
-    expectOneIssue(issues(parseFilters(withFilters(filter("f", "allow", "10.0.0.1")))), "Filters[0].IpFilter.Policy", 'found "allow"');
+    const path = "Filters[0].IpFilter.Policy";
+    expectOneIssue(filterIssues(withFilters(filter("f", "Deny", "10.0.0.1"))), path, 'expected one of "Allow", "Block", found "Deny"');
+    expectOneIssue(filterIssues(withFilters(filter("f", "allow", "10.0.0.1"))), path, 'found "allow"');
   });
 
   it("requires Name and IpFilter, and IpFilter's Policy and Cidr", () => {
-    expect(issues(parseFilters(withFilters({}, { Name: "f", IpFilter: {} })))).toEqual([
+    expect(filterIssues(withFilters({}, { Name: "f", IpFilter: {} }))).toEqual([
       { path: "Filters[0].Name", message: "missing required key Name in ReceiptFilter" },
       { path: "Filters[0].IpFilter", message: "missing required key IpFilter in ReceiptFilter" },
       { path: "Filters[1].IpFilter.Policy", message: "missing required key Policy in ReceiptIpFilter" },
@@ -659,16 +735,18 @@ describe("IP filters", () => {
   });
 
   it("rejects unknown keys in a filter and in its IpFilter", () => {
-    expect(issues(parseFilters(withFilters({ ...filter("f", "Allow", "10.0.0.1"), Policy: "Allow" }, { Name: "g", IpFilter: { Policy: "Allow", Cidr: "10.0.0.2", Mask: 24 } })))).toEqual([
+    const misplaced = { ...filter("f", "Allow", "10.0.0.1"), Policy: "Allow" };
+    const extra = { Name: "g", IpFilter: { Policy: "Allow", Cidr: "10.0.0.2", Mask: 24 } };
+    expect(filterIssues(withFilters(misplaced, extra))).toEqual([
       { path: "Filters[0].Policy", message: 'unknown key "Policy" in ReceiptFilter; allowed keys: Name, IpFilter' },
       { path: "Filters[1].IpFilter.Mask", message: 'unknown key "Mask" in ReceiptIpFilter; allowed keys: Policy, Cidr' },
     ]);
-    expectOneIssue(issues(parseFilters({ Filters: [], NextToken: "x" })), "NextToken", 'unknown key "NextToken"', "allowed keys: Filters");
+    expectOneIssue(filterIssues({ Filters: [], NextToken: "x" }), "NextToken", 'unknown key "NextToken"', "allowed keys: Filters");
   });
 
   it("rejects two filters with the same name", () => {
     expectOneIssue(
-      issues(parseFilters(withFilters(filter("dup", "Allow", "10.0.0.1"), filter("dup", "Block", "10.0.0.2")))),
+      filterIssues(withFilters(filter("dup", "Allow", "10.0.0.1"), filter("dup", "Block", "10.0.0.2"))),
       "Filters[1].Name",
       'expected a unique Name, found "dup" again (first at Filters[0].Name)',
     );
@@ -677,11 +755,17 @@ describe("IP filters", () => {
   it("accepts 100 filters and rejects 101", () => {
     const filters = (n: number) => Array.from({ length: n }, (_, i) => filter(`f${i}`, "Block", `10.0.${i}.0/24`));
     expect(parseFilters(withFilters(...filters(100))).ok).toBe(true);
-    expectOneIssue(issues(parseFilters(withFilters(...filters(101)))), "Filters", "expected at most 100 IP filters, found 101");
+    expectOneIssue(filterIssues(withFilters(...filters(101))), "Filters", "expected at most 100 IP filters, found 101");
   });
 
   it("rejects a document that is not the output of list-receipt-filters", () => {
-    expectOneIssue(issues(parseFilters([filter("f", "Allow", "10.0.0.1")])), "", "expected an object (the output of aws ses list-receipt-filters), found an array");
-    expect(issues(parseFilters({ Rules: [] }))).toEqual([{ path: "Rules", message: 'unknown key "Rules" in the output of aws ses list-receipt-filters; allowed keys: Filters' }]);
+    expectOneIssue(
+      filterIssues([filter("f", "Allow", "10.0.0.1")]),
+      "",
+      "expected an object (the output of aws ses list-receipt-filters), found an array",
+    );
+    expect(filterIssues({ Rules: [] })).toEqual([
+      { path: "Rules", message: 'unknown key "Rules" in the output of aws ses list-receipt-filters; allowed keys: Filters' },
+    ]);
   });
 });
