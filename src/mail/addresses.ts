@@ -151,10 +151,21 @@ function mailboxesOf(entry: Entry): MailboxAddress[] {
   return addressparser(entry.text, { flatten: true });
 }
 
+/**
+ * `local@domain` or `Plain Name <local@domain>`: most entries by far, answered without the
+ * general parser (replay reads the envelope of every message from its headers).
+ */
+const SIMPLE_MAILBOX = /^(?:[^"(),:;<>@\\[\]]*<)?([^\s"(),:;<>@\\[\]]+@[^\s"(),:;<>@\\[\]]+)>?$/;
+
 /** The bare addresses (`local@domain`) of an address-list header, group members included. */
 export function bareAddresses(value: string): string[] {
   const out: string[] = [];
   for (const entry of splitEntries(value)) {
+    const simple = SIMPLE_MAILBOX.exec(entry.text);
+    if (simple && (entry.text.endsWith(">") === entry.text.includes("<"))) {
+      out.push(simple[1] as string);
+      continue;
+    }
     for (const { address } of mailboxesOf(entry)) if (isAddress(address)) out.push(address);
   }
   return out;

@@ -35,13 +35,16 @@ export function decideRecipient(recipient: string, context: RecipientContext): R
   const { ruleSet, identities } = context;
   if (!ruleSet) return { accepted: false, reply: REPLIES.mailboxUnavailable };
   if (!isInsideIdentity(recipient, identities)) return { accepted: false, reply: REPLIES.relayingDenied };
-  const matching = rulesMatchingRecipient(ruleSet.rules, recipient, identities)
-    .map((ruleIndex) => ruleSet.rules[ruleIndex]!)
-    .filter((rule) => rule.enabled);
-  if (matching.length === 0) return { accepted: false, reply: REPLIES.mailboxUnavailable };
-  if (!context.tls && matching.some((rule) => rule.tlsPolicy === "Require")) {
-    return { accepted: false, reply: REPLIES.mustStartTls };
+  let matched = false;
+  let requiresTls = false;
+  for (const ruleIndex of rulesMatchingRecipient(ruleSet.rules, recipient, identities)) {
+    const rule = ruleSet.rules[ruleIndex]!;
+    if (!rule.enabled) continue;
+    matched = true;
+    if (rule.tlsPolicy === "Require") requiresTls = true;
   }
+  if (!matched) return { accepted: false, reply: REPLIES.mailboxUnavailable };
+  if (requiresTls && !context.tls) return { accepted: false, reply: REPLIES.mustStartTls };
   if (context.acceptedSoFar >= (context.maxRecipients ?? DEFAULT_MAX_RECIPIENTS)) {
     return { accepted: false, reply: REPLIES.tooManyRecipients };
   }

@@ -146,12 +146,19 @@ function indexOf(rules: readonly Rule[]): RecipientIndex {
  * Indices (ascending) of the rules whose Recipients match `recipient`, enabled or not;
  * the same answer as `ruleMatchesRecipient` over every rule, by look-up.
  */
-export function rulesMatchingRecipient(rules: readonly Rule[], recipient: string, identities: Identities): number[] {
+export function rulesMatchingRecipient(
+  rules: readonly Rule[],
+  recipient: string,
+  identities: Identities,
+): readonly number[] {
   const address = splitAddress(recipient);
   if (!address) return [];
   const index = indexOf(rules);
-  const found = new Set<number>();
-  const collect = (list: number[] | undefined): void => list?.forEach((ruleIndex) => found.add(ruleIndex));
+  // Usually one list matches: hand it back as it is, and merge only when several do.
+  const lists: number[][] = [];
+  const collect = (list: number[] | undefined): void => {
+    if (list) lists.push(list);
+  };
   collect(index.exact.get(`${address.local}@${address.domain}`));
   const plus = address.local.indexOf("+");
   if (plus > 0) collect(index.unlabelled.get(`${address.local.slice(0, plus)}@${address.domain}`));
@@ -160,5 +167,6 @@ export function rulesMatchingRecipient(rules: readonly Rule[], recipient: string
     collect(index.subdomainsOf.get(address.domain.slice(dot + 1)));
   }
   if (index.catchAll.length > 0 && isInsideIdentity(recipient, identities)) collect(index.catchAll);
-  return [...found].sort((a, b) => a - b);
+  if (lists.length <= 1) return lists[0] ?? [];
+  return [...new Set(lists.flat())].sort((a, b) => a - b);
 }
