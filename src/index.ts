@@ -35,9 +35,10 @@ export type { EnvelopeDecision, RecipientContext, RecipientDecision } from "./ru
 export { evaluate } from "./rules/evaluate.js";
 export type { ActionTrace, EvaluationInput, EvaluationTrace, RuleStop, RuleTrace } from "./rules/evaluate.js";
 export type { ActionCall, ActionExecutor, ActionOutcome } from "./rules/executor.js";
-export { S3_ACTION_LIMIT_BYTES, SNS_ACTION_LIMIT_BYTES, recordingExecutor } from "./actions/record.js";
+export { recordingExecutor } from "./actions/record.js";
+export { S3_ACTION_LIMIT_BYTES, SNS_ACTION_LIMIT_BYTES } from "./ses/limits.js";
 export type { RecordedCall, RecordingExecutor, RecordingOptions } from "./actions/record.js";
 export * from "./mail/index.js";
 export { messageFiles, replayFiles, replayHead, replayMessage } from "./replay/replay.js";
-export type { ReplayMessage, ReplayOutcome, ReplayResult, ReplaySettings } from "./replay/replay.js";
+export type { ReplayOutcome, ReplayResult, ReplaySettings } from "./replay/replay.js";
 export { replayJson, replayText } from "./replay/format.js";

@@ -1,9 +1,6 @@
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
 import type { ActionParamsByType, ActionType, Header } from "../rules/model.js";
-
-/** SES's per-action size limits (SEMANTICS section 6), kept by strict mode. */
-export const SNS_ACTION_LIMIT_BYTES = 150 * 1024;
-export const S3_ACTION_LIMIT_BYTES = 40 * 1024 * 1024;
+import { sizeLimitError } from "../ses/limits.js";
 
 export interface RecordedCall {
   type: ActionType;
@@ -47,14 +44,10 @@ export function recordingExecutor<M>(options: RecordingOptions<M> = {}): Recordi
   const messageSize = (call: ActionCall<ActionType, M>): number | undefined =>
     options.sizeOf ? options.sizeOf(call.message) + headerBytes(call.prependedHeaders) : undefined;
 
-  const overLimit = (call: ActionCall<ActionType, M>, limit: number, what: string): ActionOutcome | null => {
+  const overLimit = (call: ActionCall<ActionType, M>): ActionOutcome | null => {
     const size = messageSize(call);
-    if (!strict || size === undefined || size <= limit) return null;
-    return {
-      status: "failed",
-      failure: "permanent",
-      error: `message of ${size} bytes exceeds the ${what} limit of ${limit} bytes`,
-    };
+    const error = strict && size !== undefined ? sizeLimitError(call.type, size) : null;
+    return error ? { status: "failed", failure: "permanent", error } : null;
   };
 
   const record = <T extends ActionType>(
@@ -80,7 +73,7 @@ export function recordingExecutor<M>(options: RecordingOptions<M> = {}): Recordi
     async S3(call) {
       const size = messageSize(call);
       return (
-        overLimit(call, S3_ACTION_LIMIT_BYTES, "S3 action") ??
+        overLimit(call) ??
         record(call, {
           bucket: call.params.BucketName,
           objectKey: `${call.params.ObjectKeyPrefix ?? ""}${call.messageId}`,
@@ -90,7 +83,7 @@ export function recordingExecutor<M>(options: RecordingOptions<M> = {}): Recordi
     },
     async SNS(call) {
       return (
-        overLimit(call, SNS_ACTION_LIMIT_BYTES, "SNS action") ??
+        overLimit(call) ??
         record(call, { topicArn: call.params.TopicArn, encoding: call.params.Encoding ?? "UTF-8" })
       );
     },

@@ -1,4 +1,6 @@
 import { isIP } from "node:net";
+import { executorFromConfig } from "../actions/compose.js";
+import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js";
 import { compileFilters } from "../rules/filters.js";
 import { loadFiltersFile, loadRuleSetFile } from "../rules/load.js";
 import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
@@ -27,6 +29,10 @@ Options:
   --lambda-result <arn>=<disposition>
                               what a RequestResponse Lambda returns (repeatable),
                               e.g. STOP_RULE or STOP_RULE_SET; default: none (continue)
+  --executor record|local|aws what runs the actions (default record: nothing runs,
+                              every action is recorded); local writes under the data
+                              directory, aws calls S3, SNS and Lambda
+  --config <file>             configuration for local and aws (JSON; see README)
   --json                      one JSON object per message per line
 
 Exit code: 0 all files replayed, 1 some file unreadable, 2 bad usage or invalid rule set.
@@ -41,6 +47,8 @@ const OPTIONS = {
   "client-ip": { type: "string" },
   tls: { type: "boolean" },
   "lambda-result": { type: "string", multiple: true },
+  executor: { type: "string" },
+  config: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -87,6 +95,16 @@ export async function runReplay(args: string[]): Promise<number> {
   const clientIp = values["client-ip"];
   if (clientIp !== undefined && isIP(clientIp) === 0) throw new UsageError(`--client-ip "${clientIp}" is not an IP address`, HELP);
   const lambdaResults = parseLambdaResults(values["lambda-result"] ?? []);
+  const executorKind = values.executor ?? "record";
+  if (executorKind !== "record" && executorKind !== "local" && executorKind !== "aws") {
+    throw new UsageError(`--executor "${executorKind}": expected record, local or aws`, HELP);
+  }
+  if (lambdaResults.size > 0 && executorKind !== "record") {
+    throw new UsageError("--lambda-result stands in for functions when recording; with local or aws the functions answer", HELP);
+  }
+  if (values.config !== undefined && executorKind === "record") {
+    throw new UsageError("--config configures the local and aws executors; add --executor local or aws", HELP);
+  }
 
   let settings: ReplaySettings;
   try {
@@ -104,8 +122,19 @@ export async function runReplay(args: string[]): Promise<number> {
       ...(values.to === undefined ? {} : { recipients: values.to }),
       ...(clientIp === undefined ? {} : { clientIp }),
     };
+    if (executorKind !== "record") {
+      const config =
+        values.config === undefined
+          ? defaultConfig({ backend: executorKind })
+          : await loadConfigFile(values.config, { backend: executorKind });
+      settings.executor = executorFromConfig(config);
+    }
   } catch (error) {
     if (reportValidationError(error)) return 2;
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return 2;
+    }
     throw error;
   }
 

@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { bufferMessage, fileMessage } from "../actions/message.js";
+import type { ReceivedMessage } from "../actions/message.js";
 import { recordingExecutor } from "../actions/record.js";
 import { readMessageHead } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
@@ -14,12 +16,8 @@ import type { ActionExecutor } from "../rules/executor.js";
 import { decideIp } from "../rules/filters.js";
 import type { CompiledFilters, IpFilterDecision } from "../rules/filters.js";
 import type { Envelope, Identities, RuleSet } from "../rules/model.js";
-
-/** What replay hands an action back end: the file and what was read of it. */
-export interface ReplayMessage {
-  path: string;
-  head: MessageHead;
-}
+import { rulesMatchingRecipient } from "../rules/recipients.js";
+import type { Verdicts } from "../ses/verdicts.js";
 
 export interface ReplaySettings {
   ruleSet: RuleSet;
@@ -32,9 +30,14 @@ export interface ReplaySettings {
   clientIp?: string;
   tls: boolean;
   maxRecipients?: number;
-  /** Builds the executor for one message; replay records by default. */
-  executorFor?: (message: ReplayMessage) => ActionExecutor<ReplayMessage>;
-  lambdaResults?: ReadonlyMap<string, string>;
+  /** Runs the actions; by default every message gets a new recording executor, and nothing runs. */
+  executor?: ActionExecutor<ReceivedMessage>;
+  /** For the recording executor: what each RequestResponse Lambda returns. */
+  lambdaResults?: ReadonlyMap<string, string> | Record<string, string>;
+  /** For the recording executor: SES's per-action size limits (default on). */
+  strict?: boolean;
+  /** The receipt time the events carry; now by default. */
+  clock?: () => Date;
 }
 
 export interface ReplayResult {
@@ -64,7 +67,27 @@ export async function replayMessage(file: string, settings: ReplaySettings): Pro
   return replayHead(file, head, settings);
 }
 
-export async function replayHead(file: string, head: MessageHead, settings: ReplaySettings): Promise<ReplayResult> {
+/**
+ * Replay has no SMTP session, DNS or scanner: SPF, DKIM and DMARC are GRAY (not
+ * determined), and spam and virus are GRAY when a matched rule asks for scanning, DISABLED
+ * when none does, as SES reports them.
+ */
+function replayVerdicts(settings: ReplaySettings, accepted: readonly string[]): Verdicts {
+  const { rules } = settings.ruleSet;
+  const scans = accepted.some((recipient) =>
+    rulesMatchingRecipient(rules, recipient, settings.identities).some((i) => rules[i]!.enabled && rules[i]!.scanEnabled),
+  );
+  const scanned = scans ? "GRAY" : "DISABLED";
+  return { spam: scanned, virus: scanned, spf: "GRAY", dkim: "GRAY", dmarc: "GRAY" };
+}
+
+/** Replays a message whose head is already read: from `bytes` when given, else from the file. */
+export async function replayHead(
+  file: string,
+  head: MessageHead,
+  settings: ReplaySettings,
+  bytes?: Buffer,
+): Promise<ReplayResult> {
   const fromMessage = settings.mailFrom === undefined || !settings.recipients?.length ? envelopeFromHeaders(head.headers) : null;
   const envelope: Envelope = {
     mailFrom: settings.mailFrom ?? fromMessage?.mailFrom ?? "",
@@ -88,12 +111,14 @@ export async function replayHead(file: string, head: MessageHead, settings: Repl
   });
   if (accepted.length === 0) return { file, messageId, envelope, ipFilter, accepted, refused, trace: null };
 
-  const message: ReplayMessage = { path: file, head };
+  const receipt = { receivedAt: (settings.clock ?? (() => new Date()))(), verdicts: replayVerdicts(settings, accepted) };
+  const message = bytes ? bufferMessage(bytes, head, receipt) : fileMessage(file, head, receipt);
   const executor =
-    settings.executorFor?.(message) ??
-    recordingExecutor<ReplayMessage>({
-      sizeOf: (m) => m.head.size,
+    settings.executor ??
+    recordingExecutor<ReceivedMessage>({
+      sizeOf: (m) => m.size,
       ...(settings.lambdaResults ? { lambdaResults: settings.lambdaResults } : {}),
+      ...(settings.strict === undefined ? {} : { strict: settings.strict }),
     });
   const trace = await evaluate(
     {

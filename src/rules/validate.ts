@@ -448,6 +448,18 @@ function toRule(rule: ValidRule): Rule {
   };
 }
 
+/**
+ * A loaded rule set is the snapshot that accepted messages are evaluated against (SEMANTICS
+ * section 1), possibly long after a reload: frozen, nothing can change it under them.
+ */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 function run<T>(check: Check, doc: unknown, build: () => T): Parsed<T> {
   const issues: Issues = [];
   check(doc, "", issues);
@@ -463,7 +475,7 @@ export function parseRuleSet(doc: unknown): Parsed<RuleSet> {
     const { Metadata, Rules = [] } = doc as ValidRuleSet;
     const ruleSet: RuleSet = { name: Metadata?.Name ?? DEFAULT_RULE_SET_NAME, rules: Rules.map(toRule) };
     if (Metadata?.CreatedTimestamp !== undefined) ruleSet.createdTimestamp = Metadata.CreatedTimestamp;
-    return ruleSet;
+    return deepFreeze(ruleSet);
   });
 }
 

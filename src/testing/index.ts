@@ -3,7 +3,8 @@ import { recordingExecutor } from "../actions/record.js";
 import type { RecordedCall } from "../actions/record.js";
 import { parseMessageHead } from "../mail/headers.js";
 import { replayHead } from "../replay/replay.js";
-import type { ReplayMessage, ReplayResult } from "../replay/replay.js";
+import type { ReplayResult } from "../replay/replay.js";
+import type { ReceivedMessage } from "../actions/message.js";
 import type { ActionTrace, RuleTrace } from "../rules/evaluate.js";
 import { compileFilters } from "../rules/filters.js";
 import { loadFiltersFile, loadRuleSetFile, parseFilters, parseRuleSet, RuleSetValidationError } from "../rules/load.js";
@@ -95,23 +96,29 @@ export async function evaluateMessage(
   raw: Buffer | string,
   options: EvaluateOptions = {},
 ): Promise<Evaluation> {
-  const head = parseMessageHead(Buffer.isBuffer(raw) ? raw : Buffer.from(raw));
-  const executor = recordingExecutor<ReplayMessage>({
-    sizeOf: (m) => m.head.size,
+  const bytes = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
+  const head = parseMessageHead(bytes);
+  const executor = recordingExecutor<ReceivedMessage>({
+    sizeOf: (m) => m.size,
     lambdaResults: options.lambdaResults ?? {},
     strict: options.strict ?? true,
   });
-  const result = await replayHead("<message>", head, {
-    ruleSet,
-    identities: options.identities ? identitiesFrom(options.identities) : identitiesOfRules(ruleSet.rules),
-    filters: options.filters ? compileFilters(options.filters) : null,
-    tls: options.tls ?? false,
-    executorFor: () => executor,
-    ...(options.mailFrom === undefined ? {} : { mailFrom: options.mailFrom }),
-    ...(options.recipients === undefined ? {} : { recipients: options.recipients }),
-    ...(options.clientIp === undefined ? {} : { clientIp: options.clientIp }),
-    ...(options.maxRecipients === undefined ? {} : { maxRecipients: options.maxRecipients }),
-  });
+  const result = await replayHead(
+    "<message>",
+    head,
+    {
+      ruleSet,
+      identities: options.identities ? identitiesFrom(options.identities) : identitiesOfRules(ruleSet.rules),
+      filters: options.filters ? compileFilters(options.filters) : null,
+      tls: options.tls ?? false,
+      executor,
+      ...(options.mailFrom === undefined ? {} : { mailFrom: options.mailFrom }),
+      ...(options.recipients === undefined ? {} : { recipients: options.recipients }),
+      ...(options.clientIp === undefined ? {} : { clientIp: options.clientIp }),
+      ...(options.maxRecipients === undefined ? {} : { maxRecipients: options.maxRecipients }),
+    },
+    bytes,
+  );
   return { ...result, calls: executor.calls };
 }
 

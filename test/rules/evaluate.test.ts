@@ -222,3 +222,20 @@ describe("evaluation of one message (SEMANTICS 1 and 3)", () => {
     expect(resumedCalls.calls[0]!.prependedHeaders).toEqual([{ name: "X-A", value: "1" }]);
   });
 });
+
+describe("rule set snapshots (SEMANTICS 1)", () => {
+  it("a loaded rule set cannot change under the messages evaluated against it", async () => {
+    const { parseRuleSet } = await import("../../src/rules/load.js");
+    const parsed = parseRuleSet({
+      Rules: [{ Name: "a", Enabled: true, Recipients: ["example.com"], Actions: [{ S3Action: { BucketName: "bucket" } }] }],
+    });
+    if (!parsed.ok) throw new Error("fixture invalid");
+    const snapshot = parsed.value;
+    expect(() => (snapshot.rules as unknown as unknown[]).push(rule("b", []))).toThrow(TypeError);
+    expect(() => ((snapshot.rules[0] as { enabled: boolean }).enabled = false)).toThrow(TypeError);
+    expect(() => ((snapshot.rules[0]!.recipients as string[])[0] = "example.org")).toThrow(TypeError);
+    expect(() => ((snapshot.rules[0]!.actions[0]!.params as { BucketName: string }).BucketName = "x")).toThrow(TypeError);
+    const trace = await run(snapshot);
+    expect(trace.rules.map((r) => r.name)).toEqual(["a"]);
+  });
+});

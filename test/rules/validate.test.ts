@@ -160,12 +160,14 @@ describe("a valid rule set", () => {
       ],
     }));
     const doc = withRules(...rules);
-    parseRuleSet(doc);
-    const start = performance.now();
-    const parsed = parseRuleSet(doc);
-    const elapsed = performance.now() - start;
-    expect(parsed.ok).toBe(true);
-    expect(elapsed).toBeLessThan(25);
+    expect(parseRuleSet(doc).ok).toBe(true);
+    // The fastest of several runs, once compiled, so that a busy machine does not fail the test.
+    const times = Array.from({ length: 8 }, () => {
+      const start = performance.now();
+      parseRuleSet(doc);
+      return performance.now() - start;
+    });
+    expect(Math.min(...times)).toBeLessThan(10);
   });
 });
 

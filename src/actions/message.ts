@@ -1,0 +1,52 @@
+import { createReadStream } from "node:fs";
+import type { MessageHead } from "../mail/headers.js";
+import type { Header } from "../rules/model.js";
+import type { Verdicts } from "../ses/verdicts.js";
+
+/**
+ * The message an action back end works on: the original bytes as they were stored on
+ * receipt (before any AddHeader), read afresh for every action so that none holds it whole.
+ * What an action sends is `prependedHeaders` (from its ActionCall) followed by these bytes.
+ */
+export interface ReceivedMessage {
+  /** Size of the original bytes. */
+  size: number;
+  /** Header fields of the original bytes, in message order. */
+  headers: readonly Header[];
+  /** The original header block as bytes, for the text/rfc822-headers part of a DSN. */
+  headerBlock: Buffer;
+  /** A new stream of the original bytes, from the first. */
+  open(): AsyncIterable<Buffer>;
+  /** When the message was accepted: SES's `mail.timestamp`. */
+  receivedAt: Date;
+  verdicts: Verdicts;
+}
+
+export interface Receipt {
+  receivedAt: Date;
+  verdicts: Verdicts;
+}
+
+type Head = Pick<MessageHead, "size" | "headers" | "headerBlock">;
+
+export function fileMessage(path: string, head: Head, receipt: Receipt): ReceivedMessage {
+  return {
+    size: head.size,
+    headers: head.headers,
+    headerBlock: head.headerBlock,
+    open: () => createReadStream(path),
+    ...receipt,
+  };
+}
+
+export function bufferMessage(bytes: Buffer, head: Head, receipt: Receipt): ReceivedMessage {
+  return {
+    size: bytes.length,
+    headers: head.headers,
+    headerBlock: head.headerBlock,
+    open: async function* () {
+      yield bytes;
+    },
+    ...receipt,
+  };
+}

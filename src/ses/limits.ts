@@ -1,0 +1,17 @@
+import type { ActionType } from "../rules/model.js";
+
+/** SES's per-action message size limits (SEMANTICS section 6), kept in strict mode. */
+export const SNS_ACTION_LIMIT_BYTES = 150 * 1024;
+export const S3_ACTION_LIMIT_BYTES = 40 * 1024 * 1024;
+
+const LIMITS: Partial<Record<ActionType, { bytes: number; what: string }>> = {
+  SNS: { bytes: SNS_ACTION_LIMIT_BYTES, what: "SNS action" },
+  S3: { bytes: S3_ACTION_LIMIT_BYTES, what: "S3 action" },
+};
+
+/** Why an action cannot take a message of this size, or null when it can. */
+export function sizeLimitError(type: ActionType, size: number): string | null {
+  const limit = LIMITS[type];
+  if (!limit || size <= limit.bytes) return null;
+  return `message of ${size} bytes exceeds the ${limit.what} limit of ${limit.bytes} bytes`;
+}
