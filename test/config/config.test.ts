@@ -1,0 +1,107 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, defaultConfig, loadConfigFile, parseConfig } from "../../src/config/config.js";
+
+const ORG = "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7";
+const parse = (doc: unknown, env: NodeJS.ProcessEnv = {}) => parseConfig(doc, { source: "test.json", baseDir: "/srv/receiptd", env });
+
+function issuesOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parse(doc, env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.issues;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("configuration", () => {
+  it("the embedded default runs everything locally under ./data", () => {
+    const config = defaultConfig({ env: {} });
+    expect(config.backends).toEqual({ S3: "local", SNS: "local", Lambda: "local", Bounce: "outbox", WorkMail: "maildir" });
+    expect(config.dataDir).toBe(resolve("data"));
+    expect(config.strict).toBe(true);
+  });
+
+  it("a preset and per-action choices, relative paths against the file's folder", () => {
+    const config = parse({
+      backend: "aws",
+      backends: { Lambda: "local" },
+      dataDir: "spool/data",
+      aws: { region: "eu-west-1", s3: { endpoint: "http://127.0.0.1:4568", forcePathStyle: true } },
+      local: { lambdaHandlers: { "arn:aws:lambda:eu-west-1:123456789012:function:f": "./handlers/f.mjs" } },
+      bounce: { relay: "smtp://relay.example.com:587" },
+      workmail: { organizations: { [ORG]: { host: "127.0.0.1", port: 24, lmtp: true } } },
+    });
+    expect(config.backends).toEqual({ S3: "aws", SNS: "aws", Lambda: "local", Bounce: "relay", WorkMail: "smtp" });
+    expect(config.dataDir).toBe("/srv/receiptd/spool/data");
+    expect(config.aws.s3).toEqual({ endpoint: "http://127.0.0.1:4568", forcePathStyle: true });
+    expect(config.workmail.organizations[ORG]).toEqual({ host: "127.0.0.1", port: 24, lmtp: true });
+  });
+
+  it("the environment overrides the data directory, host name and bounce relay", () => {
+    const config = parse({ dataDir: "a" }, { RECEIPTD_DATA_DIR: "/var/lib/receiptd", RECEIPTD_HOSTNAME: "mx.example.com", RECEIPTD_BOUNCE_RELAY: "smtp://127.0.0.1:2526" });
+    expect(config.dataDir).toBe("/var/lib/receiptd");
+    expect(config.hostname).toBe("mx.example.com");
+    expect(config.backends.Bounce).toBe("relay");
+  });
+
+  it("reports every problem with its path", () => {
+    const issues = issuesOf({
+      strict: "yes",
+      backend: "cloud",
+      backends: { S3: "gcs", Bounce: "relay", Queue: "x" },
+      aws: { region: "mars", s3: { endpoint: "ftp://x", bogus: 1 } },
+      local: { snsHttpSubscriptions: { "not-an-arn": ["mailto:x"] }, lambdaHandlers: { "arn:aws:lambda:us-east-1:123456789012:function:f": 3 } },
+      workmail: { organizations: { [ORG]: { host: "", port: 70000 } } },
+      colour: "blue",
+    });
+    for (const expected of [
+      "config.colour: unknown key",
+      "config.strict: expected true or false",
+      'config.backend: expected one of "local", "aws"',
+      'config.backends.S3: expected one of "aws", "local"',
+      "config.backends.Queue: unknown key",
+      'config.backends.Bounce: "relay" needs config.bounce.relay',
+      "config.aws.region: expected an AWS region",
+      "config.aws.s3.endpoint: expected a URL starting with http:// or https://",
+      "config.aws.s3.bogus: unknown key",
+      'config.local.snsHttpSubscriptions["not-an-arn"]: expected a topic ARN',
+      'config.local.snsHttpSubscriptions["not-an-arn"][0]: expected a URL',
+      'config.local.lambdaHandlers["arn:aws:lambda:us-east-1:123456789012:function:f"]: expected the path of a JavaScript module',
+      `config.workmail.organizations["${ORG}"].host`,
+      `config.workmail.organizations["${ORG}"].port: expected a whole number from 1 to 65535`,
+    ]) {
+      expect(issues.some((issue) => issue.startsWith(expected)), `${expected}\n${issues.join("\n")}`).toBe(true);
+    }
+  });
+
+  describe("files", () => {
+    let dir: string;
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), "receiptd-config-"));
+    });
+    afterAll(async () => {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it("names the file in every error", async () => {
+      const file = join(dir, "bad.json");
+      await writeFile(file, '{"strict": 1}');
+      await expect(loadConfigFile(file, { env: {} })).rejects.toThrow(`${file}: config.strict: expected true or false`);
+      await writeFile(file, "{ nope");
+      await expect(loadConfigFile(file, { env: {} })).rejects.toThrow(/invalid JSON/);
+      await expect(loadConfigFile(join(dir, "missing.json"), { env: {} })).rejects.toThrow(/cannot read the file/);
+    });
+
+    it("--executor's preset wins over the file's", async () => {
+      const file = join(dir, "aws.json");
+      await writeFile(file, '{"backend": "aws", "dataDir": "d"}');
+      const config = await loadConfigFile(file, { env: {}, backend: "local" });
+      expect(config.backends.S3).toBe("local");
+      expect(config.dataDir).toBe(join(dir, "d"));
+    });
+  });
+});
