@@ -42,3 +42,24 @@ export * from "./mail/index.js";
 export { messageFiles, replayFiles, replayHead, replayMessage } from "./replay/replay.js";
 export type { ReplayOutcome, ReplayResult, ReplaySettings } from "./replay/replay.js";
 export { replayJson, replayText } from "./replay/format.js";
+export {
+  EMPTY_STATE,
+  ReceiptApiError,
+  activeRuleSet,
+  cloneReceiptRuleSet,
+  createReceiptFilter,
+  createReceiptRule,
+  createReceiptRuleSet,
+  deleteReceiptFilter,
+  deleteReceiptRule,
+  deleteReceiptRuleSet,
+  describeReceiptRule,
+  describeReceiptRuleSet,
+  reorderReceiptRuleSet,
+  setActiveReceiptRuleSet,
+  setReceiptRulePosition,
+  toDescribeJson,
+  toReceiptRuleJson,
+  updateReceiptRule,
+} from "./rules/store.js";
+export type { ReceiptErrorCode, ReceiptState, RuleSetJson } from "./rules/store.js";

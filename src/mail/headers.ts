@@ -88,7 +88,10 @@ export function parseHeaderBlock(block: Buffer): Header[] {
     if (contentEnd === pos) break;
     const first = block[pos];
     if (first === SP || first === HT) {
-      if (name !== undefined) (pieces ??= []).push(block.toString("utf8", pos, contentEnd));
+      // SES shows a fold (line break and the blanks after it) as one space in `mail.headers`.
+      let text = pos + 1;
+      while (text < contentEnd && (block[text] === SP || block[text] === HT)) text++;
+      if (name !== undefined) (pieces ??= []).push(` ${block.toString("utf8", text, contentEnd)}`);
     } else {
       flush();
       const colon = fieldColon(block, pos, contentEnd);

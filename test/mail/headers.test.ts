@@ -17,11 +17,12 @@ describe("parseHeaderBlock", () => {
     ]);
   });
 
-  it("unfolds by removing the line break only", () => {
-    const block = b("To: a@example.com,\r\n b@example.com,\r\n\tc@example.com\r\nSubject: one\n  two\r\n");
+  it("unfolds as SES shows it: a line break and the blanks after it become one space", () => {
+    const block = b("To: a@example.com,\r\n b@example.com,\r\n\tc@example.com\r\nSubject: one \n  two\r\nX-Dkim: a;\r\n        b\r\n");
     expect(parseHeaderBlock(block)).toEqual([
-      { name: "To", value: "a@example.com, b@example.com,\tc@example.com" },
+      { name: "To", value: "a@example.com, b@example.com, c@example.com" },
       { name: "Subject", value: "one  two" },
+      { name: "X-Dkim", value: "a; b" },
     ]);
   });
 
