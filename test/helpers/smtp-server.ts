@@ -10,7 +10,7 @@ export interface ReceivedMail {
   /** MAIL FROM parameters (keys upper case), e.g. SIZE. */
   mailFromArgs: Record<string, string>;
   rcptTo: string[];
-  /** The DATA bytes, dot-unstuffed, without the final CRLF.CRLF. */
+  /** The DATA bytes, dot-unstuffed, up to and including the CRLF before the final ".". */
   data: Buffer;
   sha256: string;
 }
@@ -51,6 +51,8 @@ export async function startSmtpServer(options: TestSmtpServerOptions = {}): Prom
     lmtp: options.lmtp ?? false,
     secure: options.secure ?? false,
     logger: false,
+    // Advertises SIZE, so that clients declare the message size on MAIL FROM.
+    size: 64 * 1024 * 1024,
     // Plain text unless asked: a STARTTLS offer would make the client verify the self-signed certificate.
     disabledCommands: options.auth ? ["STARTTLS"] : ["STARTTLS", "AUTH"],
     allowInsecureAuth: true,
