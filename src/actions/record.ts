@@ -64,7 +64,7 @@ export function recordingExecutor<M>(options: RecordingOptions<M> = {}): Recordi
       prependedHeaders: call.prependedHeaders,
     });
     const topicArn = (call.params as { TopicArn?: string }).TopicArn;
-    const withTopic = topicArn && call.type !== "SNS" ? { ...detail, notification: topicArn } : detail;
+    const withTopic = topicArn && call.type !== "SNS" ? { ...detail, notification: { topicArn } } : detail;
     return { status: "done", detail: withTopic, ...extra };
   };
 

@@ -31,13 +31,14 @@ export interface SesExecutorOptions {
 
 type Call<T extends ActionType> = ActionCall<T, ReceivedMessage>;
 
-/** The message as this action sees it: every header prepended so far, then the stored bytes. */
-function currentMessage(call: Call<ActionType>): { body: AsyncIterable<Buffer>; contentLength: number } {
-  const prefix = prependedHeaderBytes(call.prependedHeaders);
-  return {
-    body: prependHeadersStream(call.prependedHeaders, call.message.open()),
-    contentLength: prefix.length + call.message.size,
-  };
+/** Size of the message as this action sees it: every header prepended so far, then the stored bytes. */
+function currentSize(call: Call<ActionType>): number {
+  return prependedHeaderBytes(call.prependedHeaders).length + call.message.size;
+}
+
+/** The message as this action sees it, opened only once the action is sure to send it. */
+function currentBody(call: Call<ActionType>): AsyncIterable<Buffer> {
+  return prependHeadersStream(call.prependedHeaders, call.message.open());
 }
 
 async function readAll(body: AsyncIterable<Buffer>): Promise<Buffer> {
@@ -108,23 +109,25 @@ export function sesExecutor(options: SesExecutorOptions): ActionExecutor<Receive
 
   return {
     S3: run(async (call) => {
-      const { body, contentLength } = currentMessage(call);
+      const contentLength = currentSize(call);
       checkSize(call, contentLength);
       const objectKey = `${call.params.ObjectKeyPrefix ?? ""}${call.messageId}`;
       const stored = await backend.putObject({
         bucket: call.params.BucketName!,
         key: objectKey,
-        body,
+        body: currentBody(call),
         contentLength,
         ...(call.params.KmsKeyArn ? { kmsKeyArn: call.params.KmsKeyArn } : {}),
       });
-      return { status: "done", detail: { ...stored, ...(await notify(call, { objectKey })) } };
+      return {
+        status: "done",
+        detail: { bucket: call.params.BucketName, objectKey, ...stored, ...(await notify(call, { objectKey })) },
+      };
     }),
 
     SNS: run(async (call) => {
-      const { body, contentLength } = currentMessage(call);
-      checkSize(call, contentLength);
-      const { content, encoding } = snsContent(await readAll(body), call.params.Encoding);
+      checkSize(call, currentSize(call));
+      const { content, encoding } = snsContent(await readAll(currentBody(call)), call.params.Encoding);
       const published = await backend.publish({
         topicArn: call.params.TopicArn!,
         subject: NOTIFICATION_SUBJECT,
@@ -178,13 +181,12 @@ export function sesExecutor(options: SesExecutorOptions): ActionExecutor<Receive
     }),
 
     WorkMail: run(async (call) => {
-      const { body, contentLength } = currentMessage(call);
       const delivered = await backend.deliverToMailbox({
         organizationArn: call.params.OrganizationArn!,
         mailFrom: call.envelope.mailFrom,
         recipients: call.recipients,
-        body,
-        contentLength,
+        body: currentBody(call),
+        contentLength: currentSize(call),
       });
       return { status: "done", detail: { ...delivered, ...(await notify(call)) } };
     }),

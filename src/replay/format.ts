@@ -68,7 +68,8 @@ export function replayText(outcome: ReplayOutcome): string {
   for (const rule of outcome.trace?.rules ?? []) {
     lines.push(`  rule ${rule.name} for ${rule.recipients.join(", ")}`);
     for (const action of rule.actions) {
-      const notification = action.detail?.notification ? `, notifies ${String(action.detail.notification)}` : "";
+      const notified = action.detail?.notification as { topicArn?: string } | undefined;
+      const notification = notified?.topicArn ? `, notifies ${notified.topicArn}` : "";
       const failure = action.outcome === "failed" ? `: ${action.failure} failure: ${action.error}` : "";
       lines.push(`    ${MARK[action.outcome]} ${actionSummary(action)}${notification}${failure}`);
     }

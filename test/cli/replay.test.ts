@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile, mkdir, open } from "node:fs/promises";
+import { mkdtemp, rm, writeFile, mkdir, open, readFile, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -209,6 +209,56 @@ describe("receiptd replay", () => {
     expect(result.stderr).toContain("Rules[0].Actions[0].BounceAction.SmtpReplyCode");
     expect(result.stderr).toContain("Rules[1].Name");
     expect(result.stderr).toContain("Rules[1].Actions[0].AddHeaderAction.HeaderValue");
+  });
+});
+
+describe("receiptd replay --executor local", () => {
+  it("runs every action for real under the data directory, with no network", async () => {
+    const dataDir = join(scratch, "local-data");
+    const config = join(scratch, "local.json");
+    await writeFile(
+      config,
+      JSON.stringify({
+        dataDir,
+        local: {
+          lambdaHandlers: {
+            "arn:aws:lambda:us-east-1:123456789012:function:triage-abuse": join(root, "rules/handlers/triage-abuse.mjs"),
+            "arn:aws:lambda:us-east-1:123456789012:function:index-message": join(root, "rules/handlers/index-message.mjs"),
+          },
+        },
+      }),
+    );
+    const { code, stdout } = await receiptd("replay", "samples", "--rules", "rules/example.json", "--executor", "local", "--config", config, "--json");
+    expect(code).toBe(0);
+    const lines = jsonLines(stdout) as { messageId: string; rules: { name: string; actions: { type: string; outcome: string }[] }[] }[];
+    const outcomes = lines.flatMap((l) => l.rules.flatMap((r) => r.actions.map((a) => a.outcome)));
+    expect(outcomes).not.toContain("failed");
+
+    const plain = lines.find((l) => l.rules.some((r) => r.name === "archive-everything"))!;
+    const stored = await readFile(join(dataDir, "s3", "receiptd-archive", "all", plain.messageId));
+    expect(stored.length).toBeGreaterThan(100);
+    for (const topic of ["inbound", "indexed", "billing", "support", "bounced", "stopped", "abuse-stored"]) {
+      const published = (await readFile(join(dataDir, "sns", `${topic}.jsonl`), "utf8")).trim().split("\n");
+      for (const line of published) expect(JSON.parse((JSON.parse(line) as { message: string }).message).notificationType).toBe("Received");
+    }
+    const triage = (await readFile(join(dataDir, "lambda", "triage-abuse.jsonl"), "utf8")).trim().split("\n");
+    expect(JSON.parse(triage[0]!)).toMatchObject({ invocationType: "RequestResponse", result: { disposition: "CONTINUE" } });
+    expect(await readdir(join(dataDir, "outbox"))).toHaveLength(1);
+    const mailbox = join(dataDir, "workmail", "m-68755160c4cb4e29a2b2f8fb58f359d7", "support+billing@example.com", "new");
+    const [delivered] = await readdir(mailbox);
+    expect((await readFile(join(mailbox, delivered!), "utf8")).startsWith("X-Queue: billing\r\n")).toBe(true);
+  });
+
+  it("refuses options that do not go together", async () => {
+    expect((await receiptd("replay", "samples", "--rules", "rules/example.json", "--executor", "cloud")).code).toBe(2);
+    expect((await receiptd("replay", "samples", "--rules", "rules/example.json", "--config", "rules/example.config.json")).code).toBe(2);
+    const both = await receiptd("replay", "samples", "--rules", "rules/example.json", "--executor", "local", "--lambda-result", "arn:aws:lambda:us-east-1:123456789012:function:f=STOP_RULE");
+    expect(both.code).toBe(2);
+    const badConfig = join(scratch, "bad-config.json");
+    await writeFile(badConfig, JSON.stringify({ backends: { S3: "gcs" } }));
+    const bad = await receiptd("replay", "samples", "--rules", "rules/example.json", "--executor", "local", "--config", badConfig);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("config.backends.S3");
   });
 });
 

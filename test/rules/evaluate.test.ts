@@ -161,7 +161,7 @@ describe("evaluation of one message (SEMANTICS 1 and 3)", () => {
       ruleSet(rule("a", [], [{ type: "S3", params: { BucketName: "b", TopicArn: topic } }, sns(topic), s3("plain")])),
     );
     const details = trace.rules[0]!.actions.map((a) => a.detail);
-    expect(details[0]).toMatchObject({ notification: topic });
+    expect(details[0]).toMatchObject({ notification: { topicArn: topic } });
     expect(details[1]).not.toHaveProperty("notification");
     expect(details[2]).not.toHaveProperty("notification");
   });
