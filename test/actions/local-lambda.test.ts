@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ActionError } from "../../src/actions/backend.js";
 import type { InvokeRequest } from "../../src/actions/backend.js";
 import { localBackend } from "../../src/actions/local/index.js";
 import type { LocalBackendOptions } from "../../src/actions/local/index.js";
+import { actionFailure } from "../helpers/action-error.js";
 
 const handlersDir = fileURLToPath(new URL("../fixtures/handlers/", import.meta.url));
 const fixture = (name: string): string => join(handlersDir, name);
@@ -55,14 +55,6 @@ async function trace(name = "process-mail"): Promise<Record<string, unknown>[]> 
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
-async function failure(promise: Promise<unknown>): Promise<ActionError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ActionError);
-  return error as ActionError;
-}
 
 describe("local back end: invoke", () => {
   it("calls an async handler with the event and a Lambda-like context, and returns its result for RequestResponse", async () => {
@@ -133,7 +125,7 @@ describe("local back end: invoke", () => {
   });
 
   it("fails transiently, with the error in the trace, when the handler throws", async () => {
-    const error = await failure(backend({ [ARN]: fixture("throwing.mjs") }).invoke(request("Event")));
+    const error = await actionFailure(backend({ [ARN]: fixture("throwing.mjs") }).invoke(request("Event")));
     expect(error.failure).toBe("transient");
     expect(error.message).toContain("TypeError: cannot read the message");
     expect(await trace()).toEqual([
@@ -148,14 +140,14 @@ describe("local back end: invoke", () => {
   });
 
   it("fails transiently when a callback-style handler reports an error", async () => {
-    const error = await failure(backend({ [ARN]: fixture("callback-error.mjs") }).invoke(request()));
+    const error = await actionFailure(backend({ [ARN]: fixture("callback-error.mjs") }).invoke(request()));
     expect(error.failure).toBe("transient");
     expect(error.message).toContain("mailbox full");
   });
 
   it("fails transiently when the handler outlives the timeout", async () => {
     const started = Date.now();
-    const error = await failure(backend({ [ARN]: fixture("slow.mjs") }, { requestResponseTimeoutMs: 100 }).invoke(request()));
+    const error = await actionFailure(backend({ [ARN]: fixture("slow.mjs") }, { requestResponseTimeoutMs: 100 }).invoke(request()));
     expect(Date.now() - started).toBeLessThan(1_500);
     expect(error.failure).toBe("transient");
     expect(error.message).toContain("Task timed out after 0.10 seconds");
@@ -164,7 +156,7 @@ describe("local back end: invoke", () => {
   });
 
   it("fails permanently, naming the ARN and the setting, when no handler is configured", async () => {
-    const error = await failure(backend({}).invoke(request("RequestResponse", `${ARN}:3`)));
+    const error = await actionFailure(backend({}).invoke(request("RequestResponse", `${ARN}:3`)));
     expect(error.failure).toBe("permanent");
     expect(error.message).toContain(`${ARN}:3`);
     expect(error.message).toContain(`local.lambdaHandlers["${ARN}"]`);
@@ -172,16 +164,16 @@ describe("local back end: invoke", () => {
   });
 
   it("fails permanently when the module does not export a handler, or does not exist", async () => {
-    const noHandler = await failure(backend({ [ARN]: fixture("no-handler.mjs") }).invoke(request()));
+    const noHandler = await actionFailure(backend({ [ARN]: fixture("no-handler.mjs") }).invoke(request()));
     expect(noHandler.failure).toBe("permanent");
     expect(noHandler.message).toContain("does not export a handler function");
-    const missing = await failure(backend({ [ARN]: fixture("missing.mjs") }).invoke(request()));
+    const missing = await actionFailure(backend({ [ARN]: fixture("missing.mjs") }).invoke(request()));
     expect(missing.failure).toBe("permanent");
     expect(missing.message).toContain("missing.mjs");
   });
 
   it("fails permanently when the payload is not JSON", async () => {
-    const error = await failure(backend({ [ARN]: fixture("async.mjs") }).invoke({ functionArn: ARN, invocationType: "Event", payload: "{" }));
+    const error = await actionFailure(backend({ [ARN]: fixture("async.mjs") }).invoke({ functionArn: ARN, invocationType: "Event", payload: "{" }));
     expect(error.failure).toBe("permanent");
   });
 
@@ -195,7 +187,7 @@ describe("local back end: invoke", () => {
     "arn:aws:lambda:us-east-1:123456789012:function:a:b:c",
     "../../etc/passwd",
   ])("refuses the function ARN %j permanently and writes nothing", async (functionArn) => {
-    const error = await failure(backend({ [functionArn]: fixture("async.mjs") }).invoke(request("Event", functionArn)));
+    const error = await actionFailure(backend({ [functionArn]: fixture("async.mjs") }).invoke(request("Event", functionArn)));
     expect(error.failure).toBe("permanent");
     expect(await readdir(dir)).toEqual([]);
   });

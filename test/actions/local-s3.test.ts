@@ -4,9 +4,9 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ActionError } from "../../src/actions/backend.js";
 import type { ActionBackend } from "../../src/actions/backend.js";
 import { localBackend } from "../../src/actions/local/index.js";
+import { actionFailure } from "../helpers/action-error.js";
 
 let dir: string;
 let dataDir: string;
@@ -32,14 +32,6 @@ async function tree(root: string): Promise<string[]> {
   return entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath, entry.name).slice(root.length + 1)).sort();
 }
 
-async function failure(promise: Promise<unknown>): Promise<ActionError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ActionError);
-  return error as ActionError;
-}
 
 describe("local back end: putObject", () => {
   it("streams a multi-megabyte body to <dataDir>/s3/<bucket>/<key> byte for byte, never holding it whole", async () => {
@@ -96,14 +88,14 @@ describe("local back end: putObject", () => {
   });
 
   it("fails permanently, writing nothing, when the body is not the announced length", async () => {
-    const error = await failure(backend.putObject({ bucket: "b", key: "short", body: once(Buffer.from("abc")), contentLength: 10 }));
+    const error = await actionFailure(backend.putObject({ bucket: "b", key: "short", body: once(Buffer.from("abc")), contentLength: 10 }));
     expect(error.failure).toBe("permanent");
     expect(error.message).toMatch(/3 bytes, 10 were announced/);
     expect(await tree(dataDir)).toEqual([]);
   });
 
   it("refuses KMS encryption permanently", async () => {
-    const error = await failure(
+    const error = await actionFailure(
       backend.putObject({
         bucket: "b",
         key: "k",
@@ -118,9 +110,9 @@ describe("local back end: putObject", () => {
 
   it("fails permanently when a key collides with a directory of another key", async () => {
     await backend.putObject({ bucket: "b", key: "dir/file", body: once(Buffer.from("x")), contentLength: 1 });
-    const error = await failure(backend.putObject({ bucket: "b", key: "dir", body: once(Buffer.from("y")), contentLength: 1 }));
+    const error = await actionFailure(backend.putObject({ bucket: "b", key: "dir", body: once(Buffer.from("y")), contentLength: 1 }));
     expect(error.failure).toBe("permanent");
-    const nested = await failure(backend.putObject({ bucket: "b", key: "dir/file/deeper", body: once(Buffer.from("z")), contentLength: 1 }));
+    const nested = await actionFailure(backend.putObject({ bucket: "b", key: "dir/file/deeper", body: once(Buffer.from("z")), contentLength: 1 }));
     expect(nested.failure).toBe("permanent");
     expect(await tree(dataDir)).toEqual(["s3/b/dir/file"]);
   });
@@ -147,7 +139,7 @@ describe("local back end: putObject", () => {
       ["a\\b", "x"],
     ];
     it.each(hostile)("bucket %j key %j is refused permanently and nothing is written", async (bucket, key) => {
-      const error = await failure(backend.putObject({ bucket, key, body: once(Buffer.from("evil")), contentLength: 4 }));
+      const error = await actionFailure(backend.putObject({ bucket, key, body: once(Buffer.from("evil")), contentLength: 4 }));
       expect(error.failure).toBe("permanent");
       expect(error.message).toMatch(/cannot be stored under the data directory/);
       expect(await readdir(dir)).toEqual([]);
@@ -162,7 +154,7 @@ describe("local back end: putObject", () => {
       const source = join(dir, "message.eml");
       await writeFile(source, "Subject: x\r\n\r\nbody\r\n");
       const body = createReadStream(source);
-      const error = await failure(backend.putObject({ bucket: "b", key: "../x", body, contentLength: 20 }));
+      const error = await actionFailure(backend.putObject({ bucket: "b", key: "../x", body, contentLength: 20 }));
       expect(error.failure).toBe("permanent");
       expect(body.destroyed).toBe(true);
     });

@@ -5,9 +5,9 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ActionError } from "../../src/actions/backend.js";
 import { localBackend } from "../../src/actions/local/index.js";
 import type { LocalBackendOptions } from "../../src/actions/local/index.js";
+import { actionFailure } from "../helpers/action-error.js";
 
 const TOPIC = "arn:aws:sns:us-east-1:123456789012:inbound-mail";
 const NOW = new Date("2024-05-01T12:34:56.789Z");
@@ -72,14 +72,6 @@ async function subscriber(status = 200): Promise<{ url: string; received: Receiv
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/sns`, received };
 }
 
-async function failure(promise: Promise<unknown>): Promise<ActionError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ActionError);
-  return error as ActionError;
-}
 
 describe("local back end: publish", () => {
   it("appends one JSON line to <dataDir>/sns/<topic name>.jsonl with the notification as given", async () => {
@@ -206,7 +198,7 @@ describe("local back end: publish", () => {
     [403, "permanent"],
   ] as const)("a subscriber answering %i fails the publish as %s, after the line is written", async (status, expected) => {
     const sub = await subscriber(status);
-    const error = await failure(backend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } }).publish({ topicArn: TOPIC, subject: "s", message: "{}" }));
+    const error = await actionFailure(backend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } }).publish({ topicArn: TOPIC, subject: "s", message: "{}" }));
     expect(error.failure).toBe(expected);
     expect(error.message).toContain(`answered ${status}`);
     expect(await lines("inbound-mail")).toHaveLength(1);
@@ -216,7 +208,7 @@ describe("local back end: publish", () => {
     const sub = await subscriber();
     const server = servers.pop();
     await new Promise((resolve) => server?.close(resolve));
-    const error = await failure(backend({ snsHttpSubscriptions: { "*": [sub.url] } }).publish({ topicArn: TOPIC, subject: "s", message: "{}" }));
+    const error = await actionFailure(backend({ snsHttpSubscriptions: { "*": [sub.url] } }).publish({ topicArn: TOPIC, subject: "s", message: "{}" }));
     expect(error.failure).toBe("transient");
     expect(error.message).toContain(sub.url);
   });
@@ -224,7 +216,7 @@ describe("local back end: publish", () => {
   it("a refusing subscriber makes the failure permanent even when another is merely down", async () => {
     const refusing = await subscriber(400);
     const down = await subscriber(502);
-    const error = await failure(
+    const error = await actionFailure(
       backend({ snsHttpSubscriptions: { [TOPIC]: [refusing.url, down.url] } }).publish({ topicArn: TOPIC, subject: "s", message: "{}" }),
     );
     expect(error.failure).toBe("permanent");
@@ -243,7 +235,7 @@ describe("local back end: publish", () => {
     "arn:aws:s3:::bucket",
     "../../etc/passwd",
   ])("refuses the topic ARN %j permanently and writes nothing", async (topicArn) => {
-    const error = await failure(backend().publish({ topicArn, subject: "s", message: "{}" }));
+    const error = await actionFailure(backend().publish({ topicArn, subject: "s", message: "{}" }));
     expect(error.failure).toBe("permanent");
     expect(await readdir(dir)).toEqual([]);
   });

@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ActionError } from "../../src/actions/backend.js";
 import type { ActionBackend, SendDsnRequest } from "../../src/actions/backend.js";
 import { localBackend } from "../../src/actions/local/index.js";
+import { actionFailure } from "../helpers/action-error.js";
 
 const ORG_ID = "m-0123456789abcdef0123456789abcdef";
 const ORG = `arn:aws:workmail:us-east-1:123456789012:organization/${ORG_ID}`;
@@ -31,14 +32,6 @@ async function* chunked(bytes: Buffer, size = 8192): AsyncIterable<Buffer> {
   for (let offset = 0; offset < bytes.length; offset += size) yield bytes.subarray(offset, offset + size);
 }
 
-async function failure(promise: Promise<unknown>): Promise<ActionError> {
-  const error = await promise.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ActionError);
-  return error as ActionError;
-}
 
 describe("local back end: deliverToMailbox", () => {
   it("delivers one copy to the Maildir of each of 3 recipients", async () => {
@@ -101,7 +94,7 @@ describe("local back end: deliverToMailbox", () => {
   });
 
   it("fails permanently, delivering nothing, when the body is not the announced length", async () => {
-    const error = await failure(
+    const error = await actionFailure(
       backend.deliverToMailbox({ organizationArn: ORG, mailFrom: "", recipients: ["a@example.com", "b@example.com"], body: chunked(message), contentLength: 5 }),
     );
     expect(error.failure).toBe("permanent");
@@ -125,7 +118,7 @@ describe("local back end: deliverToMailbox", () => {
     ["arn:aws:sns:us-east-1:123456789012:organization/x", "a@example.com"],
     ["/abs", "a@example.com"],
   ])("refuses organization %j recipient %j permanently, writing nothing", async (organizationArn, recipient) => {
-    const error = await failure(
+    const error = await actionFailure(
       backend.deliverToMailbox({ organizationArn, mailFrom: "", recipients: ["ok@example.com", recipient], body: chunked(message), contentLength: message.length }),
     );
     expect(error.failure).toBe("permanent");
@@ -155,7 +148,7 @@ describe("local back end: sendDsn", () => {
         throw new ActionError("transient", "relay down");
       },
     });
-    const error = await failure(local.sendDsn({ raw: Buffer.from("x"), to: "sender@example.org" }));
+    const error = await actionFailure(local.sendDsn({ raw: Buffer.from("x"), to: "sender@example.org" }));
     expect(error.failure).toBe("transient");
     expect(error.message).toBe("relay down");
   });

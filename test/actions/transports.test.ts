@@ -14,6 +14,7 @@ import { smtpMailboxDelivery } from "../../src/actions/transports/mailbox.js";
 import { buildDsn } from "../../src/mail/dsn.js";
 import { startSmtpServer } from "../helpers/smtp-server.js";
 import type { TestSmtpServer } from "../helpers/smtp-server.js";
+import { actionFailure } from "../helpers/action-error.js";
 
 const ORG = "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7";
 
@@ -80,14 +81,6 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-async function failure(promise: Promise<unknown>): Promise<ActionError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ActionError);
-  return error as ActionError;
-}
 
 describe("smtpDsnSender", () => {
   let server: TestSmtpServer;
@@ -127,23 +120,23 @@ describe("smtpDsnSender", () => {
     const result = await smtpDsnSender(`smtp://relay:s3cret@127.0.0.1:${authServer.port}`)({ raw: dsn(2), to: "sender@example.net" });
     expect(authServer.received).toHaveLength(1);
     expect(JSON.stringify(result)).not.toContain("s3cret");
-    const refused = await failure(smtpDsnSender(`smtp://relay:wrong@127.0.0.1:${authServer.port}`)({ raw: dsn(3), to: "sender@example.net" }));
+    const refused = await actionFailure(smtpDsnSender(`smtp://relay:wrong@127.0.0.1:${authServer.port}`)({ raw: dsn(3), to: "sender@example.net" }));
     expect(refused.failure).toBe("permanent");
     expect(refused.message).toContain("535");
   });
 
   it("reports a 550 reply as permanent and a 451 reply as transient, with the server's text", async () => {
     const send = smtpDsnSender(`smtp://127.0.0.1:${server.port}`);
-    const gone = await failure(send({ raw: dsn(), to: "gone@example.net" }));
+    const gone = await actionFailure(send({ raw: dsn(), to: "gone@example.net" }));
     expect(gone.failure).toBe("permanent");
     expect(gone.message).toContain("550 5.1.1 No such user");
-    const busy = await failure(send({ raw: dsn(), to: "busy@example.net" }));
+    const busy = await actionFailure(send({ raw: dsn(), to: "busy@example.net" }));
     expect(busy.failure).toBe("transient");
     expect(busy.message).toContain("451 4.3.0 Try again later");
   });
 
   it("reports a refused connection as transient", async () => {
-    const refused = await failure(smtpDsnSender(`smtp://127.0.0.1:${await closedPort()}`)({ raw: dsn(), to: "sender@example.net" }));
+    const refused = await actionFailure(smtpDsnSender(`smtp://127.0.0.1:${await closedPort()}`)({ raw: dsn(), to: "sender@example.net" }));
     expect(refused.failure).toBe("transient");
     expect(refused.message).toMatch(/ECONNREFUSED/);
   });
@@ -154,7 +147,7 @@ describe("smtpDsnSender", () => {
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     try {
       const { port } = silent.address() as AddressInfo;
-      const timedOut = await failure(smtpDsnSender(`smtp://127.0.0.1:${port}?greetingTimeout=200`)({ raw: dsn(), to: "sender@example.net" }));
+      const timedOut = await actionFailure(smtpDsnSender(`smtp://127.0.0.1:${port}?greetingTimeout=200`)({ raw: dsn(), to: "sender@example.net" }));
       expect(timedOut.failure).toBe("transient");
       expect((timedOut.cause as { code?: string }).code).toBe("ETIMEDOUT");
     } finally {
@@ -164,7 +157,7 @@ describe("smtpDsnSender", () => {
   });
 
   it("reports an envelope nodemailer refuses before any command as permanent", async () => {
-    const refused = await failure(smtpDsnSender(`smtp://127.0.0.1:${server.port}`)({ raw: dsn(), to: "" }));
+    const refused = await actionFailure(smtpDsnSender(`smtp://127.0.0.1:${server.port}`)({ raw: dsn(), to: "" }));
     expect(refused.failure).toBe("permanent");
     expect((refused.cause as { code?: string }).code).toBe("EENVELOPE");
   });
@@ -251,16 +244,16 @@ describe("smtpMailboxDelivery", () => {
 
   it("fails when a recipient is refused, permanent for 5xx and transient when any is 4xx", async () => {
     const overSmtp = smtpMailboxDelivery({ [ORG]: { host: "127.0.0.1", port: smtp.port } });
-    const gone = await failure(overSmtp(request(ORG, ["a@example.com", "gone@example.com"])));
+    const gone = await actionFailure(overSmtp(request(ORG, ["a@example.com", "gone@example.com"])));
     expect(gone.failure).toBe("permanent");
     expect(gone.message).toContain("gone@example.com: 550 5.1.1 No such user");
 
     const overLmtp = smtpMailboxDelivery({ [ORG]: { host: "127.0.0.1", port: lmtp.port, lmtp: true } });
-    const full = await failure(overLmtp(request(ORG, ["a@example.com", "gone@example.com", "full@example.com"])));
+    const full = await actionFailure(overLmtp(request(ORG, ["a@example.com", "gone@example.com", "full@example.com"])));
     expect(full.failure).toBe("transient");
     expect(full.message).toContain("full@example.com: 452 4.2.2 Mailbox full");
     expect(full.message).toContain("accepted a@example.com");
-    const allGone = await failure(overLmtp(request(ORG, ["gone@example.com"])));
+    const allGone = await actionFailure(overLmtp(request(ORG, ["gone@example.com"])));
     expect(allGone.failure).toBe("permanent");
   });
 
@@ -268,17 +261,17 @@ describe("smtpMailboxDelivery", () => {
     const deliver = smtpMailboxDelivery({ [ORG]: { host: "127.0.0.1", port: smtp.port } });
     const other = "arn:aws:workmail:us-east-1:123456789012:organization/m-other";
     const body = Readable.from([Buffer.from("Subject: x\r\n\r\n")]);
-    const unknown = await failure(deliver({ ...request(other, ["a@example.com"]), body }));
+    const unknown = await actionFailure(deliver({ ...request(other, ["a@example.com"]), body }));
     expect(unknown.failure).toBe("permanent");
     expect(unknown.message).toContain(other);
     expect(body.destroyed).toBe(true);
-    const inherited = await failure(deliver(request("constructor", ["a@example.com"])));
+    const inherited = await actionFailure(deliver(request("constructor", ["a@example.com"])));
     expect(inherited.failure).toBe("permanent");
   });
 
   it("reports a refused connection as transient", async () => {
     const deliver = smtpMailboxDelivery({ [ORG]: { host: "127.0.0.1", port: await closedPort() } });
-    expect((await failure(deliver(request(ORG, ["a@example.com"])))).failure).toBe("transient");
+    expect((await actionFailure(deliver(request(ORG, ["a@example.com"])))).failure).toBe("transient");
   });
 });
 
