@@ -125,7 +125,7 @@ export async function runReplay(args: string[]): Promise<number> {
     if (executorKind !== "record") {
       const config =
         values.config === undefined
-          ? defaultConfig({ backend: executorKind })
+          ? await defaultConfig({ backend: executorKind })
           : await loadConfigFile(values.config, { backend: executorKind });
       settings.executor = executorFromConfig(config);
     }

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
-import { dirname, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** Where each action type's effects go. */
 export interface BackendChoice {
@@ -48,6 +49,45 @@ export interface ReceiptdConfig {
   workmail: { organizations: Record<string, MailboxHostConfig> };
   /** Relative paths in the file (handlers, data directory) resolve against this. */
   baseDir: string;
+  serve: ServeConfig;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+  /** TLS from the first byte (SMTPS), instead of plain SMTP with STARTTLS. */
+  implicitTls: boolean;
+}
+
+/** What `receiptd serve` adds to the action configuration. */
+export interface ServeConfig {
+  /** Absolute path of the active rule set (SES JSON). */
+  rules: string;
+  filters?: string;
+  /** Verified identities; absent: the domains the rule set names. */
+  identities?: string[];
+  smtp: {
+    listen: ListenAddress[];
+    banner?: string;
+    /** Absolute paths of the PEM certificate and key, for STARTTLS and implicit TLS. */
+    tls?: { cert: string; key: string };
+    proxyProtocolFrom: string[];
+    maxConnections: number;
+    maxConnectionsPerIp: number;
+    socketTimeoutMs: number;
+    maxMessageBytes: number;
+    maxRecipients: number;
+    earlyTalkerCheckMs: number;
+    reverseDns: boolean;
+  };
+  /** SPF, DKIM and DMARC on receipt (needs DNS). */
+  authentication: { enabled: boolean; dnsTimeoutMs: number };
+  spool: { dir: string; retentionHours: number };
+  processing: { concurrency: number; retryWindowMinutes: number; backoffInitialMs: number; backoffMaxMs: number };
+  /** Health, readiness and metrics over HTTP; null turns it off. */
+  admin: { host: string; port: number } | null;
+  /** How long SIGTERM waits for sessions and actions to finish. */
+  shutdownGraceMs: number;
 }
 
 export class ConfigError extends Error {
@@ -145,6 +185,129 @@ function readAwsService(reader: Reader, value: unknown, path: string, s3: boolea
   return config;
 }
 
+const HOST = /^(?:[0-9.]+|[0-9A-Fa-f:.]+|[A-Za-z0-9.-]+)$/;
+
+function readListen(reader: Reader, value: unknown): ListenAddress[] {
+  if (value === undefined) return [{ host: "127.0.0.1", port: 2525, implicitTls: false }];
+  if (!Array.isArray(value) || value.length === 0) {
+    reader.issues.push("config.smtp.listen: expected a non-empty list of {host, port, implicitTls?}");
+    return [];
+  }
+  return value.flatMap((entry, i) => {
+    const path = `config.smtp.listen[${i}]`;
+    const raw = reader.object(entry, path, ["host", "port", "implicitTls"]);
+    const host = reader.string(raw.host, `${path}.host`, HOST, "an IP address or host name");
+    const port = reader.integer(raw.port, `${path}.port`, 0, 65535);
+    const implicitTls = reader.boolean(raw.implicitTls, `${path}.implicitTls`) ?? false;
+    if (raw.host === undefined) reader.issues.push(`${path}.host: required`);
+    if (raw.port === undefined) reader.issues.push(`${path}.port: required`);
+    return host !== undefined && port !== undefined ? [{ host, port, implicitTls }] : [];
+  });
+}
+
+function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string): ServeConfig {
+  const path = (value: string | undefined) => (value === undefined ? undefined : resolve(baseDir, value));
+  const rules = path(reader.string(raw.rules, "config.rules")) ?? DEFAULT_RULES;
+  const filters = path(reader.string(raw.filters, "config.filters"));
+  let identities: string[] | undefined;
+  if (raw.identities !== undefined) {
+    if (!Array.isArray(raw.identities) || raw.identities.some((entry) => typeof entry !== "string" || entry === "")) {
+      reader.issues.push("config.identities: expected a list of domains and addresses");
+    } else {
+      identities = raw.identities as string[];
+    }
+  }
+
+  const smtpRaw = reader.object(raw.smtp, "config.smtp", [
+    "listen",
+    "banner",
+    "tls",
+    "proxyProtocolFrom",
+    "maxConnections",
+    "maxConnectionsPerIp",
+    "socketTimeoutMs",
+    "maxMessageBytes",
+    "maxRecipients",
+    "earlyTalkerCheckMs",
+    "reverseDns",
+  ]);
+  const tlsRaw = reader.object(smtpRaw.tls, "config.smtp.tls", ["cert", "key"]);
+  const cert = path(reader.string(tlsRaw.cert, "config.smtp.tls.cert"));
+  const key = path(reader.string(tlsRaw.key, "config.smtp.tls.key"));
+  if (smtpRaw.tls !== undefined && (cert === undefined || key === undefined)) {
+    reader.issues.push("config.smtp.tls: needs both cert and key (PEM file paths)");
+  }
+  const listen = readListen(reader, smtpRaw.listen);
+  if (listen.some((address) => address.implicitTls) && (cert === undefined || key === undefined)) {
+    reader.issues.push("config.smtp.listen: an implicitTls listener needs config.smtp.tls");
+  }
+  let proxyProtocolFrom: string[] = [];
+  if (smtpRaw.proxyProtocolFrom !== undefined) {
+    if (!Array.isArray(smtpRaw.proxyProtocolFrom) || smtpRaw.proxyProtocolFrom.some((entry) => typeof entry !== "string")) {
+      reader.issues.push("config.smtp.proxyProtocolFrom: expected a list of load balancer addresses or CIDR ranges");
+    } else {
+      proxyProtocolFrom = smtpRaw.proxyProtocolFrom as string[];
+    }
+  }
+  const banner = reader.string(smtpRaw.banner, "config.smtp.banner");
+
+  const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs"]);
+  const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
+  const processingRaw = reader.object(raw.processing, "config.processing", [
+    "concurrency",
+    "retryWindowMinutes",
+    "backoffInitialMs",
+    "backoffMaxMs",
+  ]);
+  let admin: ServeConfig["admin"] = { host: "127.0.0.1", port: 9025 };
+  if (raw.admin === null) admin = null;
+  else if (raw.admin !== undefined) {
+    const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port"]);
+    admin = {
+      host: reader.string(adminRaw.host, "config.admin.host", HOST, "an IP address or host name") ?? "127.0.0.1",
+      port: reader.integer(adminRaw.port, "config.admin.port", 0, 65535) ?? 9025,
+    };
+  }
+
+  return {
+    rules,
+    ...(filters === undefined ? {} : { filters }),
+    ...(identities === undefined ? {} : { identities }),
+    smtp: {
+      listen,
+      ...(banner === undefined ? {} : { banner }),
+      ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
+      proxyProtocolFrom,
+      maxConnections: reader.integer(smtpRaw.maxConnections, "config.smtp.maxConnections", 1, 1_000_000) ?? 1000,
+      maxConnectionsPerIp: reader.integer(smtpRaw.maxConnectionsPerIp, "config.smtp.maxConnectionsPerIp", 1, 1_000_000) ?? 50,
+      socketTimeoutMs: reader.integer(smtpRaw.socketTimeoutMs, "config.smtp.socketTimeoutMs", 1000, 3_600_000) ?? 300_000,
+      maxMessageBytes: reader.integer(smtpRaw.maxMessageBytes, "config.smtp.maxMessageBytes", 1024, 2 ** 40) ?? 40 * 1024 * 1024,
+      maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? 100,
+      earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? 0,
+      reverseDns: reader.boolean(smtpRaw.reverseDns, "config.smtp.reverseDns") ?? true,
+    },
+    authentication: {
+      enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? true,
+      dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? 3000,
+    },
+    spool: {
+      dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, "spool"),
+      retentionHours: reader.integer(spoolRaw.retentionHours, "config.spool.retentionHours", 0, 24 * 365) ?? 24,
+    },
+    processing: {
+      concurrency: reader.integer(processingRaw.concurrency, "config.processing.concurrency", 1, 1024) ?? 8,
+      retryWindowMinutes: reader.integer(processingRaw.retryWindowMinutes, "config.processing.retryWindowMinutes", 0, 7 * 24 * 60) ?? 240,
+      backoffInitialMs: reader.integer(processingRaw.backoffInitialMs, "config.processing.backoffInitialMs", 1, 3_600_000) ?? 1000,
+      backoffMaxMs: reader.integer(processingRaw.backoffMaxMs, "config.processing.backoffMaxMs", 1, 86_400_000) ?? 300_000,
+    },
+    admin,
+    shutdownGraceMs: reader.integer(raw.shutdownGraceMs, "config.shutdownGraceMs", 0, 3_600_000) ?? 30_000,
+  };
+}
+
+/** A configuration that names no rule set gets the example one shipped with the package. */
+const DEFAULT_RULES = fileURLToPath(new URL("../../rules/example.json", import.meta.url));
+
 /**
  * The configuration from a parsed JSON document, with the environment's overrides applied:
  * RECEIPTD_DATA_DIR, RECEIPTD_HOSTNAME, RECEIPTD_BOUNCE_RELAY. AWS credentials, regions and
@@ -156,7 +319,26 @@ export function parseConfig(
 ): ReceiptdConfig {
   const env = options.env ?? process.env;
   const reader = new Reader();
-  const raw = reader.object(doc, "config", ["hostname", "dataDir", "strict", "backend", "backends", "aws", "local", "bounce", "workmail"]);
+  const raw = reader.object(doc, "config", [
+    "hostname",
+    "dataDir",
+    "strict",
+    "backend",
+    "backends",
+    "aws",
+    "local",
+    "bounce",
+    "workmail",
+    "rules",
+    "filters",
+    "identities",
+    "smtp",
+    "authentication",
+    "spool",
+    "processing",
+    "admin",
+    "shutdownGraceMs",
+  ]);
 
   const hostname =
     reader.string(env.RECEIPTD_HOSTNAME ?? raw.hostname, "config.hostname", /^[A-Za-z0-9.-]+$/, "a host name") ?? osHostname();
@@ -247,8 +429,11 @@ export function parseConfig(
     reader.issues.push("config.backends.WorkMail: \"smtp\" needs config.workmail.organizations");
   }
 
+  const serve = readServe(reader, raw, options.baseDir, dataDir);
+
   if (reader.issues.length > 0) throw new ConfigError(options.source, reader.issues);
   return {
+    serve,
     hostname,
     dataDir,
     strict,
@@ -261,12 +446,22 @@ export function parseConfig(
   };
 }
 
-/** The embedded default: everything local, under ./data. */
-export function defaultConfig(
+/**
+ * The embedded default, `rules/example.config.json` of the package: everything local, the
+ * example rule set active with its Lambda handlers, SMTP on 127.0.0.1:2525, and the data
+ * directory ./data of the working directory.
+ */
+export async function defaultConfig(
   options: { env?: NodeJS.ProcessEnv; backend?: "local" | "aws" } = {},
-): ReceiptdConfig {
-  return parseConfig({}, { source: "default configuration", baseDir: process.cwd(), ...options });
+): Promise<ReceiptdConfig> {
+  const env = options.env ?? process.env;
+  return loadConfigFile(EXAMPLE_CONFIG, {
+    ...options,
+    env: { ...env, RECEIPTD_DATA_DIR: env.RECEIPTD_DATA_DIR ?? resolve("data") },
+  });
 }
+
+const EXAMPLE_CONFIG = fileURLToPath(new URL("../../rules/example.config.json", import.meta.url));
 
 export async function loadConfigFile(
   path: string,

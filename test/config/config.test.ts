@@ -18,11 +18,48 @@ function issuesOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string[] {
 }
 
 describe("configuration", () => {
-  it("the embedded default runs everything locally under ./data", () => {
-    const config = defaultConfig({ env: {} });
+  it("the embedded default runs everything locally under ./data, the example rule set on 127.0.0.1:2525", async () => {
+    const config = await defaultConfig({ env: {} });
     expect(config.backends).toEqual({ S3: "local", SNS: "local", Lambda: "local", Bounce: "outbox", WorkMail: "maildir" });
     expect(config.dataDir).toBe(resolve("data"));
     expect(config.strict).toBe(true);
+    expect(config.serve.rules).toBe(resolve("rules/example.json"));
+    expect(Object.keys(config.local.lambdaHandlers)).toHaveLength(2);
+    expect(config.serve.smtp.listen).toEqual([{ host: "127.0.0.1", port: 2525, implicitTls: false }]);
+    expect(config.serve.spool.dir).toBe(resolve("data/spool"));
+    expect(config.serve.admin).toEqual({ host: "127.0.0.1", port: 9025 });
+  });
+
+  it("serve settings: listeners, TLS files, limits, spool and processing", () => {
+    const config = parse({
+      rules: "rules.json",
+      identities: ["example.com"],
+      smtp: {
+        listen: [
+          { host: "0.0.0.0", port: 25 },
+          { host: "::", port: 25 },
+          { host: "0.0.0.0", port: 465, implicitTls: true },
+        ],
+        tls: { cert: "tls/cert.pem", key: "tls/key.pem" },
+        proxyProtocolFrom: ["10.0.0.0/8"],
+        maxRecipients: 50,
+      },
+      spool: { retentionHours: 48 },
+      processing: { concurrency: 4 },
+      admin: null,
+    });
+    expect(config.serve.rules).toBe("/srv/receiptd/rules.json");
+    expect(config.serve.smtp.listen[2]).toEqual({ host: "0.0.0.0", port: 465, implicitTls: true });
+    expect(config.serve.smtp.tls).toEqual({ cert: "/srv/receiptd/tls/cert.pem", key: "/srv/receiptd/tls/key.pem" });
+    expect(config.serve.smtp.maxRecipients).toBe(50);
+    expect(config.serve.smtp.maxMessageBytes).toBe(40 * 1024 * 1024);
+    expect(config.serve.spool).toEqual({ dir: "/srv/receiptd/data/spool", retentionHours: 48 });
+    expect(config.serve.processing.retryWindowMinutes).toBe(240);
+    expect(config.serve.admin).toBeNull();
+    expect(issuesOf({ smtp: { listen: [{ host: "0.0.0.0", port: 465, implicitTls: true }] } })).toContain(
+      "config.smtp.listen: an implicitTls listener needs config.smtp.tls",
+    );
+    expect(issuesOf({ smtp: { listen: [] } })[0]).toMatch(/^config.smtp.listen: expected a non-empty list/);
   });
 
   it("a preset and per-action choices, relative paths against the file's folder", () => {
