@@ -1,0 +1,275 @@
+import { watch } from "node:fs";
+import type { FSWatcher } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { compileFilters } from "../rules/filters.js";
+import type { CompiledFilters } from "../rules/filters.js";
+import { RuleSetValidationError, parseFiltersText, parseRuleSetText } from "../rules/load.js";
+import type { Identities, IpFilter, RuleSet } from "../rules/model.js";
+import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+
+export interface LiveSources {
+  /** A rule set in the JSON of `aws ses describe-active-receipt-rule-set`. */
+  rules: string;
+  /** IP filters in the JSON of `aws ses list-receipt-filters`; none when absent. */
+  filters?: string;
+  /** Verified identities from the configuration; absent or empty: the domains the rule set names. */
+  identities?: string[];
+}
+
+/** One consistent state: a message accepted under it is evaluated with exactly these parts. */
+export interface PolicySnapshot {
+  readonly ruleSet: RuleSet;
+  readonly identities: Identities;
+  readonly filters: CompiledFilters;
+  /** 1 for the state loaded at start, one more for every reload that changed something. */
+  readonly generation: number;
+}
+
+export interface LivePolicy {
+  /** Never null here: a rule set is loaded at start or watchPolicy fails. */
+  ruleSet(): RuleSet;
+  identities(): Identities;
+  filters(): CompiledFilters;
+  generation(): number;
+  /** All parts at once, for callers that keep them across an `await`, where a reload may land in between. */
+  snapshot(): PolicySnapshot;
+}
+
+export interface WatchedPolicy extends LivePolicy {
+  /**
+   * Rereads both files (the daemon calls this on SIGHUP). Resolves true when every file is
+   * valid and in effect, false when one was refused (the old one stays); never rejects.
+   */
+  reload(): Promise<boolean>;
+  /** Stops watching the files; `reload()` still works. */
+  close(): void;
+}
+
+export interface WatchPolicyOptions {
+  sources: LiveSources;
+  logger: Logger;
+  metrics?: Pick<Metrics, "configReloads">;
+  /** Quiet time after the last change in a watched directory before the files are reread. Default 200 ms. */
+  debounceMs?: number;
+}
+
+/** The rule set or filters file was invalid at start; `errors` has one entry per invalid file. */
+export class PolicyLoadError extends Error {
+  override readonly name = "PolicyLoadError";
+  readonly errors: RuleSetValidationError[];
+
+  constructor(errors: RuleSetValidationError[]) {
+    super(errors.map((error) => error.message).join("\n"));
+    this.errors = errors;
+  }
+}
+
+type Trigger = "reload" | "watch";
+
+interface Source<T> {
+  name: "rules" | "filters";
+  path: string;
+  parse(text: string, source: string): T;
+  /** The text in effect. */
+  text: string;
+  value: T;
+  /** What was last refused (the text, or the read error), so that a watcher does not report the same file again. */
+  refused: string | null;
+}
+
+type Check<T> =
+  | { kind: "same" }
+  | { kind: "repeat" }
+  | { kind: "new"; text: string; value: T }
+  | { kind: "refused"; key: string; error: RuleSetValidationError };
+
+/** Mirrors the loader's read, whose messages the validate command already prints. */
+async function readSource(path: string): Promise<{ text: string } | { error: RuleSetValidationError }> {
+  try {
+    return { text: await readFile(path, "utf8") };
+  } catch (error) {
+    const issue = { path: "", message: `cannot read the file: ${(error as Error).message}` };
+    return { error: new RuleSetValidationError(path, [issue], { cause: error }) };
+  }
+}
+
+/**
+ * Parses one file unless its text is what is in effect. Validation errors are refusals;
+ * anything else is a bug and throws.
+ */
+async function check<T>(
+  source: Pick<Source<T>, "path" | "parse">,
+  current: Source<T> | null,
+  quietRepeats: boolean,
+): Promise<Check<T>> {
+  const read = await readSource(source.path);
+  if ("text" in read && current && read.text === current.text) {
+    current.refused = null;
+    return { kind: "same" };
+  }
+  const key = "text" in read ? `text:${read.text}` : `error:${read.error.message}`;
+  if (quietRepeats && current?.refused === key) return { kind: "repeat" };
+  if ("error" in read) return { kind: "refused", key, error: read.error };
+  try {
+    return { kind: "new", text: read.text, value: source.parse(read.text, source.path) };
+  } catch (error) {
+    if (error instanceof RuleSetValidationError) return { kind: "refused", key, error };
+    throw error;
+  }
+}
+
+const NO_FILTERS: CompiledFilters = Object.freeze({ allow: [], block: [] });
+
+function compile(filters: readonly IpFilter[]): CompiledFilters {
+  const compiled = compileFilters(filters);
+  Object.freeze(compiled.allow);
+  Object.freeze(compiled.block);
+  return Object.freeze(compiled);
+}
+
+/**
+ * Loads the rule set and filters, then keeps them current: on `reload()` and whenever a file
+ * changes. An invalid new file is refused with every issue logged and the old one kept; a valid
+ * one replaces the state in one assignment, so readers see the old or the new, never a mix.
+ */
+export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedPolicy> {
+  const { sources, logger, metrics } = options;
+  const debounceMs = options.debounceMs ?? 200;
+  const configured = sources.identities !== undefined && sources.identities.length > 0 ? sources.identities : null;
+  const fixedIdentities = configured ? identitiesFrom(configured) : null;
+  const identitiesFor = (ruleSet: RuleSet): Identities => fixedIdentities ?? identitiesOfRules(ruleSet.rules);
+
+  const rulesSpec = { path: sources.rules, parse: parseRuleSetText };
+  const filtersSpec = sources.filters === undefined ? null : { path: sources.filters, parse: parseFiltersText };
+  const [rulesStart, filtersStart] = await Promise.all([
+    check(rulesSpec, null, false),
+    filtersSpec ? check(filtersSpec, null, false) : null,
+  ]);
+  const errors = [rulesStart, filtersStart].flatMap((result) => (result?.kind === "refused" ? [result.error] : []));
+  if (errors.length > 0) throw new PolicyLoadError(errors);
+  // Without a previous text, check() only answers "new" or "refused", and refusals threw above.
+  const rulesLoaded = rulesStart as Extract<Check<RuleSet>, { kind: "new" }>;
+  const rules: Source<RuleSet> = {
+    name: "rules",
+    ...rulesSpec,
+    text: rulesLoaded.text,
+    value: rulesLoaded.value,
+    refused: null,
+  };
+  let filters: Source<IpFilter[]> | null = null;
+  if (filtersSpec && filtersStart?.kind === "new") {
+    filters = { name: "filters", ...filtersSpec, text: filtersStart.text, value: filtersStart.value, refused: null };
+  }
+
+  let current: PolicySnapshot = Object.freeze({
+    ruleSet: rules.value,
+    identities: identitiesFor(rules.value),
+    filters: filters ? compile(filters.value) : NO_FILTERS,
+    generation: 1,
+  });
+
+  const describe = (snapshot: PolicySnapshot) => ({
+    generation: snapshot.generation,
+    ruleSet: snapshot.ruleSet.name,
+    rules: snapshot.ruleSet.rules.length,
+    filters: snapshot.filters.allow.length + snapshot.filters.block.length,
+    identities: fixedIdentities ? "configured" : "from rules",
+  });
+  logger.info("config.loaded", { rulesFile: rules.path, filtersFile: filters?.path, ...describe(current) });
+
+  function apply<T>(source: Source<T>, result: Check<T> | null, trigger: Trigger): "changed" | "refused" | "none" {
+    if (result?.kind === "refused") {
+      source.refused = result.key;
+      logger.error("config.reload_refused", {
+        trigger,
+        file: source.path,
+        keptGeneration: current.generation,
+        issues: result.error.issues,
+      });
+      return "refused";
+    }
+    if (result?.kind !== "new") return "none";
+    source.text = result.text;
+    source.value = result.value;
+    source.refused = null;
+    return "changed";
+  }
+
+  async function reloadOnce(trigger: Trigger): Promise<boolean> {
+    const [rulesCheck, filtersCheck] = await Promise.all([
+      check(rules, rules, trigger === "watch"),
+      filters ? check(filters, filters, trigger === "watch") : null,
+    ]);
+    const outcomes = [apply(rules, rulesCheck, trigger), filters ? apply(filters, filtersCheck, trigger) : "none"];
+    const refusedAny = outcomes.includes("refused");
+    const changed = [rules.name, filters?.name].filter((_, i) => outcomes[i] === "changed");
+    if (changed.length > 0) {
+      current = Object.freeze({
+        ruleSet: rules.value,
+        identities: changed.includes("rules") ? identitiesFor(rules.value) : current.identities,
+        filters: changed.includes("filters") && filters ? compile(filters.value) : current.filters,
+        generation: current.generation + 1,
+      });
+      logger.info("config.reloaded", { trigger, changed, ...describe(current) });
+    }
+    const silent = trigger === "watch" && changed.length === 0 && !refusedAny;
+    if (!silent) metrics?.configReloads.inc({ result: refusedAny ? "failure" : "success" });
+    if (trigger === "reload" && changed.length === 0 && !refusedAny) logger.info("config.unchanged", describe(current));
+    return !refusedAny;
+  }
+
+  // Reloads run one after another, so that a slow read can never overwrite a newer state.
+  let queue: Promise<unknown> = Promise.resolve();
+  const enqueue = (trigger: Trigger): Promise<boolean> => {
+    const run = queue.then(() => reloadOnce(trigger)).catch((error: unknown) => {
+      logger.error("config.reload_failed", { trigger, error });
+      metrics?.configReloads.inc({ result: "failure" });
+      return false;
+    });
+    queue = run;
+    return run;
+  };
+
+  /*
+   * Directories, not files: editors and ConfigMap updates replace a file by renaming another
+   * over it, and a watch on the old file would go quiet. Any event in the directory schedules a
+   * reread; files whose text did not change are left alone, so unrelated churn costs one read.
+   */
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = undefined;
+      void enqueue("watch");
+    }, debounceMs);
+    timer.unref();
+  };
+  const watchers: FSWatcher[] = [];
+  const directories = new Set([rules.path, ...(filters ? [filters.path] : [])].map((path) => dirname(resolve(path))));
+  for (const directory of directories) {
+    try {
+      // Not persistent: a forgotten close() must not keep the process alive.
+      const watcher = watch(directory, { persistent: false }, schedule);
+      watcher.on("error", (error) => logger.warn("config.watch_failed", { directory, error }));
+      watchers.push(watcher);
+    } catch (error) {
+      logger.warn("config.watch_failed", { directory, error, fallback: "reload on SIGHUP only" });
+    }
+  }
+
+  return {
+    ruleSet: () => current.ruleSet,
+    identities: () => current.identities,
+    filters: () => current.filters,
+    generation: () => current.generation,
+    snapshot: () => current,
+    reload: () => enqueue("reload"),
+    close() {
+      clearTimeout(timer);
+      for (const watcher of watchers) watcher.close();
+    },
+  };
+}

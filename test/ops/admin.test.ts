@@ -1,0 +1,116 @@
+import { request } from "node:http";
+import { afterEach, describe, expect, it } from "vitest";
+import { startAdminServer } from "../../src/ops/admin.js";
+import type { AdminServer, Readiness } from "../../src/ops/admin.js";
+import { createMetrics } from "../../src/ops/metrics.js";
+
+let server: AdminServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+interface Reply {
+  status: number;
+  type: string | undefined;
+  body: string;
+  headers: Record<string, unknown>;
+}
+
+function call(method: string, path: string): Promise<Reply> {
+  const { host, port } = server!.address();
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, method, path }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("end", () => {
+        const body = Buffer.concat(chunks).toString("utf8");
+        resolve({ status: res.statusCode ?? 0, type: res.headers["content-type"], body, headers: res.headers });
+      });
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("admin HTTP server", () => {
+  it("binds to loopback by default and answers /healthz", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true });
+    const { host, port } = server.address();
+    expect(host).toBe("127.0.0.1");
+    expect(port).toBeGreaterThan(0);
+    const health = await call("GET", "/healthz");
+    expect(health).toMatchObject({ status: 200, body: "ok\n" });
+    expect(health.headers["cache-control"]).toBe("no-store");
+  });
+
+  it("/readyz is 503 with the reason until ready, then 200", async () => {
+    let state: Readiness = { ready: false, reason: "spool not open" };
+    server = await startAdminServer({ host: "127.0.0.1", port: 0, metrics: createMetrics(), ready: () => state });
+    expect(await call("GET", "/readyz")).toMatchObject({ status: 503, body: "spool not open\n" });
+    state = false;
+    expect(await call("GET", "/readyz")).toMatchObject({ status: 503, body: "not ready\n" });
+    state = { ready: true };
+    expect(await call("GET", "/readyz")).toMatchObject({ status: 200, body: "ready\n" });
+    state = true;
+    expect(await call("GET", "/readyz?verbose=1")).toMatchObject({ status: 200 });
+  });
+
+  it("/readyz is 503 when the readiness check throws", async () => {
+    server = await startAdminServer({
+      port: 0,
+      metrics: createMetrics(),
+      ready: () => {
+        throw new Error("listeners not started");
+      },
+    });
+    expect(await call("GET", "/readyz")).toMatchObject({
+      status: 503,
+      body: "readiness check failed: listeners not started\n",
+    });
+  });
+
+  it("/metrics serves the Prometheus text format", async () => {
+    const metrics = createMetrics();
+    metrics.smtpConnections.inc();
+    metrics.spoolDepth.onScrape((gauge) => gauge.set(4));
+    server = await startAdminServer({ port: 0, metrics, ready: () => true });
+    const response = await call("GET", "/metrics");
+    expect(response.status).toBe(200);
+    expect(response.type).toBe("text/plain; version=0.0.4; charset=utf-8");
+    expect(response.body).toContain("# TYPE receiptd_smtp_connections_total counter\nreceiptd_smtp_connections_total 1\n");
+    expect(response.body).toContain("\nreceiptd_spool_depth 4\n");
+  });
+
+  it("/metrics is a 500 when rendering fails", async () => {
+    const metrics = { render: () => Promise.reject(new Error("broken")) };
+    server = await startAdminServer({ port: 0, metrics, ready: () => true });
+    expect(await call("GET", "/metrics")).toMatchObject({ status: 500, body: "cannot render metrics: broken\n" });
+  });
+
+  it("HEAD gets the headers without a body; other methods 405; other paths 404", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true });
+    const head = await call("HEAD", "/metrics");
+    expect(head.status).toBe(200);
+    expect(head.body).toBe("");
+    expect(Number(head.headers["content-length"])).toBeGreaterThan(0);
+    const post = await call("POST", "/metrics");
+    expect(post.status).toBe(405);
+    expect(post.headers.allow).toBe("GET, HEAD");
+    expect((await call("GET", "/")).status).toBe(404);
+    expect((await call("GET", "/metrics/extra")).status).toBe(404);
+  });
+
+  it("rejects when the port is taken, and close() does not wait for idle keep-alive clients", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true });
+    await expect(startAdminServer({ port: server.address().port, metrics: createMetrics(), ready: () => true })).rejects.toThrow(
+      /EADDRINUSE/,
+    );
+    const response = await fetch(`http://127.0.0.1:${server.address().port}/healthz`, { keepalive: true });
+    expect(await response.text()).toBe("ok\n");
+    const started = Date.now();
+    await server.close();
+    server = undefined;
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+});
