@@ -1,0 +1,474 @@
+/**
+ * The worker pool that runs the rules of spooled messages (SEMANTICS sections 3 and 8).
+ *
+ * Every done outcome is journaled before the evaluator moves on, so a message resumes at the
+ * first action not recorded done: after a crash an action may run twice, never zero times.
+ * Failed outcomes are never journaled; `evaluate` replays `recorded` positionally, and since a
+ * failure ends the evaluation, the journal is always a prefix of done outcomes and a retry runs
+ * the failed action again in its place, later actions waiting behind it.
+ *
+ * What lives only in memory, and what a restart therefore changes:
+ *  - Scheduled retries: on start every pending message is simply tried at once. The retry
+ *    window still counts from `receivedAt` (persisted), only the backoff starts over.
+ *  - Failure DSNs: one is sent after the message is dead-lettered, retried a few times with
+ *    backoff, then given up (reported through onEvent); a restart in between loses it. The
+ *    message and its trace stay in dead/ either way.
+ */
+import { prependedHeaderBytes } from "../mail/edit.js";
+import { buildDsn } from "../mail/dsn.js";
+import { isMessageId } from "../mail/message-id.js";
+import type { ReceivedMessage } from "../actions/message.js";
+import type { SendDsnRequest } from "../actions/backend.js";
+import { evaluate } from "../rules/evaluate.js";
+import type { EvaluationTrace } from "../rules/evaluate.js";
+import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
+import type { ActionType, Identities } from "../rules/model.js";
+import { identitiesFrom } from "../rules/recipients.js";
+import type { MessageState, Snapshot, Spool } from "./spool.js";
+
+export interface FailureReply {
+  smtpReplyCode: string;
+  statusCode: string;
+  message: string;
+}
+
+/** Cancels a timer set with `setTimer`. */
+export type CancelTimer = () => void;
+
+export interface ProcessorOptions {
+  spool: Spool;
+  executor: ActionExecutor<ReceivedMessage>;
+  /** Messages processed at once; the actions of one message always run strictly in order. Default 8. */
+  concurrency?: number;
+  /** How long after receipt transient failures are retried (SEMANTICS section 8). Default 4 hours. */
+  retryWindowMs?: number;
+  /** Exponential backoff between retries, with jitter. Default 1 s doubling up to 5 min. */
+  backoff?: { initialMs: number; maxMs: number };
+  clock?: () => Date;
+  /** In [0, 1), for the jitter. */
+  random?: () => number;
+  setTimer?: (callback: () => void, delayMs: number) => CancelTimer;
+  /** How the failure DSN of SEMANTICS section 8 is sent. */
+  sendFailureDsn: (request: SendDsnRequest) => Promise<unknown>;
+  /** Our host name: the failure DSN's Reporting-MTA and Message-ID domain. */
+  hostname: string;
+  /** Default 550 5.3.0 "This message could not be delivered due to a recipient error." */
+  failureReply?: FailureReply;
+  /** From: of the failure DSN. Default `MAILER-DAEMON@<hostname>`. */
+  dsnFrom?: string;
+  /** Attempts at sending one failure DSN before it is given up. Default 5. */
+  dsnAttempts?: number;
+  onEvent?: (event: ProcessorEvent) => void;
+}
+
+/** What the processor reports, for logs and metrics. */
+export type ProcessorEvent =
+  | { event: "message-started"; messageId: string; attempt: number }
+  | { event: "message-completed"; messageId: string; durationMs: number }
+  | { event: "message-stopped"; messageId: string; durationMs: number }
+  | { event: "retry-scheduled"; messageId: string; attempt: number; delayMs: number; error: string }
+  | {
+      event: "message-dead-lettered";
+      messageId: string;
+      reason: string;
+      /** Whether a failure DSN is on its way, and if not, why. */
+      dsn: "sending" | "null sender" | "message unreadable";
+    }
+  /** Processing stopped by drain() between two actions; the message stays pending. */
+  | { event: "message-interrupted"; messageId: string }
+  /** enqueue()d, but not (or no longer) in the queue. */
+  | { event: "message-missing"; messageId: string }
+  | { event: "action-done"; messageId: string; action: ActionType; rule: string; durationMs: number }
+  | {
+      event: "action-failed";
+      messageId: string;
+      action: ActionType;
+      rule: string;
+      failure: "transient" | "permanent";
+      error: string;
+      durationMs: number;
+    }
+  /** The spool itself failed (disk full, I/O error); the message is retried for as long as it takes. */
+  | { event: "spool-error"; messageId: string; error: string; delayMs: number }
+  | { event: "dsn-sent"; messageId: string; to: string }
+  | { event: "dsn-failed"; messageId: string; to: string; attempt: number; error: string; final: boolean };
+
+const DEFAULT_CONCURRENCY = 8;
+const DEFAULT_RETRY_WINDOW_MS = 4 * 60 * 60 * 1000;
+const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 5 * 60 * 1000 };
+const DEFAULT_DSN_ATTEMPTS = 5;
+export const DEFAULT_FAILURE_REPLY: FailureReply = Object.freeze({
+  smtpReplyCode: "550",
+  statusCode: "5.3.0",
+  message: "This message could not be delivered due to a recipient error.",
+});
+
+const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail"];
+
+/** Thrown into the evaluator by drain() to stop a message between two actions. */
+class Interrupted extends Error {}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** An operating-system error (it has an errno code): the disk, not the message, is at fault. */
+function isSystemError(error: unknown): boolean {
+  return typeof (error as { code?: unknown } | null)?.code === "string";
+}
+
+function realTimer(callback: () => void, delayMs: number): CancelTimer {
+  const timer = setTimeout(callback, delayMs);
+  return () => clearTimeout(timer);
+}
+
+interface Loaded {
+  state: MessageState;
+  message: ReceivedMessage;
+}
+
+export class Processor {
+  private readonly spool: Spool;
+  private readonly executor: ActionExecutor<ReceivedMessage>;
+  private readonly concurrency: number;
+  private readonly retryWindowMs: number;
+  private readonly backoff: { initialMs: number; maxMs: number };
+  private readonly clock: () => Date;
+  private readonly random: () => number;
+  private readonly setTimer: (callback: () => void, delayMs: number) => CancelTimer;
+  private readonly sendFailureDsn: (request: SendDsnRequest) => Promise<unknown>;
+  private readonly hostname: string;
+  private readonly failureReply: FailureReply;
+  private readonly dsnFrom: string;
+  private readonly dsnAttempts: number;
+  private readonly onEvent: (event: ProcessorEvent) => void;
+
+  private readonly ready: string[] = [];
+  /** Every message this processor has in hand: ready, running or waiting for a retry. */
+  private readonly known = new Set<string>();
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly retries = new Map<string, { attempts: number; cancel: CancelTimer | null }>();
+  private readonly dsnSends = new Set<Promise<void>>();
+  /** Wakes the DSN sends sleeping between attempts. */
+  private readonly dsnWakers = new Set<() => void>();
+  private readonly identities = new WeakMap<Snapshot, Identities>();
+  private draining = false;
+
+  constructor(options: ProcessorOptions) {
+    this.spool = options.spool;
+    this.executor = options.executor;
+    this.concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+    this.retryWindowMs = options.retryWindowMs ?? DEFAULT_RETRY_WINDOW_MS;
+    this.backoff = options.backoff ?? DEFAULT_BACKOFF;
+    this.clock = options.clock ?? (() => new Date());
+    this.random = options.random ?? Math.random;
+    this.setTimer = options.setTimer ?? realTimer;
+    this.sendFailureDsn = options.sendFailureDsn;
+    this.hostname = options.hostname;
+    this.failureReply = options.failureReply ?? DEFAULT_FAILURE_REPLY;
+    this.dsnFrom = options.dsnFrom ?? `MAILER-DAEMON@${options.hostname}`;
+    this.dsnAttempts = options.dsnAttempts ?? DEFAULT_DSN_ATTEMPTS;
+    const onEvent = options.onEvent;
+    // A failing listener must not take message processing down with it.
+    this.onEvent = (event) => {
+      try {
+        onEvent?.(event);
+      } catch {
+        // Reporting is best effort.
+      }
+    };
+    if (!(Number.isInteger(this.concurrency) && this.concurrency >= 1)) {
+      throw new RangeError(`concurrency must be a positive integer, got ${this.concurrency}`);
+    }
+  }
+
+  /** Takes up every message left pending by an earlier run; new ones come through enqueue(). */
+  async start(): Promise<void> {
+    for (const id of await this.spool.pending()) this.enqueue(id);
+  }
+
+  /** Hands over a message whose accept() has resolved. A message already in hand is not taken twice. */
+  enqueue(id: string): void {
+    if (!isMessageId(id)) throw new TypeError(`not a message ID: ${JSON.stringify(id)}`);
+    if (this.draining || this.known.has(id)) return;
+    this.known.add(id);
+    this.ready.push(id);
+    this.pump();
+  }
+
+  /**
+   * For SIGTERM: takes no new work, lets actions in flight finish (their outcomes are journaled),
+   * starts no further action, and resolves when all that is done or `graceMs` has passed. Whatever
+   * did not finish stays pending in the spool and resumes on the next start.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    this.ready.length = 0;
+    for (const retry of this.retries.values()) retry.cancel?.();
+    this.retries.clear();
+    // A DSN waiting for its next attempt tries once more now, while the grace period lasts.
+    for (const wake of this.dsnWakers) wake();
+    // Messages in flight may still dead-letter and so start a DSN: those are waited for as well.
+    const work = (async () => {
+      await Promise.allSettled(this.running.values());
+      await Promise.allSettled(this.dsnSends);
+    })();
+    let cancel: CancelTimer = () => undefined;
+    const grace = new Promise<void>((resolve) => {
+      cancel = this.setTimer(resolve, graceMs);
+    });
+    await Promise.race([work, grace]);
+    cancel();
+  }
+
+  private pump(): void {
+    while (!this.draining && this.running.size < this.concurrency) {
+      const id = this.ready.shift();
+      if (id === undefined) return;
+      const run = this.process(id).finally(() => {
+        this.running.delete(id);
+        this.pump();
+      });
+      this.running.set(id, run);
+    }
+  }
+
+  private now(): number {
+    return this.clock().getTime();
+  }
+
+  private emit(event: ProcessorEvent): void {
+    this.onEvent(event);
+  }
+
+  /** Lets go of a message that has left the queue, or that this processor will not touch again. */
+  private forget(id: string): void {
+    this.known.delete(id);
+    this.retries.delete(id);
+  }
+
+  private async process(id: string): Promise<void> {
+    const attempt = (this.retries.get(id)?.attempts ?? 0) + 1;
+    const started = this.now();
+    this.emit({ event: "message-started", messageId: id, attempt });
+    let loaded: Loaded | undefined;
+    let trace: EvaluationTrace;
+    try {
+      const { state, outcomes, message } = await this.spool.read(id);
+      loaded = { state, message };
+      const snapshot = await this.spool.loadSnapshot(state.snapshot);
+      trace = await evaluate(
+        {
+          ruleSet: snapshot.ruleSet,
+          identities: this.identitiesOf(snapshot),
+          envelope: state.envelope,
+          messageId: id,
+          message,
+          recorded: outcomes,
+        },
+        this.journaling(id),
+      );
+    } catch (error) {
+      if (error instanceof Interrupted) {
+        this.forget(id);
+        this.emit({ event: "message-interrupted", messageId: id });
+      } else if (!loaded && (error as NodeJS.ErrnoException | null)?.code === "ENOENT") {
+        this.forget(id);
+        this.emit({ event: "message-missing", messageId: id });
+      } else if (isSystemError(error)) {
+        // Reading failed on I/O, or the journal could not be written: the disk's trouble, not the message's.
+        this.spoolTrouble(id, attempt, error);
+      } else {
+        // The state, the message or its snapshot cannot be parsed: no retry will change that.
+        await this.abandon(id, attempt, loaded, null, `unprocessable: ${errorText(error)}`);
+      }
+      return;
+    }
+    if (trace.end === "failed") {
+      const failed = trace.outcomes.at(-1) as Extract<ActionOutcome, { status: "failed" }>;
+      await this.failed(id, attempt, loaded, trace, failed);
+      return;
+    }
+    try {
+      await this.spool.complete(id, trace);
+    } catch (error) {
+      // Every outcome is journaled, so the retry replays them all and only the move is done again.
+      this.spoolTrouble(id, attempt, error);
+      return;
+    }
+    this.forget(id);
+    const durationMs = this.now() - started;
+    this.emit({ event: trace.end === "stopped" ? "message-stopped" : "message-completed", messageId: id, durationMs });
+  }
+
+  private identitiesOf(snapshot: Snapshot): Identities {
+    let identities = this.identities.get(snapshot);
+    if (!identities) {
+      identities = identitiesFrom([...snapshot.identities.addresses, ...snapshot.identities.domains]);
+      this.identities.set(snapshot, identities);
+    }
+    return identities;
+  }
+
+  /**
+   * The executor the evaluator sees: it runs the real one and journals each done outcome before
+   * the evaluator may go on. An executor that throws instead of returning a failed outcome is
+   * taken as failing transiently, as anything unclassified is.
+   */
+  private journaling(id: string): ActionExecutor<ReceivedMessage> {
+    const run = async (call: ActionCall<ActionType, ReceivedMessage>): Promise<ActionOutcome> => {
+      if (this.draining) throw new Interrupted();
+      const started = this.now();
+      const execute = this.executor[call.type] as (call: ActionCall<ActionType, ReceivedMessage>) => Promise<ActionOutcome>;
+      let outcome: ActionOutcome;
+      try {
+        outcome = await execute(call);
+      } catch (error) {
+        outcome = { status: "failed", failure: "transient", error: errorText(error) };
+      }
+      const durationMs = this.now() - started;
+      const about = { messageId: id, action: call.type, rule: call.rule.name, durationMs };
+      if (outcome.status === "done") {
+        await this.spool.recordOutcome(id, outcome);
+        this.emit({ event: "action-done", ...about });
+      } else {
+        this.emit({ event: "action-failed", ...about, failure: outcome.failure, error: outcome.error });
+      }
+      return outcome;
+    };
+    return Object.fromEntries(ACTION_TYPES.map((type) => [type, run])) as ActionExecutor<ReceivedMessage>;
+  }
+
+  private async failed(
+    id: string,
+    attempt: number,
+    loaded: Loaded,
+    trace: EvaluationTrace,
+    outcome: Extract<ActionOutcome, { status: "failed" }>,
+  ): Promise<void> {
+    if (outcome.failure === "permanent") {
+      await this.abandon(id, attempt, loaded, trace, `permanent failure: ${outcome.error}`);
+      return;
+    }
+    const now = this.now();
+    const deadline = Date.parse(loaded.state.receivedAt) + this.retryWindowMs;
+    if (now < deadline) {
+      // The last retry is at the window's end rather than after it.
+      const delayMs = Math.min(this.backoffDelay(attempt), deadline - now);
+      this.schedule(id, attempt, delayMs);
+      this.emit({ event: "retry-scheduled", messageId: id, attempt, delayMs, error: outcome.error });
+      return;
+    }
+    await this.abandon(id, attempt, loaded, trace, `retry window of ${this.retryWindowMs} ms ended: ${outcome.error}`);
+  }
+
+  /** Dead-letters the message and sends the failure DSN (SEMANTICS section 8). */
+  private async abandon(
+    id: string,
+    attempt: number,
+    loaded: Loaded | undefined,
+    trace: EvaluationTrace | null,
+    reason: string,
+  ): Promise<void> {
+    try {
+      await this.spool.deadLetter(id, trace, reason);
+    } catch (error) {
+      this.spoolTrouble(id, attempt, error);
+      return;
+    }
+    this.forget(id);
+    const sender = loaded?.state.envelope.mailFrom;
+    const dsn = !loaded ? "message unreadable" : sender === "" ? "null sender" : "sending";
+    this.emit({ event: "message-dead-lettered", messageId: id, reason, dsn });
+    if (loaded && dsn === "sending") this.sendDsn(id, loaded, trace);
+  }
+
+  private sendDsn(id: string, { state, message }: Loaded, trace: EvaluationTrace | null): void {
+    const to = state.envelope.mailFrom;
+    const send = async () => {
+      let raw: Buffer;
+      try {
+        raw = buildDsn({
+          reportingMta: this.hostname,
+          arrivalDate: message.receivedAt,
+          date: this.clock(),
+          // Derived from the message, so that every attempt sends the same DSN and receivers can tell.
+          messageId: `<${id}.failure@${this.hostname}>`,
+          from: this.dsnFrom,
+          to,
+          recipients: state.envelope.recipients,
+          ...this.failureReply,
+          originalHeaders: Buffer.concat([prependedHeaderBytes(trace?.prependedHeaders ?? []), message.headerBlock]),
+          ...originalMessageId(message),
+        });
+      } catch (error) {
+        this.emit({ event: "dsn-failed", messageId: id, to, attempt: 0, error: errorText(error), final: true });
+        return;
+      }
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.sendFailureDsn({ to, raw });
+          this.emit({ event: "dsn-sent", messageId: id, to });
+          return;
+        } catch (error) {
+          const final = attempt >= this.dsnAttempts || this.draining;
+          this.emit({ event: "dsn-failed", messageId: id, to, attempt, error: errorText(error), final });
+          if (final) return;
+        }
+        await this.pause(this.backoffDelay(attempt));
+      }
+    };
+    const sending = send().finally(() => this.dsnSends.delete(sending));
+    this.dsnSends.add(sending);
+  }
+
+  /** A timer drain() can cut short. */
+  private pause(delayMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        this.dsnWakers.delete(wake);
+        cancel();
+        resolve();
+      };
+      const cancel = this.setTimer(wake, delayMs);
+      this.dsnWakers.add(wake);
+    });
+  }
+
+  /**
+   * The spool failed under the message. It is retried with backoff for as long as that takes and
+   * without regard to the retry window: the message is not at fault, and giving it up would need
+   * the same disk.
+   */
+  private spoolTrouble(id: string, attempt: number, error: unknown): void {
+    const delayMs = this.backoffDelay(attempt);
+    this.schedule(id, attempt, delayMs);
+    this.emit({ event: "spool-error", messageId: id, error: errorText(error), delayMs });
+  }
+
+  private schedule(id: string, attempts: number, delayMs: number): void {
+    if (this.draining) {
+      this.forget(id);
+      return;
+    }
+    const retry: { attempts: number; cancel: CancelTimer | null } = { attempts, cancel: null };
+    retry.cancel = this.setTimer(() => {
+      retry.cancel = null;
+      this.ready.push(id);
+      this.pump();
+    }, delayMs);
+    this.retries.set(id, retry);
+  }
+
+  /** Exponential, with "equal jitter": between half and all of the doubled delay, so retries of many messages spread out. */
+  private backoffDelay(attempt: number): number {
+    const { initialMs, maxMs } = this.backoff;
+    const full = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 52));
+    return Math.round(full / 2 + (full / 2) * this.random());
+  }
+}
+
+function originalMessageId(message: ReceivedMessage): { originalMessageId?: string } {
+  const header = message.headers.find((h) => h.name.toLowerCase() === "message-id");
+  return header ? { originalMessageId: header.value.trim() } : {};
+}

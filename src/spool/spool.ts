@@ -1,0 +1,613 @@
+/**
+ * The durable spool: every message the daemon answered 250 for stays here until its rules have
+ * run, and for a retention period after (SEMANTICS sections 4 and 8).
+ *
+ * Layout under `dir`:
+ *
+ *   tmp/                    files being written. Whatever is here at open() is a crash leftover
+ *                           and is deleted: an accept that never committed was never answered 250.
+ *     <id>.eml <id>.json      an accept in progress
+ *     <id>.trace.json         a move to done/ or dead/ in progress
+ *     snapshot-<hash>.json    a snapshot in progress
+ *   queue/                  committed messages whose processing has not finished
+ *     <id>.eml                the stored message, SEMANTICS section 5 headers included
+ *     <id>.json               its MessageState. Present here = committed and pending.
+ *     <id>.journal            one JSON line per action outcome recorded done, in execution order
+ *   done/                   messages whose evaluation completed or stopped; swept after retention
+ *     <id>.eml <id>.json <id>.journal <id>.trace.json   ({ at, trace })
+ *   dead/                   messages whose processing was abandoned; kept until an operator acts
+ *     <id>.eml <id>.json <id>.journal <id>.trace.json   ({ at, reason, trace })
+ *   snapshots/<sha256>.json the rule set (SES JSON) and identities messages are evaluated against
+ *
+ * Commit points, each a rename followed by an fsync of the directory it lands in:
+ *  - accept: queue/<id>.json appears, after queue/<id>.eml.
+ *  - complete/deadLetter: <area>/<id>.trace.json appears and is made durable first, then .eml,
+ *    .journal and, last, .json leave queue/. open() finishes a move it finds half done: the trace
+ *    beside a message says where it was going.
+ *
+ * The message ID (validated before it is used in a path) names every file of a message, so one
+ * readdir tells what state each message is in. One process owns a spool at a time.
+ *
+ * To retry a dead message, an operator moves its .eml, .json and (to skip the actions already
+ * done) .journal back into queue/ and deletes its .trace.json, which open() would otherwise take
+ * for an interrupted move and follow back to dead/.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { fileMessage } from "../actions/message.js";
+import type { ReceivedMessage } from "../actions/message.js";
+import { readMessageHead } from "../mail/headers.js";
+import { isMessageId } from "../mail/message-id.js";
+import type { EvaluationTrace } from "../rules/evaluate.js";
+import type { ActionOutcome } from "../rules/executor.js";
+import { RuleSetValidationError, parseRuleSet } from "../rules/load.js";
+import type { RuleSet } from "../rules/model.js";
+import { toDescribeJson } from "../rules/store.js";
+import type { Verdicts } from "../ses/verdicts.js";
+
+export interface SpoolOptions {
+  dir: string;
+  /** Default true; tests of logic may turn it off, never production. */
+  fsync?: boolean;
+}
+
+/** The small state record written beside each message. */
+export interface MessageState {
+  /** 40 characters of base32hex (src/mail/message-id.ts). */
+  messageId: string;
+  /** ISO 8601. */
+  receivedAt: string;
+  /** Accepted recipients only. */
+  envelope: { mailFrom: string; recipients: string[] };
+  client: { ip: string; helo: string; reverseDns: string | null; tls: boolean };
+  verdicts: Verdicts;
+  /** Content hash of the rule-set snapshot (rule set + identities) this message is evaluated against. */
+  snapshot: string;
+}
+
+export interface Snapshot {
+  ruleSet: RuleSet;
+  identities: { addresses: readonly string[]; domains: readonly string[] };
+}
+
+export interface SpooledMessage {
+  state: MessageState;
+  /** Outcomes recorded done, in execution order: what `evaluate` takes as `recorded`. */
+  outcomes: ActionOutcome[];
+  message: ReceivedMessage;
+}
+
+/** SEMANTICS section 8: accepted messages are kept for 24 hours unless configured otherwise. */
+export const DEFAULT_RETENTION_MS = 24 * 60 * 60 * 1000;
+
+type Area = "done" | "dead";
+const AREAS: readonly Area[] = ["done", "dead"];
+
+const QUEUE_FILE = /^([0-9a-v]{40})\.(eml|json|journal)$/;
+const AREA_FILE = /^([0-9a-v]{40})\.(eml|json|journal|trace\.json)$/;
+const SNAPSHOT_HASH = /^[0-9a-f]{64}$/;
+/** Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write. */
+const STAGING_BYTES = 64 * 1024;
+
+function checkId(id: string): void {
+  if (!isMessageId(id)) throw new TypeError(`not a message ID: ${JSON.stringify(id)}`);
+}
+
+function checkHash(hash: string): void {
+  if (!SNAPSHOT_HASH.test(hash)) throw new TypeError(`not a snapshot hash: ${JSON.stringify(hash)}`);
+}
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | null)?.code === "ENOENT";
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if (isMissing(error)) return false;
+    throw error;
+  }
+}
+
+async function renameIfExists(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (error) {
+    if (!isMissing(error)) throw error;
+  }
+}
+
+function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+// Directory fsyncs go through the fs module object at call time, so that tests can count them.
+function fsyncDirectory(path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.open(path, "r", (openError, fd) => {
+      if (openError) return reject(openError);
+      fs.fsync(fd, (syncError) => {
+        fs.close(fd, (closeError) => {
+          const error = syncError ?? closeError;
+          if (error) reject(error);
+          else resolve();
+        });
+      });
+    });
+  });
+}
+
+/**
+ * Group commit of one directory's fsync (leader/follower): a caller whose rename finished while
+ * an fsync is in flight cannot rely on that fsync, which may have started before the rename, so
+ * it waits for the next one; every caller arriving meanwhile shares that next one. Twenty
+ * sessions finishing together cost two directory fsyncs, not twenty.
+ */
+class DirectorySync {
+  private inFlight: Promise<void> | null = null;
+  private next: Promise<void> | null = null;
+
+  constructor(
+    private readonly path: string,
+    private readonly enabled: boolean,
+  ) {}
+
+  /** Resolves once an fsync of the directory that started after this call has completed. */
+  sync(): Promise<void> {
+    if (!this.enabled) return Promise.resolve();
+    if (this.next) return this.next;
+    if (!this.inFlight) return this.begin();
+    const next = this.inFlight
+      .catch(() => undefined)
+      .then(() => {
+        this.next = null;
+        return this.begin();
+      });
+    this.next = next;
+    return next;
+  }
+
+  private begin(): Promise<void> {
+    const run: Promise<void> = fsyncDirectory(this.path).finally(() => {
+      if (this.inFlight === run) this.inFlight = null;
+    });
+    this.inFlight = run;
+    return run;
+  }
+}
+
+async function writeAll(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, position + offset);
+    offset += bytesWritten;
+  }
+}
+
+/**
+ * Writes the body as it arrives. Chunks are copied into a staging buffer at once, so neither a
+ * producer that reuses its buffer nor a trickle of tiny chunks (one write each) does harm, and
+ * memory stays at one staging buffer whatever the message size.
+ */
+async function writeStream(handle: FileHandle, body: AsyncIterable<Buffer>): Promise<number> {
+  const staging = Buffer.allocUnsafe(STAGING_BYTES);
+  let staged = 0;
+  let position = 0;
+  const flush = async () => {
+    await writeAll(handle, staging.subarray(0, staged), position);
+    position += staged;
+    staged = 0;
+  };
+  for await (const chunk of body) {
+    if (staged + chunk.length > STAGING_BYTES && staged > 0) await flush();
+    if (chunk.length >= STAGING_BYTES) {
+      await writeAll(handle, chunk, position);
+      position += chunk.length;
+    } else {
+      chunk.copy(staging, staged);
+      staged += chunk.length;
+    }
+  }
+  if (staged > 0) await flush();
+  return position;
+}
+
+function isDoneOutcome(value: unknown): value is ActionOutcome {
+  return value !== null && typeof value === "object" && (value as { status?: unknown }).status === "done";
+}
+
+function snapshotText(snapshot: Snapshot): string {
+  return JSON.stringify({
+    ruleSet: toDescribeJson(snapshot.ruleSet),
+    // Sorted, so that the same identities listed in another order are the same snapshot.
+    identities: {
+      addresses: [...snapshot.identities.addresses].sort(),
+      domains: [...snapshot.identities.domains].sort(),
+    },
+  });
+}
+
+function stringList(value: unknown, what: string): readonly string[] {
+  if (!Array.isArray(value) || !value.every((item) => typeof item === "string")) {
+    throw new TypeError(`${what} is not a list of strings`);
+  }
+  return Object.freeze([...value]);
+}
+
+export class Spool {
+  private readonly dir: string;
+  private readonly fsync: boolean;
+  private readonly tmp: string;
+  private readonly queue: string;
+  private readonly areas: Record<Area, string>;
+  private readonly snapshots: string;
+  private readonly queueSync: DirectorySync;
+  private readonly areaSyncs: Record<Area, DirectorySync>;
+  private readonly snapshotSync: DirectorySync;
+  /** Snapshots known to be on disk durably. */
+  private readonly savedSnapshots = new Set<string>();
+  private readonly savingSnapshots = new Map<string, Promise<void>>();
+  private readonly loadedSnapshots = new Map<string, Promise<Snapshot>>();
+  private queued = 0;
+
+  private constructor(options: SpoolOptions) {
+    this.dir = options.dir;
+    this.fsync = options.fsync ?? true;
+    this.tmp = join(this.dir, "tmp");
+    this.queue = join(this.dir, "queue");
+    this.areas = { done: join(this.dir, "done"), dead: join(this.dir, "dead") };
+    this.snapshots = join(this.dir, "snapshots");
+    this.queueSync = new DirectorySync(this.queue, this.fsync);
+    this.areaSyncs = {
+      done: new DirectorySync(this.areas.done, this.fsync),
+      dead: new DirectorySync(this.areas.dead, this.fsync),
+    };
+    this.snapshotSync = new DirectorySync(this.snapshots, this.fsync);
+  }
+
+  /**
+   * Opens (creating) the spool and puts it in order after a crash: tmp/ is emptied, messages
+   * whose accept had not committed are removed, half-done moves to done/ or dead/ are finished.
+   */
+  static async open(options: SpoolOptions): Promise<Spool> {
+    const spool = new Spool(options);
+    await spool.prepare();
+    return spool;
+  }
+
+  private async prepare(): Promise<void> {
+    const directories = [this.tmp, this.queue, this.areas.done, this.areas.dead, this.snapshots];
+    for (const directory of directories) await mkdir(directory, { recursive: true });
+    if (this.fsync) {
+      // The subdirectories' own entries, in case they were just created.
+      await fsyncDirectory(this.dir);
+      await fsyncDirectory(join(this.dir, ".."));
+    }
+    for (const name of await readdir(this.tmp)) await rm(join(this.tmp, name), { recursive: true, force: true });
+    await this.recoverQueue();
+  }
+
+  private async recoverQueue(): Promise<void> {
+    const files = new Map<string, Set<string>>();
+    for (const name of await readdir(this.queue)) {
+      const match = QUEUE_FILE.exec(name);
+      if (!match) continue;
+      const [, id = "", kind = ""] = match;
+      const kinds = files.get(id) ?? new Set<string>();
+      kinds.add(kind);
+      files.set(id, kinds);
+    }
+    const touched = new Set<Area | "queue">();
+    for (const [id, kinds] of files) {
+      const area = await this.moveUnderWay(id);
+      if (area) {
+        for (const kind of ["eml", "journal", "json"]) {
+          if (kinds.has(kind)) await rename(join(this.queue, `${id}.${kind}`), join(this.areas[area], `${id}.${kind}`));
+        }
+        touched.add(area).add("queue");
+      } else if (!kinds.has("json")) {
+        // The .eml was renamed in but the .json, the commit point, was not: never answered 250.
+        for (const kind of kinds) await rm(join(this.queue, `${id}.${kind}`), { force: true });
+        touched.add("queue");
+      } else {
+        this.queued++;
+      }
+    }
+    for (const directory of touched) await (directory === "queue" ? this.queueSync : this.areaSyncs[directory]).sync();
+  }
+
+  /** The area a move of `id` out of queue/ was heading for when it was interrupted, if any. */
+  private async moveUnderWay(id: string): Promise<Area | null> {
+    for (const area of AREAS) {
+      if (await exists(join(this.areas[area], `${id}.trace.json`))) return area;
+    }
+    return null;
+  }
+
+  /**
+   * Stores the snapshot once, under the SHA-256 of its JSON, and returns that hash. The rule set
+   * is kept as SES JSON and parsed again on load, so that snapshots outlive changes to the model.
+   */
+  async saveSnapshot(snapshot: Snapshot): Promise<string> {
+    const text = snapshotText(snapshot);
+    const hash = sha256(text);
+    if (this.savedSnapshots.has(hash)) return hash;
+    let saving = this.savingSnapshots.get(hash);
+    if (!saving) {
+      saving = this.writeSnapshot(hash, text).finally(() => this.savingSnapshots.delete(hash));
+      this.savingSnapshots.set(hash, saving);
+    }
+    await saving;
+    return hash;
+  }
+
+  private async writeSnapshot(hash: string, text: string): Promise<void> {
+    const path = join(this.snapshots, `${hash}.json`);
+    if (!(await exists(path))) {
+      const temporary = join(this.tmp, `snapshot-${hash}.json`);
+      await this.writeSmallFile(temporary, text);
+      await rename(temporary, path);
+      await this.snapshotSync.sync();
+    }
+    this.savedSnapshots.add(hash);
+  }
+
+  async loadSnapshot(hash: string): Promise<Snapshot> {
+    checkHash(hash);
+    let loading = this.loadedSnapshots.get(hash);
+    if (!loading) {
+      loading = this.readSnapshot(hash);
+      this.loadedSnapshots.set(hash, loading);
+      // A failed read (a disk error) may succeed later; only successes are worth keeping.
+      loading.catch(() => this.loadedSnapshots.delete(hash));
+    }
+    return loading;
+  }
+
+  private async readSnapshot(hash: string): Promise<Snapshot> {
+    const text = await readFile(join(this.snapshots, `${hash}.json`), "utf8");
+    const source = `snapshot ${hash}`;
+    if (sha256(text) !== hash) throw new Error(`${source} does not match its hash`);
+    const doc = JSON.parse(text) as { ruleSet?: unknown; identities?: { addresses?: unknown; domains?: unknown } };
+    const parsed = parseRuleSet(doc.ruleSet);
+    if (!parsed.ok) throw new RuleSetValidationError(source, parsed.issues);
+    this.savedSnapshots.add(hash);
+    return Object.freeze({
+      ruleSet: parsed.value,
+      identities: Object.freeze({
+        addresses: stringList(doc.identities?.addresses, `${source}: identities.addresses`),
+        domains: stringList(doc.identities?.domains, `${source}: identities.domains`),
+      }),
+    });
+  }
+
+  /**
+   * Stores one message durably. Only when this resolves may the listener answer 250. When `body`
+   * throws (size limit, smuggling, client gone), nothing is left behind and the error is rethrown.
+   */
+  async accept(state: MessageState, body: AsyncIterable<Buffer>): Promise<{ size: number }> {
+    const id = state.messageId;
+    checkId(id);
+    checkHash(state.snapshot);
+    // A message whose snapshot is missing could be accepted but never evaluated.
+    if (!this.savedSnapshots.has(state.snapshot) && !(await exists(join(this.snapshots, `${state.snapshot}.json`)))) {
+      throw new Error(`snapshot ${state.snapshot} was not saved`);
+    }
+    const temporary = { eml: join(this.tmp, `${id}.eml`), json: join(this.tmp, `${id}.json`) };
+    const queued = { eml: join(this.queue, `${id}.eml`), json: join(this.queue, `${id}.json`) };
+
+    // The state is written while the body streams in, so that its fdatasync costs no extra wait.
+    const [stored, stateWritten] = await Promise.allSettled([
+      this.writeBody(temporary.eml, body),
+      this.writeSmallFile(temporary.json, JSON.stringify(state)),
+    ]);
+    if (stored.status === "rejected" || stateWritten.status === "rejected") {
+      await Promise.all([rm(temporary.eml, { force: true }), rm(temporary.json, { force: true })]);
+      throw stored.status === "rejected" ? stored.reason : (stateWritten as PromiseRejectedResult).reason;
+    }
+    try {
+      await rename(temporary.eml, queued.eml);
+      await rename(temporary.json, queued.json);
+      await this.queueSync.sync();
+    } catch (error) {
+      // Not answered 250, so it must not be processed either: the sender will try again.
+      await Promise.all([temporary.eml, temporary.json, queued.eml, queued.json].map((path) => rm(path, { force: true })));
+      throw error;
+    }
+    this.queued++;
+    return { size: stored.value };
+  }
+
+  private async writeBody(path: string, body: AsyncIterable<Buffer>): Promise<number> {
+    const handle = await open(path, "wx");
+    try {
+      const size = await writeStream(handle, body);
+      if (this.fsync) await handle.datasync();
+      return size;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async writeSmallFile(path: string, text: string): Promise<void> {
+    const handle = await open(path, "wx");
+    try {
+      await handle.writeFile(text);
+      if (this.fsync) await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Message IDs in queue/ (committed, not finished), oldest received first. */
+  async pending(): Promise<string[]> {
+    const found: { id: string; receivedAt: number }[] = [];
+    for (const name of await readdir(this.queue)) {
+      const match = QUEUE_FILE.exec(name);
+      if (!match || match[2] !== "json") continue;
+      const id = match[1] ?? "";
+      let receivedAt: number;
+      try {
+        receivedAt = Date.parse((JSON.parse(await readFile(join(this.queue, name), "utf8")) as MessageState).receivedAt);
+      } catch {
+        // Listed first, so that whatever is wrong with it is reported at once.
+        receivedAt = Number.NEGATIVE_INFINITY;
+      }
+      found.push({ id, receivedAt: Number.isNaN(receivedAt) ? Number.NEGATIVE_INFINITY : receivedAt });
+    }
+    found.sort((a, b) => a.receivedAt - b.receivedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return found.map(({ id }) => id);
+  }
+
+  /** A pending message: its state, the outcomes recorded so far and a handle on its bytes. */
+  async read(id: string): Promise<SpooledMessage> {
+    checkId(id);
+    const state = JSON.parse(await readFile(join(this.queue, `${id}.json`), "utf8")) as MessageState;
+    if (state.messageId !== id) throw new Error(`queue/${id}.json holds the state of ${JSON.stringify(state.messageId)}`);
+    const outcomes = await this.readJournal(id);
+    const path = join(this.queue, `${id}.eml`);
+    const head = await readMessageHead(path);
+    const message = fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts });
+    return { state, outcomes, message };
+  }
+
+  /**
+   * The journal's outcomes up to the first line that is not a complete, valid, done outcome: a
+   * crash can tear the last line. The tail from there is cut off, so that the next append does
+   * not glue a good line onto the torn one.
+   */
+  private async readJournal(id: string): Promise<ActionOutcome[]> {
+    const path = join(this.queue, `${id}.journal`);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (error) {
+      if (isMissing(error)) return [];
+      throw error;
+    }
+    const outcomes: ActionOutcome[] = [];
+    let good = 0;
+    while (good < bytes.length) {
+      const end = bytes.indexOf(0x0a, good);
+      if (end === -1) break;
+      let outcome: unknown;
+      try {
+        outcome = JSON.parse(bytes.toString("utf8", good, end));
+      } catch {
+        break;
+      }
+      if (!isDoneOutcome(outcome)) break;
+      outcomes.push(outcome);
+      good = end + 1;
+    }
+    if (good < bytes.length) {
+      const handle = await open(path, "r+");
+      try {
+        await handle.truncate(good);
+        if (this.fsync) await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    }
+    return outcomes;
+  }
+
+  /**
+   * Appends a done outcome to the message's journal and makes it durable before returning, so
+   * that after a kill -9 the action is known done. Failed outcomes are not journaled: replayed,
+   * they would fail the message again instead of retrying the action.
+   */
+  async recordOutcome(id: string, outcome: ActionOutcome): Promise<void> {
+    checkId(id);
+    if (outcome.status !== "done") throw new TypeError("only done outcomes are recorded; a failed action is retried");
+    const handle = await open(join(this.queue, `${id}.journal`), "a");
+    let created: boolean;
+    try {
+      created = (await handle.stat()).size === 0;
+      // O_APPEND puts the line at the end whatever the position says.
+      await writeAll(handle, Buffer.from(`${JSON.stringify(outcome)}\n`), 0);
+      if (this.fsync) await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    // The first line created the file; its directory entry must be durable as well.
+    if (created) await this.queueSync.sync();
+  }
+
+  /** Moves a message whose evaluation completed or stopped to done/, with its trace. */
+  async complete(id: string, trace: EvaluationTrace): Promise<void> {
+    await this.finish(id, "done", { at: new Date().toISOString(), trace });
+  }
+
+  /** Moves a message whose processing was abandoned to dead/, with its trace (if any) and why. */
+  async deadLetter(id: string, trace: EvaluationTrace | null, reason: string): Promise<void> {
+    await this.finish(id, "dead", { at: new Date().toISOString(), reason, trace });
+  }
+
+  private async finish(id: string, area: Area, record: object): Promise<void> {
+    checkId(id);
+    const target = this.areas[area];
+    // Fails (ENOENT) before anything is written when the message is not pending.
+    await stat(join(this.queue, `${id}.json`));
+    const temporary = join(this.tmp, `${id}.trace.json`);
+    await rm(temporary, { force: true });
+    await this.writeSmallFile(temporary, JSON.stringify(record));
+    await rename(temporary, join(target, `${id}.trace.json`));
+    // Durable before any message file moves: it is what tells open() where an interrupted move goes.
+    await this.areaSyncs[area].sync();
+    await rename(join(this.queue, `${id}.eml`), join(target, `${id}.eml`));
+    await renameIfExists(join(this.queue, `${id}.journal`), join(target, `${id}.journal`));
+    await rename(join(this.queue, `${id}.json`), join(target, `${id}.json`));
+    this.queued--;
+    await Promise.all([this.areaSyncs[area].sync(), this.queueSync.sync()]);
+  }
+
+  /**
+   * Deletes the done/ messages received more than `retentionMs` before `now`; dead/ is kept for
+   * operators. Returns how many messages were deleted.
+   */
+  async sweep(now: Date, retentionMs: number = DEFAULT_RETENTION_MS): Promise<number> {
+    const done = this.areas.done;
+    const files = new Map<string, string[]>();
+    for (const name of await readdir(done)) {
+      const id = AREA_FILE.exec(name)?.[1];
+      if (id === undefined) continue;
+      const names = files.get(id) ?? [];
+      names.push(name);
+      files.set(id, names);
+    }
+    // No directory fsync: a deletion a crash undoes is simply done again by the next sweep.
+    let deleted = 0;
+    for (const [id, names] of files) {
+      const statePath = join(done, `${id}.json`);
+      // Without its .json a message is still being moved in (the .json comes last): not ours yet.
+      if (!names.includes(`${id}.json`)) continue;
+      if (now.getTime() - (await this.receivedAt(statePath)) <= retentionMs) continue;
+      // The .json goes last, so that a sweep cut short finds the rest again next time.
+      for (const name of names) if (name !== `${id}.json`) await rm(join(done, name), { force: true });
+      await rm(statePath, { force: true });
+      deleted++;
+    }
+    return deleted;
+  }
+
+  private async receivedAt(statePath: string): Promise<number> {
+    try {
+      const time = Date.parse((JSON.parse(await readFile(statePath, "utf8")) as MessageState).receivedAt);
+      if (!Number.isNaN(time)) return time;
+    } catch {
+      // An unreadable state still ages: by the time it was written, which is when it was received.
+    }
+    return (await stat(statePath)).mtimeMs;
+  }
+
+  /** Messages in queue/: committed, processing not finished. */
+  depth(): number {
+    return this.queued;
+  }
+}

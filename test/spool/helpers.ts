@@ -1,0 +1,135 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ReceivedMessage } from "../../src/actions/message.js";
+import { newMessageId } from "../../src/mail/message-id.js";
+import type { ActionCall, ActionExecutor, ActionOutcome } from "../../src/rules/executor.js";
+import type { ActionType, RuleSet } from "../../src/rules/model.js";
+import type { CancelTimer, ProcessorEvent } from "../../src/spool/processor.js";
+import type { MessageState, Snapshot } from "../../src/spool/spool.js";
+import { lambda, rule, ruleSet, s3, sns } from "../helpers/rules.js";
+
+export const TOPIC = "arn:aws:sns:us-east-1:123456789012:events";
+export const FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:check";
+export const RECEIVED_AT = new Date("2026-11-23T09:00:00.000Z");
+
+export async function scratchDir(): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "receiptd-spool-"));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export function newId(): string {
+  return newMessageId(randomBytes);
+}
+
+/** Two rules for example.com: S3, SNS, then Lambda and S3. */
+export function defaultRuleSet(): RuleSet {
+  return ruleSet(rule("first", ["example.com"], [s3("bucket-a"), sns(TOPIC)]), rule("second", ["example.com"], [lambda(FUNCTION), s3("bucket-b")]));
+}
+
+export function snapshotOf(rules: RuleSet = defaultRuleSet()): Snapshot {
+  return { ruleSet: rules, identities: { addresses: [], domains: ["example.com"] } };
+}
+
+export function stateFor(id: string, snapshot: string, extra: Partial<MessageState> = {}): MessageState {
+  return {
+    messageId: id,
+    receivedAt: RECEIVED_AT.toISOString(),
+    envelope: { mailFrom: "carol@example.net", recipients: ["info@example.com"] },
+    client: { ip: "192.0.2.10", helo: "mail.example.net", reverseDns: "mail.example.net", tls: true },
+    verdicts: { spam: "DISABLED", virus: "DISABLED", spf: "PASS", dkim: "PASS", dmarc: "PASS" },
+    snapshot,
+    ...extra,
+  };
+}
+
+export function messageBytes(id: string, body = "Hello\r\n"): Buffer {
+  return Buffer.from(
+    "Return-Path: <carol@example.net>\r\n" +
+      `Received: from mail.example.net (mail.example.net [192.0.2.10]) by mx.example.com with SMTP id ${id} for info@example.com; Mon, 23 Nov 2026 09:00:00 +0000\r\n` +
+      "From: Carol <carol@example.net>\r\nTo: info@example.com\r\nSubject: Hello\r\nMessage-ID: <m1@example.net>\r\n\r\n" +
+      body,
+  );
+}
+
+export async function* chunks(...parts: Buffer[]): AsyncIterable<Buffer> {
+  for (const part of parts) yield part;
+}
+
+export async function listDir(path: string): Promise<string[]> {
+  return (await readdir(path)).sort();
+}
+
+/** Timers fired by the test, not by the clock. */
+export class ManualTimers {
+  readonly pending: { callback: () => void; delayMs: number; cancelled: boolean }[] = [];
+
+  readonly set = (callback: () => void, delayMs: number): CancelTimer => {
+    const timer = { callback, delayMs, cancelled: false };
+    this.pending.push(timer);
+    return () => {
+      timer.cancelled = true;
+    };
+  };
+
+  /** Delays of the timers not yet fired or cancelled. */
+  active(): number[] {
+    return this.pending.filter((t) => !t.cancelled).map((t) => t.delayMs);
+  }
+
+  fireAll(): void {
+    const due = this.pending.splice(0).filter((t) => !t.cancelled);
+    for (const timer of due) timer.callback();
+  }
+}
+
+/** Collects processor events and waits for the ones a test expects. */
+export class Events {
+  readonly all: ProcessorEvent[] = [];
+  private waiters: { match: (e: ProcessorEvent) => boolean; resolve: (e: ProcessorEvent) => void }[] = [];
+
+  readonly listener = (event: ProcessorEvent): void => {
+    this.all.push(event);
+    for (const waiter of [...this.waiters]) {
+      if (waiter.match(event)) {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve(event);
+      }
+    }
+  };
+
+  /** The next event matching, counting only events from now on. */
+  next<K extends ProcessorEvent["event"]>(kind: K, messageId?: string): Promise<Extract<ProcessorEvent, { event: K }>> {
+    return new Promise((resolve) => {
+      this.waiters.push({
+        match: (e) => e.event === kind && (messageId === undefined || ("messageId" in e && e.messageId === messageId)),
+        resolve: resolve as (e: ProcessorEvent) => void,
+      });
+    });
+  }
+
+  of<K extends ProcessorEvent["event"]>(kind: K): Extract<ProcessorEvent, { event: K }>[] {
+    return this.all.filter((e): e is Extract<ProcessorEvent, { event: K }> => e.event === kind);
+  }
+}
+
+export type Script = (call: ActionCall<ActionType, ReceivedMessage>, key: string) => ActionOutcome | Promise<ActionOutcome>;
+
+/**
+ * An executor that logs each call as `<rule>/<action index>` and answers with the script;
+ * the default script says done.
+ */
+export function scriptedExecutor(script: Script = () => ({ status: "done" })): {
+  executor: ActionExecutor<ReceivedMessage>;
+  calls: string[];
+} {
+  const calls: string[] = [];
+  const run = async (call: ActionCall<ActionType, ReceivedMessage>) => {
+    const key = `${call.rule.name}/${call.actionIndex}`;
+    calls.push(key);
+    return script(call, key);
+  };
+  const types: ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail"];
+  return { executor: Object.fromEntries(types.map((t) => [t, run])) as ActionExecutor<ReceivedMessage>, calls };
+}

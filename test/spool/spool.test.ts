@@ -1,0 +1,344 @@
+// The spool on real files: what accept() commits and when, crash leftovers, the journal, moves
+// to done/ and dead/, snapshots and the retention sweep.
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import { appendFile, mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { EvaluationTrace } from "../../src/rules/evaluate.js";
+import { Spool } from "../../src/spool/spool.js";
+import {
+  RECEIVED_AT,
+  chunks,
+  defaultRuleSet,
+  listDir,
+  messageBytes,
+  newId,
+  scratchDir,
+  snapshotOf,
+  stateFor,
+} from "./helpers.js";
+
+let dir: string;
+let remove: () => Promise<void>;
+beforeEach(async () => {
+  ({ dir, remove } = await scratchDir());
+});
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await remove();
+});
+
+function trace(id: string): EvaluationTrace {
+  return { messageId: id, rules: [], end: "completed", outcomes: [], prependedHeaders: [] };
+}
+
+async function acceptOne(spool: Spool, snapshot: string, receivedAt = RECEIVED_AT): Promise<string> {
+  const id = newId();
+  await spool.accept(stateFor(id, snapshot, { receivedAt: receivedAt.toISOString() }), chunks(messageBytes(id)));
+  return id;
+}
+
+describe("accept", () => {
+  it("commits the message and its state into queue/", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = newId();
+    const bytes = messageBytes(id);
+    const { size } = await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 10), bytes.subarray(10)));
+    expect(size).toBe(bytes.length);
+    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.eml`, `${id}.json`]);
+    expect(await listDir(join(dir, "tmp"))).toEqual([]);
+    expect(await readFile(join(dir, "queue", `${id}.eml`))).toEqual(bytes);
+    expect(JSON.parse(await readFile(join(dir, "queue", `${id}.json`), "utf8"))).toEqual(stateFor(id, snapshot));
+    expect(spool.depth()).toBe(1);
+    expect(await spool.pending()).toEqual([id]);
+  });
+
+  it("streams a 40 MB body without holding it in memory, byte for byte", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = newId();
+    const chunkSize = 64 * 1024;
+    const count = (40 * 1024 * 1024) / chunkSize;
+    const expected = createHash("sha256");
+    // One buffer, refilled for every chunk: the producer holds 64 KB, whatever the spool holds is the spool's.
+    const chunk = Buffer.alloc(chunkSize);
+    async function* body() {
+      const head = messageBytes(id, "");
+      expected.update(head);
+      yield head;
+      for (let i = 0; i < count; i++) {
+        chunk.fill(i % 251);
+        chunk.writeUInt32BE(i, 0);
+        expected.update(chunk);
+        yield chunk;
+      }
+    }
+    // Warm up, so that what is measured is the 40 MB and not the first use of the code paths.
+    await acceptOne(spool, snapshot);
+    const before = process.memoryUsage();
+    const { size } = await spool.accept(stateFor(id, snapshot), body());
+    const after = process.memoryUsage();
+    expect(size).toBe(messageBytes(id, "").length + count * chunkSize);
+    expect(after.rss - before.rss).toBeLessThan(16 * 1024 * 1024);
+    expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(16 * 1024 * 1024);
+    const actual = createHash("sha256");
+    for await (const piece of fs.createReadStream(join(dir, "queue", `${id}.eml`))) actual.update(piece as Buffer);
+    expect(actual.digest("hex")).toBe(expected.digest("hex"));
+  });
+
+  it("leaves nothing behind when the body throws midway, and rethrows", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = newId();
+    async function* body() {
+      yield Buffer.alloc(300 * 1024, 0x61);
+      throw new Error("552 5.3.4 Message size exceeds fixed maximum message size");
+    }
+    await expect(spool.accept(stateFor(id, snapshot), body())).rejects.toThrow(/552/);
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+    expect(await listDir(join(dir, "tmp"))).toEqual([]);
+    expect(spool.depth()).toBe(0);
+    expect(await spool.pending()).toEqual([]);
+  });
+
+  it("shares directory fsyncs among concurrent accepts (group commit)", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const original = fs.fsync;
+    // Directory fsyncs are the only fs.fsync calls (files use fdatasync). Each takes 5 ms, as on a disk.
+    const fsync = vi.spyOn(fs, "fsync").mockImplementation(((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      setTimeout(() => original(fd, callback), 5);
+    }) as typeof fs.fsync);
+    const ids = Array.from({ length: 50 }, () => newId());
+    await Promise.all(ids.map((id) => spool.accept(stateFor(id, snapshot), chunks(messageBytes(id)))));
+    expect(fsync.mock.calls.length).toBeGreaterThanOrEqual(1);
+    expect(fsync.mock.calls.length).toBeLessThan(50);
+    expect(fsync.mock.calls.length).toBeLessThanOrEqual(10);
+    expect(new Set(await spool.pending())).toEqual(new Set(ids));
+    expect(spool.depth()).toBe(50);
+  });
+
+  it("fsyncs queue/ after the renames, before resolving", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = newId();
+    const original = fs.fsync;
+    let committedAtSync: string[] | undefined;
+    vi.spyOn(fs, "fsync").mockImplementation(((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      committedAtSync = fs.readdirSync(join(dir, "queue")).sort();
+      original(fd, callback);
+    }) as typeof fs.fsync);
+    await spool.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
+    expect(committedAtSync).toEqual([`${id}.eml`, `${id}.json`]);
+  });
+
+  it("refuses a message whose snapshot was never saved, and bad message IDs", async () => {
+    const spool = await Spool.open({ dir });
+    const id = newId();
+    await expect(spool.accept(stateFor(id, "0".repeat(64)), chunks(messageBytes(id)))).rejects.toThrow(/snapshot/);
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    await expect(spool.accept(stateFor("../../etc/passwd", snapshot), chunks(messageBytes(id)))).rejects.toThrow(TypeError);
+    await expect(spool.read("../x")).rejects.toThrow(TypeError);
+    await expect(spool.loadSnapshot("../x")).rejects.toThrow(TypeError);
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+  });
+});
+
+describe("open", () => {
+  it("cleans tmp/ and removes messages whose commit point was never reached", async () => {
+    let spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const kept = await acceptOne(spool, snapshot);
+    const half = newId();
+    const uncommitted = newId();
+    // A crash mid-body, and a crash between the two renames of accept.
+    await writeFile(join(dir, "tmp", `${half}.eml`), "Subject: half\r\n");
+    await writeFile(join(dir, "queue", `${uncommitted}.eml`), messageBytes(uncommitted));
+    spool = await Spool.open({ dir });
+    expect(await listDir(join(dir, "tmp"))).toEqual([]);
+    expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.eml`, `${kept}.json`]);
+    expect(await spool.pending()).toEqual([kept]);
+    expect(spool.depth()).toBe(1);
+  });
+
+  it("finishes a move to done/ or dead/ that a crash interrupted", async () => {
+    let spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const toDone = await acceptOne(spool, snapshot);
+    const toDead = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(toDone, { status: "done" });
+    // As left by a crash inside complete(): trace and message moved, journal and state not yet.
+    await writeFile(join(dir, "done", `${toDone}.trace.json`), JSON.stringify({ trace: trace(toDone) }));
+    await rename(join(dir, "queue", `${toDone}.eml`), join(dir, "done", `${toDone}.eml`));
+    // ... and inside deadLetter(): only the trace written.
+    await writeFile(join(dir, "dead", `${toDead}.trace.json`), JSON.stringify({ reason: "x", trace: null }));
+    spool = await Spool.open({ dir });
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+    expect(await listDir(join(dir, "done"))).toEqual(
+      [`${toDone}.eml`, `${toDone}.journal`, `${toDone}.json`, `${toDone}.trace.json`].sort(),
+    );
+    expect(await listDir(join(dir, "dead"))).toEqual([`${toDead}.eml`, `${toDead}.json`, `${toDead}.trace.json`].sort());
+    expect(spool.depth()).toBe(0);
+  });
+});
+
+describe("pending", () => {
+  it("lists committed messages oldest first", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const late = await acceptOne(spool, snapshot, new Date("2026-11-23T10:00:00Z"));
+    const early = await acceptOne(spool, snapshot, new Date("2026-11-23T08:00:00Z"));
+    const middle = await acceptOne(spool, snapshot, new Date("2026-11-23T09:00:00Z"));
+    expect(await spool.pending()).toEqual([early, middle, late]);
+    await spool.complete(middle, trace(middle));
+    expect(await spool.pending()).toEqual([early, late]);
+  });
+});
+
+describe("journal", () => {
+  it("reads back the recorded outcomes with the state and the message", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(id, { status: "done", detail: { objectKey: id } });
+    await spool.recordOutcome(id, { status: "done", disposition: "STOP_RULE" });
+    const { state, outcomes, message } = await spool.read(id);
+    expect(state).toEqual(stateFor(id, snapshot));
+    expect(outcomes).toEqual([
+      { status: "done", detail: { objectKey: id } },
+      { status: "done", disposition: "STOP_RULE" },
+    ]);
+    expect(message.receivedAt).toEqual(RECEIVED_AT);
+    expect(message.size).toBe(messageBytes(id).length);
+    expect(message.headers.map((h) => h.name)).toEqual(["Return-Path", "Received", "From", "To", "Subject", "Message-ID"]);
+    const read: Buffer[] = [];
+    for await (const piece of message.open()) read.push(piece);
+    expect(Buffer.concat(read)).toEqual(messageBytes(id));
+  });
+
+  it("ignores a torn last line and cuts it off so that later lines stay readable", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(id, { status: "done", detail: { n: 1 } });
+    await appendFile(join(dir, "queue", `${id}.journal`), '{"status":"done","det');
+    expect((await spool.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
+    await spool.recordOutcome(id, { status: "done", detail: { n: 2 } });
+    expect((await spool.read(id)).outcomes).toEqual([
+      { status: "done", detail: { n: 1 } },
+      { status: "done", detail: { n: 2 } },
+    ]);
+  });
+
+  it("does not journal failed outcomes: they are retried, not replayed", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    await expect(spool.recordOutcome(id, { status: "failed", failure: "transient", error: "x" })).rejects.toThrow(TypeError);
+  });
+
+  it("fdatasyncs each line before resolving", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    const probe = await open(join(dir, "tmp"), "r");
+    const fileHandle = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = vi.spyOn(fileHandle, "datasync");
+    await spool.recordOutcome(id, { status: "done" });
+    expect(datasync).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("complete, deadLetter and sweep", () => {
+  it("moves a finished message to done/ with its trace, an abandoned one to dead/ with the reason", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const good = await acceptOne(spool, snapshot);
+    const bad = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(good, { status: "done" });
+    await spool.complete(good, trace(good));
+    await spool.deadLetter(bad, null, "permanent failure: NoSuchBucket");
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+    expect(await listDir(join(dir, "done"))).toEqual([`${good}.eml`, `${good}.journal`, `${good}.json`, `${good}.trace.json`].sort());
+    expect(await listDir(join(dir, "dead"))).toEqual([`${bad}.eml`, `${bad}.json`, `${bad}.trace.json`].sort());
+    expect(JSON.parse(await readFile(join(dir, "done", `${good}.trace.json`), "utf8"))).toMatchObject({ trace: trace(good) });
+    expect(JSON.parse(await readFile(join(dir, "dead", `${bad}.trace.json`), "utf8"))).toMatchObject({
+      reason: "permanent failure: NoSuchBucket",
+      trace: null,
+    });
+    expect(spool.depth()).toBe(0);
+    await expect(spool.complete(good, trace(good))).rejects.toMatchObject({ code: "ENOENT" });
+    expect(await listDir(join(dir, "tmp"))).toEqual([]);
+  });
+
+  it("sweep deletes only done/ messages received before the retention period, never dead/", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const now = new Date("2026-11-25T12:00:00Z");
+    const old = await acceptOne(spool, snapshot, new Date("2026-11-24T11:00:00Z"));
+    const recent = await acceptOne(spool, snapshot, new Date("2026-11-24T13:00:00Z"));
+    const oldDead = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
+    const oldPending = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
+    await spool.complete(old, trace(old));
+    await spool.complete(recent, trace(recent));
+    await spool.deadLetter(oldDead, null, "gone");
+    expect(await spool.sweep(now)).toBe(1);
+    expect(await listDir(join(dir, "done"))).toEqual([`${recent}.eml`, `${recent}.json`, `${recent}.trace.json`].sort());
+    expect((await listDir(join(dir, "dead"))).length).toBe(3);
+    expect(await spool.pending()).toEqual([oldPending]);
+    expect(await spool.sweep(now, 60 * 60 * 1000)).toBe(1);
+    expect(await listDir(join(dir, "done"))).toEqual([]);
+  });
+
+  it("sweep leaves alone a message whose move into done/ is under way", async () => {
+    const spool = await Spool.open({ dir });
+    const id = newId();
+    await writeFile(join(dir, "done", `${id}.trace.json`), "{}");
+    await writeFile(join(dir, "done", `${id}.eml`), messageBytes(id));
+    expect(await spool.sweep(new Date("2030-01-01T00:00:00Z"))).toBe(0);
+    expect((await listDir(join(dir, "done"))).length).toBe(2);
+  });
+});
+
+describe("snapshots", () => {
+  it("stores each distinct snapshot once under its hash and loads it back frozen", async () => {
+    const spool = await Spool.open({ dir });
+    const hash = await spool.saveSnapshot(snapshotOf());
+    expect(hash).toMatch(/^[0-9a-f]{64}$/);
+    const again = await spool.saveSnapshot({ ruleSet: defaultRuleSet(), identities: { addresses: [], domains: ["example.com"] } });
+    expect(again).toBe(hash);
+    const other = await spool.saveSnapshot({ ruleSet: defaultRuleSet(), identities: { addresses: [], domains: ["example.org"] } });
+    expect(other).not.toBe(hash);
+    expect(await listDir(join(dir, "snapshots"))).toEqual([`${hash}.json`, `${other}.json`].sort());
+    const text = await readFile(join(dir, "snapshots", `${hash}.json`), "utf8");
+    expect(createHash("sha256").update(text).digest("hex")).toBe(hash);
+    // SES JSON, so that a snapshot outlives changes to the in-memory model.
+    expect(JSON.parse(text).ruleSet.Rules[0].Actions[0]).toEqual({ S3Action: { BucketName: "bucket-a" } });
+
+    const fresh = await Spool.open({ dir });
+    const loaded = await fresh.loadSnapshot(hash);
+    expect(loaded.ruleSet).toEqual(defaultRuleSet());
+    expect(loaded.identities).toEqual({ addresses: [], domains: ["example.com"] });
+    expect(Object.isFrozen(loaded.ruleSet)).toBe(true);
+    expect(await fresh.loadSnapshot(hash)).toBe(loaded);
+  });
+
+  it("refuses a snapshot whose content does not match its hash", async () => {
+    const spool = await Spool.open({ dir });
+    const hash = await spool.saveSnapshot(snapshotOf());
+    const path = join(dir, "snapshots", `${hash}.json`);
+    await writeFile(path, (await readFile(path, "utf8")).replace("bucket-a", "bucket-z"));
+    await expect((await Spool.open({ dir })).loadSnapshot(hash)).rejects.toThrow(/does not match/);
+  });
+
+  it("makes the layout in a directory that does not exist yet", async () => {
+    const nested = join(dir, "a", "b");
+    await Spool.open({ dir: nested });
+    for (const sub of ["tmp", "queue", "done", "dead", "snapshots"]) expect((await stat(join(nested, sub))).isDirectory()).toBe(true);
+    await mkdir(join(nested, "queue", "ignored-subdir"));
+    expect(await (await Spool.open({ dir: nested })).pending()).toEqual([]);
+  });
+});
