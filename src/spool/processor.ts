@@ -264,6 +264,7 @@ export class Processor {
           envelope: state.envelope,
           messageId: id,
           message,
+          prependedHeaders: state.receiptHeaders ?? [],
           recorded: outcomes,
         },
         this.journaling(id),

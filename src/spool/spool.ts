@@ -44,7 +44,7 @@ import { isMessageId } from "../mail/message-id.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionOutcome } from "../rules/executor.js";
 import { RuleSetValidationError, parseRuleSet } from "../rules/load.js";
-import type { RuleSet } from "../rules/model.js";
+import type { Header, RuleSet } from "../rules/model.js";
 import { toDescribeJson } from "../rules/store.js";
 import type { Verdicts } from "../ses/verdicts.js";
 
@@ -66,6 +66,13 @@ export interface MessageState {
   verdicts: Verdicts;
   /** Content hash of the rule-set snapshot (rule set + identities) this message is evaluated against. */
   snapshot: string;
+  /**
+   * The headers SEMANTICS section 5 prepends on receipt (Return-Path, Received, Received-SPF,
+   * Authentication-Results, ...), top first. They live here rather than in the stored bytes
+   * because some are only known once the whole message has been read, and the message is
+   * never held in memory to wait for them; every action sees them on top of the message.
+   */
+  receiptHeaders?: Header[];
 }
 
 export interface Snapshot {
@@ -390,7 +397,18 @@ export class Spool {
    * Stores one message durably. Only when this resolves may the listener answer 250. When `body`
    * throws (size limit, smuggling, client gone), nothing is left behind and the error is rethrown.
    */
-  async accept(state: MessageState, body: AsyncIterable<Buffer>): Promise<{ size: number }> {
+  async accept(
+    state: MessageState,
+    body: AsyncIterable<Buffer>,
+    options: {
+      /**
+       * What can only be known once the whole body has been read (authentication verdicts and
+       * headers), merged into the state before it is written. Without it the state is written
+       * while the body streams in, so that its fdatasync costs no extra wait.
+       */
+      completeState?: () => Promise<Partial<Pick<MessageState, "verdicts" | "receiptHeaders">>>;
+    } = {},
+  ): Promise<{ size: number }> {
     const id = state.messageId;
     checkId(id);
     checkHash(state.snapshot);
@@ -401,10 +419,13 @@ export class Spool {
     const temporary = { eml: join(this.tmp, `${id}.eml`), json: join(this.tmp, `${id}.json`) };
     const queued = { eml: join(this.queue, `${id}.eml`), json: join(this.queue, `${id}.json`) };
 
-    // The state is written while the body streams in, so that its fdatasync costs no extra wait.
+    const { completeState } = options;
+    const storing = this.writeBody(temporary.eml, body);
     const [stored, stateWritten] = await Promise.allSettled([
-      this.writeBody(temporary.eml, body),
-      this.writeSmallFile(temporary.json, JSON.stringify(state)),
+      storing,
+      completeState
+        ? storing.then(async () => this.writeSmallFile(temporary.json, JSON.stringify({ ...state, ...(await completeState()) })))
+        : this.writeSmallFile(temporary.json, JSON.stringify(state)),
     ]);
     if (stored.status === "rejected" || stateWritten.status === "rejected") {
       await Promise.all([rm(temporary.eml, { force: true }), rm(temporary.json, { force: true })]);

@@ -55,6 +55,30 @@ describe("accept", () => {
     expect(await spool.pending()).toEqual([id]);
   });
 
+  it("merges what is known only after the whole body (verdicts, receipt headers) into the state", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = newId();
+    let bodyDone = false;
+    async function* body() {
+      yield* chunks(messageBytes(id));
+      bodyDone = true;
+    }
+    const receiptHeaders = [
+      { name: "Return-Path", value: "<sender@example.net>" },
+      { name: "Authentication-Results", value: "mx.example.com; spf=pass" },
+    ];
+    await spool.accept(stateFor(id, snapshot), body(), {
+      completeState: async () => {
+        expect(bodyDone).toBe(true);
+        return { receiptHeaders, verdicts: { ...stateFor(id, snapshot).verdicts, spf: "PASS" } };
+      },
+    });
+    const { state } = await spool.read(id);
+    expect(state.receiptHeaders).toEqual(receiptHeaders);
+    expect(state.verdicts.spf).toBe("PASS");
+  });
+
   it("streams a 40 MB body without holding it in memory, byte for byte", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
