@@ -1,0 +1,16 @@
+export { DEFAULT_MAX_MESSAGE_BYTES, LISTENER_REPLIES, SmtpListener } from "./listener.js";
+export type {
+  AcceptedSession,
+  Authenticate,
+  BoundAddress,
+  ClientInfo,
+  DataRefusalReason,
+  ListenAddress,
+  ListenerPolicy,
+  RefusalReason,
+  ReverseDnsOptions,
+  SmtpEvent,
+  SmtpListenerOptions,
+} from "./listener.js";
+export { SmtpServerPatchError } from "./patches.js";
+export type { ReverseResolver } from "./reverse-dns.js";

@@ -1,0 +1,135 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, open, readdir, rm, unlink } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generate } from "selfsigned";
+import { compileFilters } from "../../src/rules/filters.js";
+import type { CompiledFilters } from "../../src/rules/filters.js";
+import type { IpFilter, RuleSet } from "../../src/rules/model.js";
+import { identitiesFrom } from "../../src/rules/recipients.js";
+import { SmtpListener } from "../../src/smtp/index.js";
+import type { AcceptedSession, SmtpEvent, SmtpListenerOptions } from "../../src/smtp/index.js";
+import { rule, ruleSet } from "../helpers/rules.js";
+
+export const HOSTNAME = "mx.receiptd.test";
+export const FIXED_DATE = new Date("2026-11-23T12:00:00Z");
+
+/** The rule set most tests run against: SEMANTICS 4's RCPT TO rows each have a recipient here. */
+export const RULES: RuleSet = ruleSet(
+  rule("info", ["info@example.com"]),
+  rule("disabled", ["off@example.com"], [], { enabled: false }),
+  rule("org", ["example.org"]),
+  rule("secure", ["secure.example.net"], [], { tlsPolicy: "Require" }),
+);
+export const IDENTITIES = identitiesFrom(["example.com", "example.org", "secure.example.net"]);
+
+/** Mutable, as a reload would change it: the listener reads it at each decision. */
+export interface TestPolicy {
+  ruleSet: RuleSet | null;
+  filters: CompiledFilters;
+}
+
+export interface StoredMessage {
+  session: AcceptedSession;
+  message: Buffer;
+}
+
+export interface Harness {
+  listener: SmtpListener;
+  port: number;
+  policy: TestPolicy;
+  /** Messages accept() stored, in the order it resolved. */
+  stored: StoredMessage[];
+  events: SmtpEvent[];
+  /** Files left in the spool directory: accepted messages only. */
+  spoolFiles(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+export type HarnessOptions = Partial<SmtpListenerOptions> & { filters?: IpFilter[] };
+
+/**
+ * A listener on 127.0.0.1 (unless told otherwise) whose accept() writes the message to a file
+ * in a temporary directory, fsyncs it and resolves, and removes the file when the message
+ * stream fails: what the spool does, in small.
+ */
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const dir = await mkdtemp(join(tmpdir(), "receiptd-smtp-"));
+  const stored: StoredMessage[] = [];
+  const events: SmtpEvent[] = [];
+  const { filters, ...rest } = options;
+  const policy: TestPolicy = { ruleSet: RULES, filters: compileFilters(filters ?? []) };
+  const accept = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
+    const path = join(dir, session.messageId);
+    const file = await open(path, "wx");
+    const chunks: Buffer[] = [];
+    try {
+      for await (const chunk of body) {
+        chunks.push(chunk);
+        await file.write(chunk);
+      }
+      await file.sync();
+    } catch (error) {
+      await file.close();
+      await unlink(path);
+      throw error;
+    }
+    await file.close();
+    stored.push({ session, message: Buffer.concat(chunks) });
+  };
+  const listener = await SmtpListener.start({
+    listen: [{ host: "127.0.0.1", port: 0 }],
+    hostname: HOSTNAME,
+    policy: { ruleSet: () => policy.ruleSet, identities: () => IDENTITIES, filters: () => policy.filters },
+    random: (n) => randomBytes(n),
+    clock: () => FIXED_DATE,
+    reverseDns: false,
+    accept,
+    onEvent: (event) => events.push(event),
+    ...rest,
+  }).catch(async (error: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  });
+  return {
+    listener,
+    port: listener.addresses()[0]?.port ?? 0,
+    policy,
+    stored,
+    events,
+    spoolFiles: () => readdir(dir),
+    async close() {
+      await listener.close(0);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Reads a message stream to its end, as the spool would; the number of bytes. */
+export async function consume(body: AsyncIterable<Buffer>): Promise<number> {
+  let bytes = 0;
+  for await (const chunk of body) bytes += chunk.length;
+  return bytes;
+}
+
+let certificate: Promise<{ key: string; cert: string }> | undefined;
+
+/** A self-signed certificate for the test hostname, made once per test file. */
+export function testCertificate(): Promise<{ key: string; cert: string }> {
+  certificate ??= generate([{ name: "commonName", value: HOSTNAME }], { keySize: 2048 }).then((pems) => ({
+    key: pems.private,
+    cert: pems.cert,
+  }));
+  return certificate;
+}
+
+/** Waits until `predicate` holds, polling; for effects that follow a socket event by a tick. */
+export async function eventually(predicate: () => boolean, timeoutMs = 2_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,85 @@
+import { describe, expect, it } from "vitest";
+import { DataScanner, normaliseBareLf } from "../../src/smtp/scanner.js";
+
+/** Feeds `content` split at the given offsets; returns the output and the verdict. */
+function scan(content: string, splits: number[] = [], maxBytes = 1_000_000): { out: string; violation: string | null } {
+  const scanner = new DataScanner(maxBytes);
+  const bytes = Buffer.from(content, "latin1");
+  const outs: Buffer[] = [];
+  let from = 0;
+  for (const at of [...splits, bytes.length]) {
+    const out = scanner.push(bytes.subarray(from, at));
+    if (out) outs.push(out);
+    from = at;
+  }
+  return { out: Buffer.concat(outs).toString("latin1"), violation: scanner.violation };
+}
+
+/** Every way to cut `content` in two, plus byte by byte. */
+function everySplit(content: string): number[][] {
+  const cuts = Array.from({ length: content.length - 1 }, (_, i) => [i + 1]);
+  cuts.push(Array.from({ length: content.length - 1 }, (_, i) => i + 1));
+  return cuts;
+}
+
+describe("DATA content scanner (SEMANTICS 4)", () => {
+  const sequences = {
+    "<LF>.<LF>": "\n.\n",
+    "<LF>.<CR><LF>": "\n.\r\n",
+    "<CR><LF>.<LF>": "\r\n.\n",
+    "<CR>.<CR>": "\r.\r",
+  };
+
+  for (const [name, sequence] of Object.entries(sequences)) {
+    it(`refuses ${name} wherever the chunks are cut`, () => {
+      const content = `Subject: x\r\n\r\nbody${sequence}MAIL FROM:<a@b>\r\n`;
+      expect(scan(content).violation).toBe("smuggling");
+      for (const splits of everySplit(content)) expect(scan(content, splits).violation, `cut at ${splits}`).toBe("smuggling");
+    });
+  }
+
+  it("sees a bare-LF dot line opening the content, after the CRLF of the DATA command", () => {
+    expect(scan(".\nMAIL FROM:<a@b>\r\n").violation).toBe("smuggling");
+    expect(scan(".\n", [1]).violation).toBe("smuggling");
+    expect(scan("\n.\r\nMAIL FROM:<a@b>\r\n").violation).toBe("smuggling");
+  });
+
+  it("lets a lone-dot line through: <CR><LF>..<CR><LF> on the wire is <CR><LF>.<CR><LF> in content", () => {
+    const content = "Subject: dot\r\n\r\nabove\r\n.\r\nbelow\r\n.\r\n";
+    for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits), `cut at ${splits}`).toEqual({ out: content, violation: null });
+    expect(scan(".\r\nfirst line is a lone dot\r\n").violation).toBeNull();
+  });
+
+  it("lets ordinary content through, dots included", () => {
+    const content = "Subject: dots\r\n\r\n.leading dot\r\nmid . dot\r\n..\r\nend.\r\n";
+    for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits)).toEqual({ out: content, violation: null });
+  });
+
+  it("normalises bare LF to CRLF, also when a CR and its LF fall in different chunks", () => {
+    const content = "a\nb\r\nc\n\nd\r";
+    const expected = "a\r\nb\r\nc\r\n\r\nd\r";
+    for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits).out, `cut at ${splits}`).toBe(expected);
+  });
+
+  it("leaves bare CR alone", () => {
+    expect(scan("a\rb\r\n").out).toBe("a\rb\r\n");
+  });
+
+  it("refuses content over the limit, counting bytes as received, and stays refused", () => {
+    const scanner = new DataScanner(10);
+    expect(scanner.push(Buffer.from("12345\n"))?.toString()).toBe("12345\r\n");
+    expect(scanner.push(Buffer.from("6789"))?.toString()).toBe("6789");
+    expect(scanner.violation).toBeNull();
+    expect(scanner.push(Buffer.from("0"))).toBeNull();
+    expect(scanner.violation).toBe("size");
+    expect(scanner.push(Buffer.from("more"))).toBeNull();
+    expect(scanner.bytes).toBe(15);
+  });
+
+  it("normaliseBareLf returns the chunk itself when nothing changes", () => {
+    const chunk = Buffer.from("a\r\nb");
+    expect(normaliseBareLf(chunk, false)).toBe(chunk);
+    expect(normaliseBareLf(Buffer.from("\nx"), true).toString()).toBe("\nx");
+    expect(normaliseBareLf(Buffer.from("\nx"), false).toString()).toBe("\r\nx");
+  });
+});
