@@ -1,7 +1,6 @@
 export { DEFAULT_MAX_MESSAGE_BYTES, LISTENER_REPLIES, SmtpListener } from "./listener.js";
 export type {
   AcceptedSession,
-  Authenticate,
   BoundAddress,
   ClientInfo,
   DataRefusalReason,

@@ -7,7 +7,6 @@ import tls from "node:tls";
 import { SMTPServer } from "smtp-server";
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from "smtp-server";
 import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
-import { prependHeadersStream } from "../mail/edit.js";
 import { newMessageId } from "../mail/message-id.js";
 import { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient } from "../rules/acceptance.js";
 import { compileFilters, decideIp } from "../rules/filters.js";
@@ -53,10 +52,7 @@ export interface ClientInfo {
   tls: boolean;
 }
 
-/**
- * One message being accepted. The same object goes to `authenticate` and then to `accept`, so a
- * caller can key what authentication found (verdicts) on it.
- */
+/** One message being accepted. */
 export interface AcceptedSession {
   messageId: string;
   /** "" for the null sender. */
@@ -66,15 +62,13 @@ export interface AcceptedSession {
   client: ClientInfo;
   /** When DATA began; the date of the Received header. */
   receivedAt: Date;
+  /**
+   * Return-Path and Received (SEMANTICS 5), top first. They are handed over beside the body,
+   * not in it, so that the caller can put headers it learns from the whole body (SPF, DKIM,
+   * DMARC) below them without holding the message in memory.
+   */
+  receiptHeaders: Header[];
 }
-
-/**
- * Headers computed from the message (Received-SPF, Authentication-Results, spam and virus
- * verdicts), placed below Return-Path and Received. Gets the checked, CRLF-normalised message
- * without our headers, whole: its headers go on top, so they must be known before `accept` reads
- * the first byte.
- */
-export type Authenticate = (session: AcceptedSession, message: Buffer) => Promise<Header[]>;
 
 export interface ReverseDnsOptions {
   /** How long after connect DATA may still wait for the name (the lookup runs during the conversation). Default 1 s. */
@@ -117,12 +111,12 @@ export interface SmtpListenerOptions {
   random: (n: number) => Uint8Array;
   clock?: () => Date;
   /**
-   * Gets the message as it is to be stored: SEMANTICS 5 headers prepended, bare LF normalised,
-   * smuggling-checked, size-enforced. Must resolve only once the message is durable; `250` is
-   * answered then. A rejection answers `451 4.3.0` and nothing is accepted.
+   * Gets the message as the client sent it, bare LF normalised, smuggling-checked and
+   * size-enforced (the SEMANTICS 5 headers are in `session.receiptHeaders`). Must resolve only
+   * once the message is durable; `250` is answered then. A rejection answers `451 4.3.0` and
+   * nothing is accepted.
    */
   accept: (session: AcceptedSession, body: AsyncIterable<Buffer>) => Promise<void>;
-  authenticate?: Authenticate;
   onEvent?: (event: SmtpEvent) => void;
 }
 
@@ -136,7 +130,7 @@ export type RefusalReason =
   | "proxy-header-not-allowed"
   | "tls-handshake-failed";
 
-export type DataRefusalReason = "size" | "smuggling" | "accept-failed" | "authenticate-failed" | "connection-lost";
+export type DataRefusalReason = "size" | "smuggling" | "accept-failed" | "connection-lost";
 
 /**
  * What the listener did, for logs and metrics. `session` is the SMTP session's ID (null before a
@@ -260,11 +254,6 @@ function checkedContent(stream: SMTPServerDataStream, scanner: DataScanner): { b
   return { body, complete };
 }
 
-async function collect(body: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
 export class SmtpListener {
   private readonly servers: Server[] = [];
@@ -644,19 +633,19 @@ export class SmtpListener {
       recipients,
       client: { ip: session.remoteAddress, port: session.remotePort, helo, reverseDns, tls: session.secure },
       receivedAt,
+      receiptHeaders: traceHeaders({
+        mailFrom,
+        helo,
+        reverseDns,
+        ip: session.remoteAddress,
+        hostname: this.options.hostname,
+        messageId,
+        firstRecipient: recipients[0] ?? "",
+        receivedAt,
+      }),
     };
-    const trace = traceHeaders({
-      mailFrom,
-      helo,
-      reverseDns,
-      ip: accepted.client.ip,
-      hostname: this.options.hostname,
-      messageId,
-      firstRecipient: recipients[0] ?? "",
-      receivedAt,
-    });
     const content = checkedContent(stream, scanner);
-    const delivery = this.deliver(accepted, trace, content.body);
+    const delivery = this.deliver(accepted, content.body);
     this.inFlight.add(delivery);
     const failure = await delivery;
     this.inFlight.delete(delivery);
@@ -687,23 +676,11 @@ export class SmtpListener {
   }
 
   /** Hands the message to accept(): null once it is durable and was read to the end, else why not. */
-  private async deliver(session: AcceptedSession, trace: Header[], body: Readable): Promise<DeliveryFailure | null> {
-    const { authenticate, accept } = this.options;
+  private async deliver(session: AcceptedSession, body: Readable): Promise<DeliveryFailure | null> {
     try {
-      if (!authenticate) {
-        await accept(session, prependHeadersStream(trace, body));
-        // A reader that stopped early may have stored part of a message: that must not get a 250.
-        return body.readableEnded ? null : { reason: "accept-failed", error: new Error("accept() resolved before reading the whole message") };
-      }
-      const message = await collect(body);
-      let extra: Header[];
-      try {
-        extra = await authenticate(session, message);
-      } catch (error) {
-        return { reason: "authenticate-failed", error };
-      }
-      await accept(session, prependHeadersStream([...trace, ...extra], Readable.from([message])));
-      return null;
+      await this.options.accept(session, body);
+      // A reader that stopped early may have stored part of a message: that must not get a 250.
+      return body.readableEnded ? null : { reason: "accept-failed", error: new Error("accept() resolved before reading the whole message") };
     } catch (error) {
       return { reason: "accept-failed", error };
     }

@@ -3,6 +3,7 @@ import { mkdtemp, open, readdir, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generate } from "selfsigned";
+import { prependedHeaderBytes } from "../../src/mail/edit.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import type { CompiledFilters } from "../../src/rules/filters.js";
 import type { IpFilter, RuleSet } from "../../src/rules/model.js";
@@ -75,7 +76,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       throw error;
     }
     await file.close();
-    stored.push({ session, message: Buffer.concat(chunks) });
+    // As the daemon's actions see it: the receipt headers on top of what the client sent.
+    stored.push({ session, message: Buffer.concat([prependedHeaderBytes(session.receiptHeaders), ...chunks]) });
   };
   const listener = await SmtpListener.start({
     listen: [{ host: "127.0.0.1", port: 0 }],
