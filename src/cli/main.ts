@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 import { runReplay } from "./replay.js";
+import { runServe } from "./serve.js";
 import { runValidate } from "./validate.js";
 import { UsageError } from "./usage.js";
 
 const HELP = `receiptd: SES-style inbound mail engine
 
 Usage:
+  receiptd serve [--config <file>]                            run the MX daemon
   receiptd replay <file-or-dir>... --rules <file> [options]   push .eml files through a rule set
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
   receiptd help [command]
@@ -14,6 +16,7 @@ Run "receiptd help replay" for the replay options.
 `;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  serve: runServe,
   replay: runReplay,
   validate: runValidate,
 };
