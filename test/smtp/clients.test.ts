@@ -11,7 +11,8 @@ afterEach(async () => {
   harness = undefined;
 });
 
-const hasSwaks = spawnSync("swaks", ["--version"]).status === 0;
+// CI installs swaks (.ci/run) and must run this test; a developer without it gets a skip.
+const hasSwaks = spawnSync("swaks", ["--version"]).status === 0 || process.env.CI === "true";
 
 describe("real clients", () => {
   it("nodemailer delivers over STARTTLS; the stored message is what it sent under our two headers", async () => {
