@@ -157,19 +157,22 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
             { name: "X-SES-Spam-Verdict", value: scanned },
             { name: "X-SES-Virus-Verdict", value: scanned },
           ];
-    const tee = authenticate ? teeForAuthentication(body, authenticate(session)) : { body, result: Promise.resolve(AUTH_DISABLED) };
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
-    await spool.accept(
-      {
-        messageId: session.messageId,
-        receivedAt: session.receivedAt.toISOString(),
-        envelope: { mailFrom: session.mailFrom, recipients: session.recipients },
-        client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
-        verdicts: base,
-        snapshot: await snapshotHash(snapshot),
-      },
-      tee.body,
-      {
+    const state = {
+      messageId: session.messageId,
+      receivedAt: session.receivedAt.toISOString(),
+      envelope: { mailFrom: session.mailFrom, recipients: session.recipients },
+      client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
+      verdicts: base,
+      snapshot: await snapshotHash(snapshot),
+      receiptHeaders: [...session.receiptHeaders, ...scanHeaders],
+    };
+    if (!authenticate) {
+      // Everything is known up front, so the state is written while the body streams in.
+      await spool.accept(state, body);
+    } else {
+      const tee = teeForAuthentication(body, authenticate(session));
+      await spool.accept(state, tee.body, {
         completeState: async () => {
           const auth = await tee.result;
           return {
@@ -177,8 +180,8 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
             receiptHeaders: [...session.receiptHeaders, ...auth.headers, ...scanHeaders],
           };
         },
-      },
-    );
+      });
+    }
     metrics.smtpAcceptSeconds.observe((performance.now() - started) / 1000);
   };
 

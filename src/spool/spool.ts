@@ -6,11 +6,12 @@
  *
  *   tmp/                    files being written. Whatever is here at open() is a crash leftover
  *                           and is deleted: an accept that never committed was never answered 250.
- *     <id>.eml <id>.json      an accept in progress
+ *     <id>.json               the state of an accept in progress
  *     <id>.trace.json         a move to done/ or dead/ in progress
  *     snapshot-<hash>.json    a snapshot in progress
  *   queue/                  committed messages whose processing has not finished
- *     <id>.eml                the stored message, SEMANTICS section 5 headers included
+ *     <id>.eml                the stored message as received; written here directly, it counts
+ *                             only once its .json has arrived (open() deletes it otherwise)
  *     <id>.json               its MessageState. Present here = committed and pending.
  *     <id>.journal            one JSON line per action outcome recorded done, in execution order
  *   done/                   messages whose evaluation completed or stopped; swept after retention
@@ -20,7 +21,7 @@
  *   snapshots/<sha256>.json the rule set (SES JSON) and identities messages are evaluated against
  *
  * Commit points, each a rename followed by an fsync of the directory it lands in:
- *  - accept: queue/<id>.json appears, after queue/<id>.eml.
+ *  - accept: queue/<id>.json appears, once queue/<id>.eml is fdatasync'd.
  *  - complete/deadLetter: <area>/<id>.trace.json appears and is made durable first, then .eml,
  *    .journal and, last, .json leave queue/. open() finishes a move it finds half done: the trace
  *    beside a message says where it was going.
@@ -416,11 +417,13 @@ export class Spool {
     if (!this.savedSnapshots.has(state.snapshot) && !(await exists(join(this.snapshots, `${state.snapshot}.json`)))) {
       throw new Error(`snapshot ${state.snapshot} was not saved`);
     }
-    const temporary = { eml: join(this.tmp, `${id}.eml`), json: join(this.tmp, `${id}.json`) };
+    // The body goes straight to queue/: only the state file's rename commits, and open() removes
+    // a queue/<id>.eml without its .json, so one rename on the way to the 250 is saved.
+    const temporary = { json: join(this.tmp, `${id}.json`) };
     const queued = { eml: join(this.queue, `${id}.eml`), json: join(this.queue, `${id}.json`) };
 
     const { completeState } = options;
-    const storing = this.writeBody(temporary.eml, body);
+    const storing = this.writeBody(queued.eml, body);
     const [stored, stateWritten] = await Promise.allSettled([
       storing,
       completeState
@@ -428,16 +431,15 @@ export class Spool {
         : this.writeSmallFile(temporary.json, JSON.stringify(state)),
     ]);
     if (stored.status === "rejected" || stateWritten.status === "rejected") {
-      await Promise.all([rm(temporary.eml, { force: true }), rm(temporary.json, { force: true })]);
+      await Promise.all([rm(queued.eml, { force: true }), rm(temporary.json, { force: true })]);
       throw stored.status === "rejected" ? stored.reason : (stateWritten as PromiseRejectedResult).reason;
     }
     try {
-      await rename(temporary.eml, queued.eml);
       await rename(temporary.json, queued.json);
       await this.queueSync.sync();
     } catch (error) {
       // Not answered 250, so it must not be processed either: the sender will try again.
-      await Promise.all([temporary.eml, temporary.json, queued.eml, queued.json].map((path) => rm(path, { force: true })));
+      await Promise.all([temporary.json, queued.eml, queued.json].map((path) => rm(path, { force: true })));
       throw error;
     }
     this.queued++;

@@ -128,11 +128,12 @@ describe("after kill -9", () => {
     await until(() => child.lines.some((l) => l.startsWith("streaming ")), "the body to stall", child);
     const committed = child.lines.find((l) => l.startsWith("committed "))!.slice("committed ".length);
     const stalled = child.lines.find((l) => l.startsWith("streaming "))!.slice("streaming ".length);
-    expect((await stat(join(spoolDir, "tmp", `${stalled}.eml`))).size).toBeGreaterThan(0);
+    expect((await stat(join(spoolDir, "queue", `${stalled}.eml`))).size).toBeGreaterThan(0);
     await kill(child);
 
     const spool = await Spool.open({ dir: spoolDir });
     expect(await listDir(join(spoolDir, "tmp"))).toEqual([]);
+    expect(await listDir(join(spoolDir, "queue"))).not.toContain(`${stalled}.eml`);
     expect(await spool.pending()).toEqual([committed]);
 
     const { executor, calls } = scriptedExecutor();
