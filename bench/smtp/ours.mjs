@@ -1,0 +1,197 @@
+// Our side: `receiptd serve` as a child process, started afresh for every run with a
+// configuration and rule set written to a temporary directory, ready once GET /readyz on
+// its admin port answers 200, and stopped with SIGTERM afterwards.
+import { spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseConfig } from "../../dist/config/config.js";
+import { alive, freePort, lastLines, memoryOf, onCleanup, pollUntil, removeOnExit } from "./util.mjs";
+
+// BENCH_RECEIPTD_CLI measures another build (say, a baseline worktree's dist/cli/main.js).
+const CLI = process.env.BENCH_RECEIPTD_CLI ?? fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
+
+/** SES rule set JSON: one rule for the bench domain; S3 + SNS on the local back end, or nothing. */
+function ruleSet(withActions) {
+  return {
+    Metadata: { Name: "receiptd-bench", CreatedTimestamp: "2026-01-01T00:00:00.000Z" },
+    Rules: [
+      {
+        Name: "bench",
+        Enabled: true,
+        TlsPolicy: "Optional",
+        Recipients: ["bench.example"],
+        Actions: withActions
+          ? [
+              { S3Action: { BucketName: "receiptd-bench", ObjectKeyPrefix: "inbound/" } },
+              { SNSAction: { TopicArn: "arn:aws:sns:us-east-1:123456789012:receiptd-bench", Encoding: "UTF-8" } },
+            ]
+          : [],
+        ScanEnabled: false,
+      },
+    ],
+  };
+}
+
+function configDoc(dir, smtpPort, adminPort) {
+  return {
+    hostname: "bench-receiptd.localdomain",
+    dataDir: join(dir, "data"),
+    backend: "local",
+    // Not strict: SES would refuse the SNS action for the 1 MB workload (150 KB limit), and a
+    // failing action would measure the retry path instead of the back end.
+    strict: false,
+    rules: join(dir, "rules.json"),
+    identities: ["bench.example"],
+    authentication: { enabled: false },
+    smtp: {
+      listen: [{ host: "127.0.0.1", port: smtpPort }],
+      reverseDns: false,
+      maxConnectionsPerIp: 1000,
+      maxConnections: 2000,
+    },
+    spool: { dir: join(dir, "spool") },
+    admin: { host: "127.0.0.1", port: adminPort },
+    shutdownGraceMs: 15_000,
+  };
+}
+
+async function httpGet(port, path) {
+  const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) });
+  return { status: response.status, text: await response.text() };
+}
+
+/** A Prometheus sample without labels, or NaN when the metric is absent. */
+function sample(text, name) {
+  const match = new RegExp(`^${name}(?:\\{\\})? ([0-9.eE+-]+)$`, "m").exec(text);
+  return match ? Number(match[1]) : NaN;
+}
+
+/**
+ * A server object for one mode ("actions" or "accept"): beginRun starts the daemon, endRun
+ * stops it and removes its data (the 1 MB workload leaves gigabytes behind). With `keep`
+ * (BENCH_KEEP_DAEMON=1) one daemon per mode serves every run until stop(), which shows
+ * whether its memory stays flat from workload to workload (its data then piles up on disk).
+ */
+export function oursServer(scratch, mode, { keep = false } = {}) {
+  let daemon = null;
+  let runs = 0;
+  const server = {
+    name: mode === "actions" ? "ours-actions" : "ours-accept",
+    label: mode === "actions" ? "receiptd, S3+SNS actions (local)" : "receiptd, acceptance only",
+    port: null,
+    get pid() {
+      return daemon?.child.pid;
+    },
+    async beginRun() {
+      if (daemon && keep) return;
+      daemon = await startDaemon(join(scratch, `${server.name}-${++runs}`), mode === "actions");
+      server.port = daemon.smtpPort;
+    },
+    async metrics() {
+      return (await httpGet(daemon.adminPort, "/metrics")).text;
+    },
+    async accepted() {
+      const value = sample(await server.metrics(), "receiptd_smtp_messages_accepted_total");
+      if (!Number.isFinite(value)) throw new Error("/metrics has no receiptd_smtp_messages_accepted_total");
+      return value;
+    },
+    /**
+     * Waits until every accepted message went through its rules (spool depth 0): true, false
+     * on timeout, null when the daemon does not export the depth.
+     */
+    async drain(timeoutMs) {
+      let missing = false;
+      const done = await pollUntil(
+        async () => {
+          const depth = sample(await server.metrics(), "receiptd_spool_depth");
+          if (!Number.isFinite(depth)) missing = true;
+          return missing || depth === 0;
+        },
+        { timeoutMs, intervalMs: 200 },
+      );
+      return missing ? null : Boolean(done);
+    },
+    memory() {
+      return daemon ? memoryOf(daemon.child.pid) : { rss: NaN, peak: NaN };
+    },
+    async endRun() {
+      if (!daemon) return null;
+      // A kept daemon that died during the run is reported, and the next run starts a new one.
+      if (keep && !daemon.exited()) return null;
+      const stopped = await daemon.stop();
+      daemon = null;
+      return stopped;
+    },
+    async stop() {
+      if (!daemon) return null;
+      const stopped = await daemon.stop();
+      daemon = null;
+      return stopped;
+    },
+  };
+  return server;
+}
+
+async function startDaemon(dir, withActions) {
+  mkdirSync(dir, { recursive: true });
+  const remove = removeOnExit(dir);
+  const smtpPort = await freePort();
+  const adminPort = await freePort();
+  const doc = configDoc(dir, smtpPort, adminPort);
+  // Checked here with the project's own parser, so that a configuration the daemon would
+  // refuse shows up as such rather than as a daemon that never gets ready.
+  parseConfig(doc, { source: "bench config", baseDir: dir, env: {} });
+  const configPath = join(dir, "config.json");
+  writeFileSync(configPath, `${JSON.stringify(doc, null, 2)}\n`);
+  writeFileSync(join(dir, "rules.json"), `${JSON.stringify(ruleSet(withActions), null, 2)}\n`);
+
+  const logFile = join(dir, "receiptd.log");
+  const logFd = openSync(logFile, "a");
+  // RECEIPTD_* variables of the caller's shell would override the bench configuration.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("RECEIPTD_")));
+  const child = spawn(process.execPath, [CLI, "serve", "--config", configPath], { env, stdio: ["ignore", logFd, logFd] });
+  closeSync(logFd);
+  const forgetKill = onCleanup(() => child.kill("SIGKILL"));
+  let exited = null;
+  const exit = new Promise((resolve) => child.once("exit", (code, signal) => resolve((exited = { code, signal }))));
+  const log = () => lastLines(readFileSync(logFile, "utf8"));
+
+  const ready = await pollUntil(
+    async () => {
+      if (exited) return "exited";
+      try {
+        return (await httpGet(adminPort, "/readyz")).status === 200 ? "ready" : null;
+      } catch {
+        return null;
+      }
+    },
+    { timeoutMs: 30_000, intervalMs: 100 },
+  );
+  if (ready !== "ready") {
+    child.kill("SIGKILL");
+    forgetKill();
+    const text = log();
+    remove();
+    const how = exited ? `exited with ${exited.code ?? exited.signal}` : "did not answer 200 on GET /readyz within 30 s";
+    throw new Error(`\`node ${CLI} serve --config <file>\` ${how}:\n${text.replace(/^/gm, "    ")}`);
+  }
+
+  return {
+    child,
+    smtpPort,
+    adminPort,
+    exited: () => exited,
+    /** SIGTERM, then the grace period; SIGKILL only if that passes. Returns how it ended. */
+    async stop() {
+      if (!exited && alive(child.pid)) child.kill("SIGTERM");
+      const ended = await Promise.race([exit, new Promise((resolve) => setTimeout(resolve, 25_000, null))]);
+      if (!ended) child.kill("SIGKILL");
+      const result = ended ?? (await exit);
+      forgetKill();
+      const text = log();
+      remove();
+      return { ...result, killed: !ended, log: text };
+    },
+  };
+}
