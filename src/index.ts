@@ -63,3 +63,15 @@ export {
   updateReceiptRule,
 } from "./rules/store.js";
 export type { ReceiptErrorCode, ReceiptState, RuleSetJson } from "./rules/store.js";
+export { ConfigError, defaultConfig, loadConfigFile, parseConfig } from "./config/config.js";
+export type { BackendChoice, ReceiptdConfig, ServeConfig } from "./config/config.js";
+export { backendFromConfig, executorFromConfig } from "./actions/compose.js";
+export { sesExecutor } from "./actions/ses-executor.js";
+export type { SesExecutorOptions } from "./actions/ses-executor.js";
+export { ActionError } from "./actions/backend.js";
+export type { ActionBackend } from "./actions/backend.js";
+export { bufferMessage, fileMessage } from "./actions/message.js";
+export type { ReceivedMessage } from "./actions/message.js";
+export { startDaemon } from "./daemon/daemon.js";
+export type { Daemon, DaemonOptions } from "./daemon/daemon.js";
+export * from "./ses/index.js";
