@@ -40,7 +40,8 @@ import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { fileMessage } from "../actions/message.js";
 import type { ReceivedMessage } from "../actions/message.js";
-import { readMessageHead } from "../mail/headers.js";
+import { parseMessageHead, readMessageHead } from "../mail/headers.js";
+import type { MessageHead } from "../mail/headers.js";
 import { isMessageId } from "../mail/message-id.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionOutcome } from "../rules/executor.js";
@@ -99,6 +100,18 @@ const AREA_FILE = /^([0-9a-v]{40})\.(eml|json|journal|trace\.json)$/;
 const SNAPSHOT_HASH = /^[0-9a-f]{64}$/;
 /** Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write. */
 const STAGING_BYTES = 64 * 1024;
+
+/**
+ * A message is processed right after it is accepted, so its state and head are kept in memory
+ * for that first read instead of being read back from disk, which would compete with the next
+ * acceptances for the disk and the I/O threads. Bounded: older entries fall back to the disk.
+ */
+const FRESH_ENTRIES = 1024;
+const FRESH_HEAD_BYTES = 64 * 1024;
+
+function endsWithEmptyLine(block: Buffer): boolean {
+  return block.length >= 2 && block[block.length - 1] === 0x0a && (block[block.length - 2] === 0x0a || block.subarray(-4).toString("latin1") === "\r\n\r\n");
+}
 
 function checkId(id: string): void {
   if (!isMessageId(id)) throw new TypeError(`not a message ID: ${JSON.stringify(id)}`);
@@ -262,6 +275,7 @@ export class Spool {
   private readonly savingSnapshots = new Map<string, Promise<void>>();
   private readonly loadedSnapshots = new Map<string, Promise<Snapshot>>();
   private queued = 0;
+  private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
 
   private constructor(options: SpoolOptions) {
     this.dir = options.dir;
@@ -423,11 +437,26 @@ export class Spool {
     const queued = { eml: join(this.queue, `${id}.eml`), json: join(this.queue, `${id}.json`) };
 
     const { completeState } = options;
-    const storing = this.writeBody(queued.eml, body);
+    const prefix: Buffer[] = [];
+    let prefixBytes = 0;
+    async function* keepingPrefix(): AsyncGenerator<Buffer> {
+      for await (const chunk of body) {
+        if (prefixBytes < FRESH_HEAD_BYTES) {
+          prefix.push(chunk);
+          prefixBytes += chunk.length;
+        }
+        yield chunk;
+      }
+    }
+    let finalState = state;
+    const storing = this.writeBody(queued.eml, keepingPrefix());
     const [stored, stateWritten] = await Promise.allSettled([
       storing,
       completeState
-        ? storing.then(async () => this.writeSmallFile(temporary.json, JSON.stringify({ ...state, ...(await completeState()) })))
+        ? storing.then(async () => {
+            finalState = { ...state, ...(await completeState()) };
+            await this.writeSmallFile(temporary.json, JSON.stringify(finalState));
+          })
         : this.writeSmallFile(temporary.json, JSON.stringify(state)),
     ]);
     if (stored.status === "rejected" || stateWritten.status === "rejected") {
@@ -443,7 +472,22 @@ export class Spool {
       throw error;
     }
     this.queued++;
+    this.remember(finalState, Buffer.concat(prefix), stored.value);
     return { size: stored.value };
+  }
+
+  private remember(state: MessageState, prefix: Buffer, size: number): void {
+    let head: MessageHead;
+    try {
+      head = parseMessageHead(prefix, { maxHeaderBytes: FRESH_HEAD_BYTES });
+    } catch {
+      return; // read() will meet the same trouble on disk and report it
+    }
+    // A prefix cut inside the header block would pass for a whole header block.
+    if (prefix.length < size && !endsWithEmptyLine(head.headerBlock)) return;
+    const headerBlock = Buffer.from(head.headerBlock);
+    this.fresh.set(state.messageId, { state, head: { ...head, headerBlock, size } });
+    if (this.fresh.size > FRESH_ENTRIES) this.fresh.delete(this.fresh.keys().next().value as string);
   }
 
   private async writeBody(path: string, body: AsyncIterable<Buffer>): Promise<number> {
@@ -490,6 +534,14 @@ export class Spool {
   /** A pending message: its state, the outcomes recorded so far and a handle on its bytes. */
   async read(id: string): Promise<SpooledMessage> {
     checkId(id);
+    const fresh = this.fresh.get(id);
+    if (fresh) {
+      // Only the first read of a message can be served from memory: no journal exists before it.
+      this.fresh.delete(id);
+      const { state, head } = fresh;
+      const path = join(this.queue, `${id}.eml`);
+      return { state, outcomes: [], message: fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts }) };
+    }
     const state = JSON.parse(await readFile(join(this.queue, `${id}.json`), "utf8")) as MessageState;
     if (state.messageId !== id) throw new Error(`queue/${id}.json holds the state of ${JSON.stringify(state.messageId)}`);
     const outcomes = await this.readJournal(id);
@@ -548,6 +600,8 @@ export class Spool {
   async recordOutcome(id: string, outcome: ActionOutcome): Promise<void> {
     checkId(id);
     if (outcome.status !== "done") throw new TypeError("only done outcomes are recorded; a failed action is retried");
+    // Once a journal exists, the copy kept in memory (which has no outcomes) is out of date.
+    this.fresh.delete(id);
     const handle = await open(join(this.queue, `${id}.journal`), "a");
     let created: boolean;
     try {
@@ -574,6 +628,7 @@ export class Spool {
 
   private async finish(id: string, area: Area, record: object): Promise<void> {
     checkId(id);
+    this.fresh.delete(id);
     const target = this.areas[area];
     // Fails (ENOENT) before anything is written when the message is not pending.
     await stat(join(this.queue, `${id}.json`));
@@ -586,8 +641,9 @@ export class Spool {
     await rename(join(this.queue, `${id}.eml`), join(target, `${id}.eml`));
     await renameIfExists(join(this.queue, `${id}.journal`), join(target, `${id}.journal`));
     await rename(join(this.queue, `${id}.json`), join(target, `${id}.json`));
+    // The moves are not fsync'd: the trace made durable above already lets open() finish a move
+    // that a crash undoes, and a queue/ fsync here would hold up acceptances sharing its commit.
     this.queued--;
-    await Promise.all([this.areaSyncs[area].sync(), this.queueSync.sync()]);
   }
 
   /**

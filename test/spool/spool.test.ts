@@ -221,6 +221,32 @@ describe("pending", () => {
   });
 });
 
+describe("read", () => {
+  it("serves a just-accepted message from memory exactly as a fresh process reads it from disk", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = newId();
+    const bytes = messageBytes(id);
+    await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 7), bytes.subarray(7)));
+    const fromMemory = await spool.read(id);
+    const fromDisk = await (await Spool.open({ dir })).read(id);
+    expect(fromMemory.state).toEqual(fromDisk.state);
+    expect(fromMemory.outcomes).toEqual([]);
+    const { open: openMemory, ...memoryMessage } = fromMemory.message;
+    const { open: openDisk, ...diskMessage } = fromDisk.message;
+    expect(memoryMessage).toEqual(diskMessage);
+    const read = async (source: AsyncIterable<Buffer>) => {
+      const parts: Buffer[] = [];
+      for await (const part of source) parts.push(part);
+      return Buffer.concat(parts);
+    };
+    expect(await read(openMemory())).toEqual(await read(openDisk()));
+    // Only the first read comes from memory: a retry sees the journal on disk.
+    await spool.recordOutcome(id, { status: "done" });
+    expect((await spool.read(id)).outcomes).toEqual([{ status: "done" }]);
+  });
+});
+
 describe("journal", () => {
   it("reads back the recorded outcomes with the state and the message", async () => {
     const spool = await Spool.open({ dir });
