@@ -4,16 +4,7 @@ import type { FileHandle } from "node:fs/promises";
 import { basename, dirname, join, relative, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { ActionError } from "../backend.js";
-
-/** Makes a directory's entries (a rename, a new file) survive a crash. */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
+import { syncPath } from "../durable.js";
 
 /** mkdir -p, with the new directory entries themselves made durable. */
 export async function ensureDir(dir: string): Promise<void> {
@@ -22,11 +13,11 @@ export async function ensureDir(dir: string): Promise<void> {
   // Each directory created is an entry in its parent: sync first's parent and every created
   // directory above dir; dir itself gets synced by whoever puts something in it.
   let current = dirname(first);
-  await syncDir(current);
+  await syncPath(current);
   const below = relative(current, dir).split(sep);
   for (const part of below.slice(0, -1)) {
     current = join(current, part);
-    await syncDir(current);
+    await syncPath(current);
   }
 }
 
@@ -73,7 +64,7 @@ export async function replaceFile(target: string, body: AsyncIterable<Buffer>, e
     const bytes = await writeNewFile(temp, body);
     checkLength(bytes, expectedLength, basename(target));
     await rename(temp, target);
-    await syncDir(dir);
+    await syncPath(dir);
     return bytes;
   } catch (error) {
     await unlink(temp).catch(() => undefined);
@@ -133,7 +124,7 @@ export class LineAppender {
       await handle.close();
     }
     if (!known) {
-      await syncDir(dirname(file));
+      await syncPath(dirname(file));
       this.durable.add(file);
     }
   }

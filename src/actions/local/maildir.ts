@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { copyFile, link, open, rename, unlink } from "node:fs/promises";
+import { copyFile, link, rename, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { MailboxRequest } from "../backend.js";
-import { checkLength, classifyFsError, ensureDir, release, syncDir, writeNewFile } from "./files.js";
+import { syncPath } from "../durable.js";
+import { checkLength, classifyFsError, ensureDir, release, writeNewFile } from "./files.js";
 import { organizationId, resolveInside } from "./paths.js";
 
 /** Errors of filesystems (or mounts) that cannot hard-link; the message is copied instead. */
@@ -24,15 +25,6 @@ function uniqueName(now: Date): string {
   return `${Math.floor(ms / 1000)}.M${(ms % 1000) * 1000}P${process.pid}Q${deliveries}R${randomBytes(8).toString("hex")}.${host}`;
 }
 
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Puts the staged message into one mailbox's new/, atomically: it appears whole or not at all. */
 async function deliverOne(staged: string, mailbox: string, name: string): Promise<string> {
   const target = join(mailbox, "new", name);
@@ -42,10 +34,10 @@ async function deliverOne(staged: string, mailbox: string, name: string): Promis
     if (!NO_LINK_CODES.has((error as NodeJS.ErrnoException).code ?? "")) throw error;
     const temp = join(mailbox, "tmp", name);
     await copyFile(staged, temp, constants.COPYFILE_EXCL);
-    await syncFile(temp);
+    await syncPath(temp);
     await rename(temp, target);
   }
-  await syncDir(join(mailbox, "new"));
+  await syncPath(join(mailbox, "new"));
   return target;
 }
 

@@ -5,6 +5,7 @@ import { createTransport } from "nodemailer";
 import { parseHeaderBlock } from "../../mail/headers.js";
 import type { SendDsnRequest } from "../backend.js";
 import { classifySmtpError } from "./errors.js";
+import { syncPath } from "../durable.js";
 
 /** Sends one DSN; resolves with what the executor records about the send. */
 export type DsnSender = (request: SendDsnRequest) => Promise<Record<string, unknown>>;
@@ -70,16 +71,7 @@ export function directoryDsnSender(dir: string): DsnSender {
     } finally {
       await unlink(temporary);
     }
-    await syncDirectory(dir);
+    await syncPath(dir);
     return { file };
   };
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
