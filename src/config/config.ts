@@ -83,7 +83,14 @@ export interface ServeConfig {
   /** SPF, DKIM and DMARC on receipt (needs DNS). */
   authentication: { enabled: boolean; dnsTimeoutMs: number };
   spool: { dir: string; retentionHours: number };
-  processing: { concurrency: number; retryWindowMinutes: number; backoffInitialMs: number; backoffMaxMs: number };
+  processing: {
+    concurrency: number;
+    /** Messages processed at once while SMTP clients are being answered; acceptance comes first. */
+    concurrencyWhileReceiving: number;
+    retryWindowMinutes: number;
+    backoffInitialMs: number;
+    backoffMaxMs: number;
+  };
   /** Health, readiness and metrics over HTTP; null turns it off. */
   admin: { host: string; port: number } | null;
   /** How long SIGTERM waits for sessions and actions to finish. */
@@ -255,6 +262,7 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
   const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
   const processingRaw = reader.object(raw.processing, "config.processing", [
     "concurrency",
+    "concurrencyWhileReceiving",
     "retryWindowMinutes",
     "backoffInitialMs",
     "backoffMaxMs",
@@ -296,6 +304,8 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     },
     processing: {
       concurrency: reader.integer(processingRaw.concurrency, "config.processing.concurrency", 1, 1024) ?? 8,
+      concurrencyWhileReceiving:
+        reader.integer(processingRaw.concurrencyWhileReceiving, "config.processing.concurrencyWhileReceiving", 1, 1024) ?? 1,
       retryWindowMinutes: reader.integer(processingRaw.retryWindowMinutes, "config.processing.retryWindowMinutes", 0, 7 * 24 * 60) ?? 240,
       backoffInitialMs: reader.integer(processingRaw.backoffInitialMs, "config.processing.backoffInitialMs", 1, 3_600_000) ?? 1000,
       backoffMaxMs: reader.integer(processingRaw.backoffMaxMs, "config.processing.backoffMaxMs", 1, 86_400_000) ?? 300_000,

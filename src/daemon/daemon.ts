@@ -42,6 +42,7 @@ export interface DaemonOptions {
 }
 
 const HOUR_MS = 60 * 60 * 1000;
+const BUSY_LINGER_MS = 20;
 
 /** Metric label for why the listener refused something. */
 function refusalReason(reply: string): string {
@@ -113,11 +114,18 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   const spool = await Spool.open({ dir: serve.spool.dir });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
+  // The SMTP side counts as busy while a message is being accepted and shortly after, so that
+  // the gaps between one client's transactions do not let processing flood the I/O threads.
+  let accepting = 0;
+  let lastAccepted = 0;
+  const smtpBusy = () => accepting > 0 || performance.now() - lastAccepted < BUSY_LINGER_MS;
+
   const backend = backendFromConfig(config);
   const processor = new Processor({
     spool,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),
     concurrency: serve.processing.concurrency,
+    whileBusy: { concurrency: serve.processing.concurrencyWhileReceiving, isBusy: smtpBusy },
     retryWindowMs: serve.processing.retryWindowMinutes * 60_000,
     backoff: { initialMs: serve.processing.backoffInitialMs, maxMs: serve.processing.backoffMaxMs },
     clock,
@@ -147,6 +155,16 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     : null;
 
   const accept = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
+    accepting++;
+    try {
+      await store(session, body);
+    } finally {
+      accepting--;
+      lastAccepted = performance.now();
+    }
+  };
+
+  const store = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
     const started = performance.now();
     const snapshot = policy.snapshot();
     const scanned = scanVerdict(snapshot, session.recipients);

@@ -40,6 +40,13 @@ export interface ProcessorOptions {
   executor: ActionExecutor<ReceivedMessage>;
   /** Messages processed at once; the actions of one message always run strictly in order. Default 8. */
   concurrency?: number;
+  /**
+   * Fewer messages at once while the SMTP side is busy: actions share the disk and libuv's I/O
+   * threads with acceptance, and an MX answers its clients first while the backlog waits safely
+   * on disk. `isBusy` is asked whenever a message could start; while it says busy and work is
+   * waiting, it is asked again every `recheckMs` (default 20).
+   */
+  whileBusy?: { concurrency: number; isBusy: () => boolean; recheckMs?: number };
   /** How long after receipt transient failures are retried (SEMANTICS section 8). Default 4 hours. */
   retryWindowMs?: number;
   /** Exponential backoff between retries, with jitter. Default 1 s doubling up to 5 min. */
@@ -131,6 +138,8 @@ export class Processor {
   private readonly spool: Spool;
   private readonly executor: ActionExecutor<ReceivedMessage>;
   private readonly concurrency: number;
+  private readonly whileBusy: ProcessorOptions["whileBusy"];
+  private recheck: CancelTimer | null = null;
   private readonly retryWindowMs: number;
   private readonly backoff: { initialMs: number; maxMs: number };
   private readonly clock: () => Date;
@@ -158,6 +167,7 @@ export class Processor {
     this.spool = options.spool;
     this.executor = options.executor;
     this.concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+    this.whileBusy = options.whileBusy;
     this.retryWindowMs = options.retryWindowMs ?? DEFAULT_RETRY_WINDOW_MS;
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.clock = options.clock ?? (() => new Date());
@@ -177,8 +187,11 @@ export class Processor {
         // Reporting is best effort.
       }
     };
-    if (!(Number.isInteger(this.concurrency) && this.concurrency >= 1)) {
-      throw new RangeError(`concurrency must be a positive integer, got ${this.concurrency}`);
+    for (const [name, value] of [
+      ["concurrency", this.concurrency],
+      ["whileBusy.concurrency", this.whileBusy?.concurrency ?? 1],
+    ] as const) {
+      if (!(Number.isInteger(value) && value >= 1)) throw new RangeError(`${name} must be a positive integer, got ${value}`);
     }
   }
 
@@ -204,6 +217,8 @@ export class Processor {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.ready.length = 0;
+    this.recheck?.();
+    this.recheck = null;
     for (const retry of this.retries.values()) retry.cancel?.();
     this.retries.clear();
     // A DSN waiting for its next attempt tries once more now, while the grace period lasts.
@@ -222,7 +237,9 @@ export class Processor {
   }
 
   private pump(): void {
-    while (!this.draining && this.running.size < this.concurrency) {
+    const busy = this.whileBusy !== undefined && this.whileBusy.isBusy();
+    const limit = busy ? Math.min(this.whileBusy!.concurrency, this.concurrency) : this.concurrency;
+    while (!this.draining && this.running.size < limit) {
       const id = this.ready.shift();
       if (id === undefined) return;
       const run = this.process(id).finally(() => {
@@ -230,6 +247,13 @@ export class Processor {
         this.pump();
       });
       this.running.set(id, run);
+    }
+    // Held back by a busy SMTP side: look again soon, since nothing else would start the rest.
+    if (busy && !this.draining && this.ready.length > 0 && this.recheck === null) {
+      this.recheck = this.setTimer(() => {
+        this.recheck = null;
+        this.pump();
+      }, this.whileBusy!.recheckMs ?? 20);
     }
   }
 

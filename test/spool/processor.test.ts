@@ -3,7 +3,7 @@
 import { simpleParser } from "mailparser";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { SendDsnRequest } from "../../src/actions/backend.js";
 import type { ActionOutcome } from "../../src/rules/executor.js";
 import type { RuleSet } from "../../src/rules/model.js";
@@ -160,6 +160,42 @@ describe("processing", () => {
     await all;
     expect(most).toBe(2);
     expect(h.calls.length).toBe(6 * 4);
+  });
+
+  it("runs fewer messages while the SMTP side is busy, and the rest once it is not", async () => {
+    const ids = await Promise.all(Array.from({ length: 5 }, () => spoolMessage()));
+    let busy = true;
+    let running = 0;
+    let most = 0;
+    const release: (() => void)[] = [];
+    const h = harness(
+      async () => {
+        running++;
+        most = Math.max(most, running);
+        await new Promise<void>((resolve) => release.push(resolve));
+        running--;
+        return { status: "done" };
+      },
+      { concurrency: 4, whileBusy: { concurrency: 1, isBusy: () => busy } },
+    );
+    const all = Promise.all(ids.map((id) => h.events.next("message-completed", id)));
+    for (const id of ids) h.processor.enqueue(id);
+    await vi.waitFor(() => expect(release).toHaveLength(1));
+    expect(running).toBe(1);
+    // While busy, nothing more starts when the recheck fires.
+    expect(h.timers.active()).toEqual([20]);
+    h.timers.fireAll();
+    expect(running).toBe(1);
+    busy = false;
+    h.timers.fireAll();
+    await vi.waitFor(() => expect(running).toBe(4));
+    let finished = false;
+    void all.then(() => (finished = true));
+    while (!finished) {
+      release.splice(0).forEach((go) => go());
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(most).toBe(4);
   });
 
   it("takes an executor that throws as a transient failure", async () => {
