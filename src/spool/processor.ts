@@ -44,9 +44,10 @@ export interface ProcessorOptions {
    * Fewer messages at once while the SMTP side is busy: actions share the disk and libuv's I/O
    * threads with acceptance, and an MX answers its clients first while the backlog waits safely
    * on disk. `isBusy` is asked whenever a message could start; while it says busy and work is
-   * waiting, it is asked again every `recheckMs` (default 20).
+   * waiting, it is asked again every `recheckMs` (default 20). No message waits longer than
+   * `maxDeferMs` (default 30 s) for it: under sustained traffic processing keeps pace.
    */
-  whileBusy?: { concurrency: number; isBusy: () => boolean; recheckMs?: number };
+  whileBusy?: { concurrency: number; isBusy: () => boolean; recheckMs?: number; maxDeferMs?: number };
   /** How long after receipt transient failures are retried (SEMANTICS section 8). Default 4 hours. */
   retryWindowMs?: number;
   /** Exponential backoff between retries, with jitter. Default 1 s doubling up to 5 min. */
@@ -153,6 +154,8 @@ export class Processor {
   private readonly onEvent: (event: ProcessorEvent) => void;
 
   private readonly ready: string[] = [];
+  /** When each ready message became ready, for whileBusy.maxDeferMs. */
+  private readonly readySince = new Map<string, number>();
   /** Every message this processor has in hand: ready, running or waiting for a retry. */
   private readonly known = new Set<string>();
   private readonly running = new Map<string, Promise<void>>();
@@ -205,7 +208,12 @@ export class Processor {
     if (!isMessageId(id)) throw new TypeError(`not a message ID: ${JSON.stringify(id)}`);
     if (this.draining || this.known.has(id)) return;
     this.known.add(id);
+    this.makeReady(id);
+  }
+
+  private makeReady(id: string): void {
     this.ready.push(id);
+    this.readySince.set(id, this.now());
     this.pump();
   }
 
@@ -217,6 +225,7 @@ export class Processor {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.ready.length = 0;
+    this.readySince.clear();
     this.recheck?.();
     this.recheck = null;
     for (const retry of this.retries.values()) retry.cancel?.();
@@ -237,11 +246,15 @@ export class Processor {
   }
 
   private pump(): void {
-    const busy = this.whileBusy !== undefined && this.whileBusy.isBusy();
+    const oldest = this.ready[0];
+    const overdue =
+      oldest !== undefined && this.now() - (this.readySince.get(oldest) ?? this.now()) > (this.whileBusy?.maxDeferMs ?? 30_000);
+    const busy = this.whileBusy !== undefined && !overdue && this.whileBusy.isBusy();
     const limit = busy ? Math.min(this.whileBusy!.concurrency, this.concurrency) : this.concurrency;
     while (!this.draining && this.running.size < limit) {
       const id = this.ready.shift();
       if (id === undefined) return;
+      this.readySince.delete(id);
       const run = this.process(id).finally(() => {
         this.running.delete(id);
         this.pump();
@@ -479,8 +492,7 @@ export class Processor {
     const retry: { attempts: number; cancel: CancelTimer | null } = { attempts, cancel: null };
     retry.cancel = this.setTimer(() => {
       retry.cancel = null;
-      this.ready.push(id);
-      this.pump();
+      this.makeReady(id);
     }, delayMs);
     this.retries.set(id, retry);
   }

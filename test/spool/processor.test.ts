@@ -83,6 +83,16 @@ function harness(script?: Script, options: Partial<ProcessorOptions> = {}): Harn
 const transient = (error = "throttled"): ActionOutcome => ({ status: "failed", failure: "transient", error });
 const permanent = (error = "NoSuchBucket"): ActionOutcome => ({ status: "failed", failure: "permanent", error });
 
+/** Lets every held action go, as they come, until `done` settles. */
+async function releaseUntil(done: Promise<unknown>, release: (() => void)[]): Promise<void> {
+  let finished = false;
+  void done.then(() => (finished = true));
+  while (!finished) {
+    release.splice(0).forEach((go) => go());
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 describe("processing", () => {
   it("runs the actions in order, journals each, and moves the message to done/", async () => {
     const id = await spoolMessage();
@@ -189,13 +199,32 @@ describe("processing", () => {
     busy = false;
     h.timers.fireAll();
     await vi.waitFor(() => expect(running).toBe(4));
-    let finished = false;
-    void all.then(() => (finished = true));
-    while (!finished) {
-      release.splice(0).forEach((go) => go());
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
+    await releaseUntil(all, release);
     expect(most).toBe(4);
+  });
+
+  it("lets no message wait longer than maxDeferMs for a busy SMTP side", async () => {
+    const ids = await Promise.all(Array.from({ length: 3 }, () => spoolMessage()));
+    let running = 0;
+    const release: (() => void)[] = [];
+    const h = harness(
+      async () => {
+        running++;
+        await new Promise<void>((resolve) => release.push(resolve));
+        running--;
+        return { status: "done" };
+      },
+      { concurrency: 3, whileBusy: { concurrency: 1, isBusy: () => true, maxDeferMs: 1000 } },
+    );
+    const all = Promise.all(ids.map((id) => h.events.next("message-completed", id)));
+    for (const id of ids) h.processor.enqueue(id);
+    await vi.waitFor(() => expect(release).toHaveLength(1));
+    h.timers.fireAll();
+    expect(running).toBe(1);
+    h.clock.now = new Date(h.clock.now.getTime() + 1001);
+    h.timers.fireAll();
+    await vi.waitFor(() => expect(running).toBe(3));
+    await releaseUntil(all, release);
   });
 
   it("takes an executor that throws as a transient failure", async () => {
