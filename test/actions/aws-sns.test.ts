@@ -1,3 +1,5 @@
+import net from "node:net";
+import { actionFailure } from "../helpers/action-error.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { awsBackend } from "../../src/actions/aws/index.js";
 import { ActionError } from "../../src/actions/backend.js";
@@ -97,5 +99,24 @@ describe("AWS back end: SNS publish", () => {
       else process.env["AWS_ENDPOINT_URL_SNS"] = saved;
     }
     expect(sns.requests).toHaveLength(1);
+  });
+
+  it("fails transiently when the endpoint accepts the connection and never answers", async () => {
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as net.AddressInfo;
+    try {
+      const hung = awsBackend({
+        sns: { endpoint: `http://127.0.0.1:${port}`, credentials: DUMMY_CREDENTIALS },
+        timeouts: { idleMs: 300 },
+        ...noTransports,
+      });
+      const started = Date.now();
+      const error = await actionFailure(hung.publish({ topicArn: TOPIC, subject: "s", message: "m" }));
+      expect(error.failure).toBe("transient");
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      silent.close();
+    }
   });
 });

@@ -27,6 +27,12 @@ export interface AwsBackendOptions {
   region?: string;
   /** How long a RequestResponse invocation may take; SES waits 30 s. */
   requestResponseTimeoutMs?: number;
+  /**
+   * How long a connection may take to open, and a request may sit with no data moving, before
+   * it fails as transient. Without them a hung endpoint would hold a message's actions forever.
+   * Default 10 s and 120 s.
+   */
+  timeouts?: { connectMs?: number; idleMs?: number };
   sendDsn: (request: SendDsnRequest) => Promise<Record<string, unknown>>;
   deliverToMailbox: (request: MailboxRequest) => Promise<Record<string, unknown>>;
 }
@@ -57,17 +63,17 @@ export function awsBackend(options: AwsBackendOptions): ActionBackend {
   // Bucket names carry no region, so S3 needs only the one client.
   const s3Client = () =>
     (s3 ??= new S3Client({
-      ...baseConfig(options.s3, regionFor(options.s3)),
+      ...baseConfig(options.s3, regionFor(options.s3), options.timeouts),
       ...(options.s3?.forcePathStyle !== undefined && { forcePathStyle: options.s3.forcePathStyle }),
       ...(sendChecksumOnlyWhenRequired(options.s3) && { requestChecksumCalculation: "WHEN_REQUIRED" as const }),
     }));
   const snsClient = (topicArn: string) => {
     const region = regionFor(options.sns, topicArn);
-    return cached(snsClients, region, () => new SNSClient(baseConfig(options.sns, region)));
+    return cached(snsClients, region, () => new SNSClient(baseConfig(options.sns, region, options.timeouts)));
   };
   const lambdaClient = (functionArn: string) => {
     const region = regionFor(options.lambda, functionArn);
-    return cached(lambdaClients, region, () => new LambdaClient(baseConfig(options.lambda, region)));
+    return cached(lambdaClients, region, () => new LambdaClient(baseConfig(options.lambda, region, options.timeouts)));
   };
 
   return {
@@ -183,10 +189,14 @@ export function awsBackend(options: AwsBackendOptions): ActionBackend {
  * Only what was given is passed on: a key set to undefined would hide what the SDK finds
  * itself (AWS_ENDPOINT_URL_SNS and the like, the default credential chain).
  */
-function baseConfig(service: AwsServiceOptions | undefined, region: string) {
+function baseConfig(service: AwsServiceOptions | undefined, region: string, timeouts: AwsBackendOptions["timeouts"]) {
   return {
     region,
     maxAttempts: SDK_MAX_ATTEMPTS,
+    requestHandler: {
+      connectionTimeout: timeouts?.connectMs ?? 10_000,
+      socketTimeout: timeouts?.idleMs ?? 120_000,
+    },
     ...(service?.endpoint !== undefined && { endpoint: service.endpoint }),
     ...(service?.credentials !== undefined && { credentials: service.credentials }),
   };
