@@ -79,15 +79,17 @@ function teeForAuthentication(
   const copy = new PassThrough();
   const result = authenticate(copy);
   async function* passOn(): AsyncGenerator<Buffer> {
+    let ended = false;
     try {
       for await (const chunk of body) {
         if (!copy.write(chunk)) await once(copy, "drain");
         yield chunk;
       }
       copy.end();
-    } catch (error) {
-      copy.destroy();
-      throw error;
+      ended = true;
+    } finally {
+      // A refused or abandoned body must not leave authentication waiting for the rest.
+      if (!ended) copy.destroy();
     }
   }
   return { body: passOn(), result };

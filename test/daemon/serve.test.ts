@@ -120,6 +120,26 @@ describe("receiptd serve", () => {
     expect(JSON.parse(lambda[0]!).event.Records[0].ses.mail.messageId).toBe(messageId);
   });
 
+  it("authenticates while the message streams in: Received-SPF and Authentication-Results below Received", async () => {
+    const daemon = await start("auth", { authentication: { enabled: true, dnsTimeoutMs: 500 } });
+    const info = await transport(daemon.smtpPort).sendMail({ from: "alice@example.org", to: "info@example.com", subject: "auth", text: "x" });
+    const messageId = idOf(info.response);
+    await completed(daemon, messageId);
+    const data = join(daemon.dir, "data");
+    const names = (await readFile(join(data, "s3", "receiptd-archive", "all", messageId), "utf8"))
+      .split("\r\n")
+      .slice(0, 4)
+      .map((line) => line.slice(0, line.indexOf(":")));
+    expect(names).toEqual(["Return-Path", "Received", "Received-SPF", "Authentication-Results"]);
+    const [line] = (await readFile(join(data, "sns", "inbound.jsonl"), "utf8")).trim().split("\n");
+    const { receipt } = JSON.parse((JSON.parse(line!) as { message: string }).message);
+    for (const verdict of ["spfVerdict", "dkimVerdict", "dmarcVerdict"]) {
+      expect(["PASS", "FAIL", "GRAY", "PROCESSING_FAILED"]).toContain(receipt[verdict].status);
+    }
+    // Unsigned mail: no DKIM signature to check, whatever DNS says.
+    expect(receipt.dkimVerdict.status).toBe("GRAY");
+  });
+
   it.skipIf(!hasSwaks)("accepts mail from swaks, and refuses what SEMANTICS 4 refuses", async () => {
     const daemon = await start("swaks");
     const swaks = (...args: string[]) =>
