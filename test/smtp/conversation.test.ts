@@ -1,26 +1,14 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { isMessageId } from "../../src/mail/message-id.js";
 import { REPLIES } from "../../src/rules/acceptance.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
 import type { AcceptedSession } from "../../src/smtp/index.js";
-import { RawSmtp } from "../helpers/smtp-client.js";
-import { FIXED_DATE, HOSTNAME, RULES, consume, eventually, sleep, startHarness } from "./fixture.js";
-import type { Harness, HarnessOptions } from "./fixture.js";
+import type { RawSmtp } from "../helpers/smtp-client.js";
+import { FIXED_DATE, HOSTNAME, RULES, consume, eventually, harnessPerTest, sleep, startHarness } from "./fixture.js";
+import type { Harness } from "./fixture.js";
 
-let harness: Harness | undefined;
-const clients: RawSmtp[] = [];
-
-async function start(options: HarnessOptions = {}): Promise<Harness> {
-  harness = await startHarness(options);
-  return harness;
-}
-
-async function connect(port: number, host = "127.0.0.1"): Promise<RawSmtp> {
-  const client = await RawSmtp.connect(port, host);
-  clients.push(client);
-  return client;
-}
+const { start, connect } = harnessPerTest();
 
 /** Connected, greeted and EHLO'd. */
 async function session(h: Harness): Promise<RawSmtp> {
@@ -29,12 +17,6 @@ async function session(h: Harness): Promise<RawSmtp> {
   expect(await client.command("EHLO client.test")).toMatch(/^250[- ]/);
   return client;
 }
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy();
-  await harness?.close();
-  harness = undefined;
-});
 
 describe("connect: IP filters (SEMANTICS 4)", () => {
   it("an Allow that matches wins over a Block, whatever the prefix lengths", async () => {

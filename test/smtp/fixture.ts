@@ -3,6 +3,7 @@ import { mkdtemp, open, readdir, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generate } from "selfsigned";
+import { afterEach } from "vitest";
 import { prependedHeaderBytes } from "../../src/mail/edit.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import type { CompiledFilters } from "../../src/rules/filters.js";
@@ -11,6 +12,7 @@ import { identitiesFrom } from "../../src/rules/recipients.js";
 import { SmtpListener } from "../../src/smtp/index.js";
 import type { AcceptedSession, SmtpEvent, SmtpListenerOptions } from "../../src/smtp/index.js";
 import { rule, ruleSet } from "../helpers/rules.js";
+import { RawSmtp } from "../helpers/smtp-client.js";
 
 export const HOSTNAME = "mx.receiptd.test";
 export const FIXED_DATE = new Date("2026-11-23T12:00:00Z");
@@ -135,3 +137,31 @@ export async function eventually(predicate: () => boolean, timeoutMs = 2_000): P
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A listener and raw clients per test, all closed after each test: call once at the top of a
+ * test file.
+ */
+export function harnessPerTest(): {
+  start(options?: HarnessOptions): Promise<Harness>;
+  connect(port: number, host?: string): Promise<RawSmtp>;
+} {
+  let harness: Harness | undefined;
+  const clients: RawSmtp[] = [];
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.destroy();
+    await harness?.close();
+    harness = undefined;
+  });
+  return {
+    async start(options = {}) {
+      harness = await startHarness(options);
+      return harness;
+    },
+    async connect(port, host = "127.0.0.1") {
+      const client = await RawSmtp.connect(port, host);
+      clients.push(client);
+      return client;
+    },
+  };
+}

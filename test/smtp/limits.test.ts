@@ -1,30 +1,10 @@
 import net from "node:net";
 import { performance } from "node:perf_hooks";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
-import { RawSmtp } from "../helpers/smtp-client.js";
-import { consume, eventually, sleep, startHarness } from "./fixture.js";
-import type { Harness, HarnessOptions } from "./fixture.js";
+import { consume, eventually, harnessPerTest, sleep } from "./fixture.js";
 
-let harness: Harness | undefined;
-const clients: RawSmtp[] = [];
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy();
-  await harness?.close();
-  harness = undefined;
-});
-
-async function start(options: HarnessOptions): Promise<Harness> {
-  harness = await startHarness(options);
-  return harness;
-}
-
-async function connect(port: number, host = "127.0.0.1"): Promise<RawSmtp> {
-  const client = await RawSmtp.connect(port, host);
-  clients.push(client);
-  return client;
-}
+const { start, connect } = harnessPerTest();
 
 describe("connection limits (421)", () => {
   it("per client IP: one over the limit is told 421 and closed; a freed slot is usable again", async () => {

@@ -1,12 +1,12 @@
 import net from "node:net";
 import tls from "node:tls";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { REPLIES } from "../../src/rules/acceptance.js";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
 import { ProxyHeaderError, parseProxyHeader } from "../../src/smtp/proxy.js";
-import { RawSmtp } from "../helpers/smtp-client.js";
-import { HOSTNAME, startHarness, testCertificate } from "./fixture.js";
-import type { Harness, HarnessOptions } from "./fixture.js";
+import { HOSTNAME, harnessPerTest, testCertificate } from "./fixture.js";
+
+const { start, connect } = harnessPerTest();
 
 describe("PROXY v1 header parsing", () => {
   it("reads TCP4 and TCP6 sources", () => {
@@ -35,26 +35,6 @@ describe("PROXY v1 header parsing", () => {
     });
   }
 });
-
-let harness: Harness | undefined;
-const clients: RawSmtp[] = [];
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy();
-  await harness?.close();
-  harness = undefined;
-});
-
-async function start(options: HarnessOptions): Promise<Harness> {
-  harness = await startHarness(options);
-  return harness;
-}
-
-async function connect(port: number, host = "127.0.0.1"): Promise<RawSmtp> {
-  const client = await RawSmtp.connect(port, host);
-  clients.push(client);
-  return client;
-}
 
 describe("PROXY protocol from listed load balancers", () => {
   it("the proxied client is the one filters, Received and events see", async () => {
