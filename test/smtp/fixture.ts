@@ -144,7 +144,7 @@ export const sleep = (ms: number): Promise<void> => new Promise((resolve) => set
  */
 export function harnessPerTest(): {
   start(options?: HarnessOptions): Promise<Harness>;
-  connect(port: number, host?: string): Promise<RawSmtp>;
+  connect(port: number, host?: string, options?: { tls?: boolean }): Promise<RawSmtp>;
 } {
   let harness: Harness | undefined;
   const clients: RawSmtp[] = [];
@@ -158,8 +158,8 @@ export function harnessPerTest(): {
       harness = await startHarness(options);
       return harness;
     },
-    async connect(port, host = "127.0.0.1") {
-      const client = await RawSmtp.connect(port, host);
+    async connect(port, host = "127.0.0.1", options = {}) {
+      const client = await RawSmtp.connect(port, host, options);
       clients.push(client);
       return client;
     },

@@ -3,20 +3,12 @@ import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { SMTPServer } from "smtp-server";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { GREETING_PAUSE_SOURCE, SmtpServerPatchError, patchSmtpConnection } from "../../src/smtp/patches.js";
 import { RawSmtp } from "../helpers/smtp-client.js";
-import { HOSTNAME, startHarness } from "./fixture.js";
-import type { Harness } from "./fixture.js";
+import { HOSTNAME, harnessPerTest } from "./fixture.js";
 
-let harness: Harness | undefined;
-const clients: RawSmtp[] = [];
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy();
-  await harness?.close();
-  harness = undefined;
-});
+const { start, connect } = harnessPerTest();
 
 /** Milliseconds from connect to the greeting over `count` connections made one after another. */
 async function greetingTimes(port: number, count: number): Promise<number[]> {
@@ -33,7 +25,7 @@ async function greetingTimes(port: number, count: number): Promise<number[]> {
 
 describe("the greeting pause of smtp-server (behaviour, not a benchmark)", () => {
   it("is gone: 20 sequential connections are greeted in well under 20 × 100 ms", async () => {
-    harness = await startHarness();
+    const harness = await start();
     const times = await greetingTimes(harness.port, 20);
     const total = times.reduce((sum, ms) => sum + ms, 0);
     expect(total).toBeLessThan(1_000);
@@ -42,7 +34,8 @@ describe("the greeting pause of smtp-server (behaviour, not a benchmark)", () =>
   });
 
   it("stays in place for smtp-server instances that are not ours", async () => {
-    harness = await startHarness();
+    // Ours is running (the patch is installed) while another server greets as the library does.
+    await start();
     const other = new SMTPServer({ logger: false, disableReverseLookup: true, disabledCommands: ["AUTH", "STARTTLS"] });
     await new Promise<void>((resolve) => other.listen(0, "127.0.0.1", resolve));
     try {
@@ -54,9 +47,8 @@ describe("the greeting pause of smtp-server (behaviour, not a benchmark)", () =>
   });
 
   it("earlyTalkerCheckMs: a client that talks before the greeting is refused", async () => {
-    harness = await startHarness({ earlyTalkerCheckMs: 300 });
-    const rude = await RawSmtp.connect(harness.port);
-    clients.push(rude);
+    const harness = await start({ earlyTalkerCheckMs: 300 });
+    const rude = await connect(harness.port);
     rude.write("EHLO rude.test\r\n");
     expect(await rude.reply()).toBe(`421 ${HOSTNAME} You talk too soon`);
     await rude.closed();
@@ -64,7 +56,7 @@ describe("the greeting pause of smtp-server (behaviour, not a benchmark)", () =>
   });
 
   it("earlyTalkerCheckMs: a patient client is greeted after the wait", async () => {
-    harness = await startHarness({ earlyTalkerCheckMs: 200 });
+    const harness = await start({ earlyTalkerCheckMs: 200 });
     const [time] = await greetingTimes(harness.port, 1);
     expect(time).toBeGreaterThanOrEqual(190);
   });

@@ -1,30 +1,16 @@
 import tls from "node:tls";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { REPLIES } from "../../src/rules/acceptance.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import { SmtpListener } from "../../src/smtp/index.js";
-import { RawSmtp } from "../helpers/smtp-client.js";
-import { HOSTNAME, IDENTITIES, RULES, startHarness, testCertificate } from "./fixture.js";
-import type { Harness } from "./fixture.js";
+import { HOSTNAME, IDENTITIES, RULES, harnessPerTest, testCertificate } from "./fixture.js";
 
-let harness: Harness | undefined;
-const clients: RawSmtp[] = [];
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.destroy();
-  await harness?.close();
-  harness = undefined;
-});
-
-async function connect(port: number, options: { tls?: boolean } = {}): Promise<RawSmtp> {
-  const client = await RawSmtp.connect(port, "127.0.0.1", options);
-  clients.push(client);
-  return client;
-}
+const { start, connect: connectTo } = harnessPerTest();
+const connect = (port: number, options: { tls?: boolean } = {}) => connectTo(port, "127.0.0.1", options);
 
 describe("STARTTLS", () => {
   it("is offered with a certificate; TlsPolicy Require recipients are accepted only after it", async () => {
-    harness = await startHarness({ tls: await testCertificate() });
+    const harness = await start({ tls: await testCertificate() });
     const client = await connect(harness.port);
     expect(await client.reply()).toMatch(/^220 /);
     expect((await client.command("EHLO client.test")).split("\n")).toContain("250-STARTTLS");
@@ -46,7 +32,7 @@ describe("STARTTLS", () => {
 
 describe("implicit TLS listener", () => {
   it("speaks TLS from the first byte next to a plain listener; the session counts as TLS", async () => {
-    harness = await startHarness({
+    const harness = await start({
       tls: await testCertificate(),
       listen: [
         { host: "127.0.0.1", port: 0 },
@@ -71,7 +57,7 @@ describe("implicit TLS listener", () => {
   });
 
   it("a client that does not speak TLS, or says nothing, is dropped without a session", async () => {
-    harness = await startHarness({
+    const harness = await start({
       tls: await testCertificate(),
       listen: [{ host: "127.0.0.1", port: 0, implicitTls: true }],
       timeouts: { socketMs: 200 },
@@ -104,7 +90,7 @@ describe("implicit TLS listener", () => {
 
   it("the certificate served is the configured one", async () => {
     const certificate = await testCertificate();
-    harness = await startHarness({ tls: certificate, listen: [{ host: "127.0.0.1", port: 0, implicitTls: true }] });
+    const harness = await start({ tls: certificate, listen: [{ host: "127.0.0.1", port: 0, implicitTls: true }] });
     const served = await new Promise<string>((resolve, reject) => {
       const socket = tls.connect({ port: harness!.port, host: "127.0.0.1", rejectUnauthorized: false }, () => {
         resolve(socket.getPeerX509Certificate()?.toString() ?? "");
