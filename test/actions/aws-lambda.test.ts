@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { awsBackend } from "../../src/actions/aws/index.js";
-import { ActionError } from "../../src/actions/backend.js";
+import { actionFailure } from "../helpers/action-error.js";
 import type { TestEndpoint } from "../helpers/aws-http.js";
 import { invokedFunction, slowFunction, startLambdaServer } from "../helpers/aws-lambda-server.js";
 import { DUMMY_CREDENTIALS, noTransports } from "../helpers/aws-options.js";
@@ -27,16 +27,6 @@ afterEach(() => {
 
 const backend = (requestResponseTimeoutMs?: number) =>
   awsBackend({ lambda: { endpoint: lambda.endpoint, credentials: DUMMY_CREDENTIALS }, requestResponseTimeoutMs, ...noTransports });
-
-const failureOf = (promise: Promise<unknown>) => promise.then(
-  () => {
-    throw new Error("expected a failure");
-  },
-  (error: unknown) => {
-    expect(error).toBeInstanceOf(ActionError);
-    return error as ActionError;
-  },
-);
 
 describe("AWS back end: Lambda invoke", () => {
   it("invokes RequestResponse with the event as payload and parses the function's result", async () => {
@@ -65,7 +55,7 @@ describe("AWS back end: Lambda invoke", () => {
   });
 
   it("fails permanently for a function that does not exist", async () => {
-    const failure = await failureOf(backend().invoke({ functionArn: arn("missing"), invocationType: "Event", payload: SES_EVENT }));
+    const failure = await actionFailure(backend().invoke({ functionArn: arn("missing"), invocationType: "Event", payload: SES_EVENT }));
     expect(failure.failure).toBe("permanent");
     expect(failure.message).toBe(
       `Lambda Invoke ${arn("missing")}: ResourceNotFoundException (HTTP 404): Function not found: ${arn("missing")}`,
@@ -73,21 +63,21 @@ describe("AWS back end: Lambda invoke", () => {
   });
 
   it("fails transiently when the function itself fails", async () => {
-    const failure = await failureOf(backend().invoke({ functionArn: arn("broken"), invocationType: "RequestResponse", payload: SES_EVENT }));
+    const failure = await actionFailure(backend().invoke({ functionArn: arn("broken"), invocationType: "RequestResponse", payload: SES_EVENT }));
     expect(failure.failure).toBe("transient");
     expect(failure.message).toContain("the function failed (Unhandled)");
     expect(failure.message).toContain("database unreachable");
   });
 
   it("fails permanently when the function's payload is not JSON", async () => {
-    const failure = await failureOf(backend().invoke({ functionArn: arn("garbled"), invocationType: "RequestResponse", payload: SES_EVENT }));
+    const failure = await actionFailure(backend().invoke({ functionArn: arn("garbled"), invocationType: "RequestResponse", payload: SES_EVENT }));
     expect(failure.failure).toBe("permanent");
     expect(failure.message).toContain("<html>not json</html>");
   });
 
   it("gives up on a RequestResponse invocation after the timeout, transiently", async () => {
     const started = Date.now();
-    const failure = await failureOf(backend(200).invoke({ functionArn: arn("slow"), invocationType: "RequestResponse", payload: SES_EVENT }));
+    const failure = await actionFailure(backend(200).invoke({ functionArn: arn("slow"), invocationType: "RequestResponse", payload: SES_EVENT }));
     expect(failure.failure).toBe("transient");
     expect(failure.message).toBe(`Lambda Invoke ${arn("slow")}: timed out after 0.2 s`);
     expect(Date.now() - started).toBeLessThan(5_000);

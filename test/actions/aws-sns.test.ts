@@ -1,8 +1,7 @@
 import net from "node:net";
-import { actionFailure } from "../helpers/action-error.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { awsBackend } from "../../src/actions/aws/index.js";
-import { ActionError } from "../../src/actions/backend.js";
+import { actionFailure } from "../helpers/action-error.js";
 import { signingRegion } from "../helpers/aws-http.js";
 import type { TestEndpoint } from "../helpers/aws-http.js";
 import { DUMMY_CREDENTIALS, noTransports } from "../helpers/aws-options.js";
@@ -25,16 +24,6 @@ afterEach(() => {
 });
 
 const backend = () => awsBackend({ sns: { endpoint: sns.endpoint, credentials: DUMMY_CREDENTIALS }, ...noTransports });
-
-const failureOf = (promise: Promise<unknown>) => promise.then(
-  () => {
-    throw new Error("expected a failure");
-  },
-  (error: unknown) => {
-    expect(error).toBeInstanceOf(ActionError);
-    return error as ActionError;
-  },
-);
 
 describe("AWS back end: SNS publish", () => {
   it("sends Publish in the AWS Query protocol with the topic, subject and message exact", async () => {
@@ -65,26 +54,26 @@ describe("AWS back end: SNS publish", () => {
   });
 
   it("fails permanently for a topic that does not exist", async () => {
-    const failure = await failureOf(backend().publish({ topicArn: MISSING, subject: "s", message: "m" }));
+    const failure = await actionFailure(backend().publish({ topicArn: MISSING, subject: "s", message: "m" }));
     expect(failure.failure).toBe("permanent");
     expect(failure.message).toBe(`SNS Publish ${MISSING}: NotFoundException (HTTP 404): Topic does not exist`);
   });
 
   it("fails permanently when not authorized to publish", async () => {
-    const failure = await failureOf(backend().publish({ topicArn: DENIED, subject: "s", message: "m" }));
+    const failure = await actionFailure(backend().publish({ topicArn: DENIED, subject: "s", message: "m" }));
     expect(failure.failure).toBe("permanent");
     expect(failure.message).toContain("AuthorizationErrorException (HTTP 403)");
   });
 
   it("fails transiently on 503, after the SDK's few attempts", async () => {
-    const failure = await failureOf(backend().publish({ topicArn: FLAKY, subject: "s", message: "m" }));
+    const failure = await actionFailure(backend().publish({ topicArn: FLAKY, subject: "s", message: "m" }));
     expect(failure.failure).toBe("transient");
     expect(failure.message).toContain("(HTTP 503): Service is unavailable");
     expect(sns.requests).toHaveLength(3);
   });
 
   it("fails transiently when throttled", async () => {
-    const failure = await failureOf(backend().publish({ topicArn: THROTTLED, subject: "s", message: "m" }));
+    const failure = await actionFailure(backend().publish({ topicArn: THROTTLED, subject: "s", message: "m" }));
     expect(failure.failure).toBe("transient");
     expect(failure.message).toContain("ThrottledException (HTTP 429)");
   });
