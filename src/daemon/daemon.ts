@@ -15,7 +15,7 @@ import type { Metrics } from "../ops/metrics.js";
 import { watchPolicy } from "../ops/reload.js";
 import type { PolicySnapshot, WatchedPolicy } from "../ops/reload.js";
 import type { Header, Identities } from "../rules/model.js";
-import { rulesMatchingRecipient } from "../rules/recipients.js";
+import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
 import type { AcceptedSession, BoundAddress, SmtpEvent } from "../smtp/index.js";
@@ -53,19 +53,6 @@ function refusalReason(reply: string): string {
   if (reply.startsWith("552")) return "size";
   if (reply.startsWith("421")) return "shutting_down";
   return "other";
-}
-
-/**
- * Spam and virus scanning: receiptd has no scanner yet, so a message that a scanning rule
- * matches is reported GRAY (not determined) rather than PASS, and DISABLED when no matched rule
- * scans, as SES does.
- */
-function scanVerdict(snapshot: PolicySnapshot, recipients: readonly string[]): "GRAY" | "DISABLED" {
-  const { rules } = snapshot.ruleSet;
-  const scans = recipients.some((recipient) =>
-    rulesMatchingRecipient(rules, recipient, snapshot.identities).some((i) => rules[i]!.enabled && rules[i]!.scanEnabled),
-  );
-  return scans ? "GRAY" : "DISABLED";
 }
 
 /**
@@ -169,7 +156,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   const store = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
     const started = performance.now();
     const snapshot = policy.snapshot();
-    const scanned = scanVerdict(snapshot, session.recipients);
+    const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
     const scanHeaders: Header[] =
       scanned === "DISABLED"
         ? []

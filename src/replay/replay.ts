@@ -16,7 +16,7 @@ import type { ActionExecutor } from "../rules/executor.js";
 import { decideIp } from "../rules/filters.js";
 import type { CompiledFilters, IpFilterDecision } from "../rules/filters.js";
 import type { Envelope, Identities, RuleSet } from "../rules/model.js";
-import { rulesMatchingRecipient } from "../rules/recipients.js";
+import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 
 export interface ReplaySettings {
@@ -67,17 +67,9 @@ export async function replayMessage(file: string, settings: ReplaySettings): Pro
   return replayHead(file, head, settings);
 }
 
-/**
- * Replay has no SMTP session, DNS or scanner: SPF, DKIM and DMARC are GRAY (not
- * determined), and spam and virus are GRAY when a matched rule asks for scanning, DISABLED
- * when none does, as SES reports them.
- */
+/** Replay has no SMTP session or DNS: SPF, DKIM and DMARC are GRAY (not determined). */
 function replayVerdicts(settings: ReplaySettings, accepted: readonly string[]): Verdicts {
-  const { rules } = settings.ruleSet;
-  const scans = accepted.some((recipient) =>
-    rulesMatchingRecipient(rules, recipient, settings.identities).some((i) => rules[i]!.enabled && rules[i]!.scanEnabled),
-  );
-  const scanned = scans ? "GRAY" : "DISABLED";
+  const scanned = scanVerdict(settings.ruleSet, settings.identities, accepted);
   return { spam: scanned, virus: scanned, spf: "GRAY", dkim: "GRAY", dmarc: "GRAY" };
 }
 

@@ -1,3 +1,6 @@
+import type { Identities, RuleSet } from "../rules/model.js";
+import { rulesMatchingRecipient } from "../rules/recipients.js";
+
 /** SES's verdict statuses; DISABLED only for spam and virus, when no matched rule scans. */
 export type VerdictStatus = "PASS" | "FAIL" | "GRAY" | "PROCESSING_FAILED" | "DISABLED";
 
@@ -9,4 +12,17 @@ export interface Verdicts {
   dmarc: VerdictStatus;
   /** Only when DMARC fails: the sending domain's published policy. */
   dmarcPolicy?: "none" | "quarantine" | "reject";
+}
+
+/**
+ * The spam and virus verdict of a message: receiptd has no scanner yet, so a message that an
+ * enabled rule with ScanEnabled matches is GRAY (not determined) rather than PASS, and one that
+ * no scanning rule matches is DISABLED, as SES reports it.
+ */
+export function scanVerdict(ruleSet: RuleSet, identities: Identities, recipients: readonly string[]): "GRAY" | "DISABLED" {
+  const { rules } = ruleSet;
+  const scans = recipients.some((recipient) =>
+    rulesMatchingRecipient(rules, recipient, identities).some((i) => rules[i]!.enabled && rules[i]!.scanEnabled),
+  );
+  return scans ? "GRAY" : "DISABLED";
 }
