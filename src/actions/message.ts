@@ -29,12 +29,14 @@ export interface Receipt {
 
 type Head = Pick<MessageHead, "size" | "headers" | "headerBlock">;
 
+/** A message in the first `head.size` bytes of a file (the spool stores more after it). */
 export function fileMessage(path: string, head: Head, receipt: Receipt): ReceivedMessage {
   return {
     size: head.size,
     headers: head.headers,
     headerBlock: head.headerBlock,
-    open: () => createReadStream(path),
+    // `end` is inclusive; a head always has at least one byte.
+    open: () => createReadStream(path, { start: 0, end: head.size - 1 }),
     ...receipt,
   };
 }

@@ -264,6 +264,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
       clearInterval(sweeper);
       await listener.close(graceMs);
       await processor.drain(Math.max(0, deadline - Date.now()));
+      await spool.close();
       policy.close();
       await admin?.close();
       logger.info("daemon.stopped", { pending: spool.depth() });

@@ -172,37 +172,45 @@ export function parseMessageHead(bytes: Buffer, opts?: MessageHeadOptions): Mess
  * A file without an empty line is all header (a message without a body).
  */
 export async function readMessageHead(path: string, opts?: MessageHeadOptions): Promise<MessageHead> {
-  const max = opts?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   // The callback API, not FileHandle: replay reads thousands of small heads a second, and
   // FileHandle's bookkeeping costs about as much as the read itself.
   const fd = await openFile(path, "r");
   try {
     const { size } = await fstat(fd);
-    if (size === 0) throw new MessageParseError("empty message");
-    let buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, size, max));
-    let filled = 0;
-    let lineStart = 0;
-    while (filled < size) {
-      if (filled === buf.length) {
-        if (filled >= max) throw tooLarge(max);
-        const grown = Buffer.allocUnsafe(Math.min(buf.length * 2, size, max));
-        buf.copy(grown, 0, 0, filled);
-        buf = grown;
-      }
-      const bytesRead = await readInto(fd, buf, filled, buf.length - filled, filled);
-      // The file shrank since fstat: what was read is the whole message.
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-      const scan = scanHeaderEnd(buf, lineStart, filled);
-      // Copied, so that a small header does not keep the whole read buffer alive.
-      if (scan.end !== -1) return headFromBlock(Buffer.from(buf.subarray(0, scan.end)), size);
-      lineStart = scan.lineStart;
-    }
-    if (filled === 0) throw new MessageParseError("empty message");
-    return headFromBlock(buf.subarray(0, filled), size);
+    return await readMessageHeadAt(fd, size, opts);
   } finally {
     await closeFile(fd);
   }
+}
+
+/**
+ * The same for a message stored in the first `size` bytes of an open file (the spool keeps
+ * other records after it): nothing at or beyond `size` is read.
+ */
+export async function readMessageHeadAt(fd: number, size: number, opts?: MessageHeadOptions): Promise<MessageHead> {
+  const max = opts?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  if (size === 0) throw new MessageParseError("empty message");
+  let buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, size, max));
+  let filled = 0;
+  let lineStart = 0;
+  while (filled < size) {
+    if (filled === buf.length) {
+      if (filled >= max) throw tooLarge(max);
+      const grown = Buffer.allocUnsafe(Math.min(buf.length * 2, size, max));
+      buf.copy(grown, 0, 0, filled);
+      buf = grown;
+    }
+    const bytesRead = await readInto(fd, buf, filled, buf.length - filled, filled);
+    // The file shrank since fstat: what was read is the whole message.
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+    const scan = scanHeaderEnd(buf, lineStart, filled);
+    // Copied, so that a small header does not keep the whole read buffer alive.
+    if (scan.end !== -1) return headFromBlock(Buffer.from(buf.subarray(0, scan.end)), size);
+    lineStart = scan.lineStart;
+  }
+  if (filled === 0) throw new MessageParseError("empty message");
+  return headFromBlock(buf.subarray(0, filled), size);
 }
 
 const openFile = promisify(fs.open);

@@ -219,6 +219,8 @@ interface SessionState {
   messages: number;
 }
 
+const BODY_BUFFER_BYTES = 128 * 1024;
+
 /**
  * Content of DATA through the scanner into `body`, with backpressure. Reading goes on to the end
  * of DATA whatever happens to `body` (refused, abandoned by its reader): the reply may only be
@@ -227,7 +229,9 @@ interface SessionState {
  */
 function checkedContent(stream: SMTPServerDataStream, scanner: DataScanner): { body: Readable; complete: Promise<boolean> } {
   let passing = true;
-  const body = new Readable({ read: () => void stream.resume() });
+  // Room for what arrives while the spool writes what came before (Node 20's default is 16 KB),
+  // so that the client is not held back once per write.
+  const body = new Readable({ read: () => void stream.resume(), highWaterMark: BODY_BUFFER_BYTES });
   // The reader gets a refusal through its iterator, even one that starts reading later; without a
   // listener the same error would also be thrown as an uncaught exception.
   body.on("error", () => undefined);

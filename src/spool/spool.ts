@@ -6,32 +6,39 @@
  *
  *   tmp/                    files being written. Whatever is here at open() is a crash leftover
  *                           and is deleted: an accept that never committed was never answered 250.
- *     <id>.json               the state of an accept in progress
- *     <id>.trace.json         a move to done/ or dead/ in progress
+ *     <id>.msg                an accept in progress
+ *     <id>.trace.json         a move to dead/ in progress
  *     snapshot-<hash>.json    a snapshot in progress
  *   queue/                  committed messages whose processing has not finished
- *     <id>.eml                the stored message as received; written here directly, it counts
- *                             only once its .json has arrived (open() deletes it otherwise)
- *     <id>.json               its MessageState. Present here = committed and pending.
+ *     <id>.msg                the message (see "Stored file" below). Present here = committed and pending.
  *     <id>.journal            one JSON line per action outcome recorded done, in execution order
  *   done/                   messages whose evaluation completed or stopped; swept after retention
- *     <id>.eml <id>.json <id>.journal <id>.trace.json   ({ at, trace })
+ *     <id>.msg <id>.journal <id>.trace.json   ({ at, trace })
  *   dead/                   messages whose processing was abandoned; kept until an operator acts
- *     <id>.eml <id>.json <id>.journal <id>.trace.json   ({ at, reason, trace })
+ *     <id>.msg <id>.journal <id>.trace.json   ({ at, reason, trace })
  *   snapshots/<sha256>.json the rule set (SES JSON) and identities messages are evaluated against
  *
- * Commit points, each a rename followed by an fsync of the directory it lands in:
- *  - accept: queue/<id>.json appears, once queue/<id>.eml is fdatasync'd.
- *  - complete/deadLetter: <area>/<id>.trace.json appears and is made durable first, then .eml,
- *    .journal and, last, .json leave queue/. open() finishes a move it finds half done: the trace
- *    beside a message says where it was going.
+ * Stored file: the message bytes as received, then its MessageState as JSON, then a fixed-size
+ * footer line `receiptd-spool/1 <message bytes, 16 digits> <state bytes, 10 digits>` preceded
+ * by a newline. One file per message means one fdatasync and one rename on the way to a 250,
+ * and the state goes last because some of it (authentication) is only known once the whole
+ * message has streamed through. `head -c <message bytes>` gives the message back.
+ *
+ * Commit points:
+ *  - accept: tmp/<id>.msg, fdatasync'd, is renamed to queue/<id>.msg and queue/ is fsync'd.
+ *  - complete: <area>/<id>.trace.json is written, then .journal and .msg leave queue/. None of it
+ *    is fsync'd: every action's outcome is already in the fdatasync'd journal, so should a crash
+ *    undo the move, processing the message again runs no action twice and only redoes the move.
+ *  - deadLetter: the same, except that the trace is made durable first, so that a crash cannot
+ *    bring an abandoned message back to be retried.
+ *  open() finishes a move it finds half done: a trace beside a message says where it was going.
  *
  * The message ID (validated before it is used in a path) names every file of a message, so one
  * readdir tells what state each message is in. One process owns a spool at a time.
  *
- * To retry a dead message, an operator moves its .eml, .json and (to skip the actions already
- * done) .journal back into queue/ and deletes its .trace.json, which open() would otherwise take
- * for an interrupted move and follow back to dead/.
+ * To retry a dead message, an operator moves its .msg and (to skip the actions already done)
+ * .journal back into queue/ and deletes its .trace.json, which open() would otherwise take for an
+ * interrupted move and follow back to dead/.
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -40,7 +47,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { fileMessage } from "../actions/message.js";
 import type { ReceivedMessage } from "../actions/message.js";
-import { parseMessageHead, readMessageHead } from "../mail/headers.js";
+import { parseMessageHead, readMessageHeadAt } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
 import { isMessageId } from "../mail/message-id.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
@@ -95,11 +102,17 @@ export const DEFAULT_RETENTION_MS = 24 * 60 * 60 * 1000;
 type Area = "done" | "dead";
 const AREAS: readonly Area[] = ["done", "dead"];
 
-const QUEUE_FILE = /^([0-9a-v]{40})\.(eml|json|journal)$/;
-const AREA_FILE = /^([0-9a-v]{40})\.(eml|json|journal|trace\.json)$/;
+const QUEUE_FILE = /^([0-9a-v]{40})\.(msg|journal)$/;
+const AREA_FILE = /^([0-9a-v]{40})\.(msg|journal|trace\.json)$/;
 const SNAPSHOT_HASH = /^[0-9a-f]{64}$/;
 /** Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write. */
-const STAGING_BYTES = 64 * 1024;
+const STAGING_BYTES = 128 * 1024;
+const STAGING_BUFFERS_KEPT = 64;
+
+const FOOTER_MAGIC = "receiptd-spool/1";
+/** "\n" + magic + " " + 16 digits + " " + 10 digits + "\n". */
+const FOOTER_BYTES = 1 + FOOTER_MAGIC.length + 1 + 16 + 1 + 10 + 1;
+const FOOTER = /^\nreceiptd-spool\/1 (\d{16}) (\d{10})\n$/;
 
 /**
  * A message is processed right after it is accepted, so its state and head are kept in memory
@@ -135,43 +148,44 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function renameIfExists(from: string, to: string): Promise<void> {
-  try {
-    await rename(from, to);
-  } catch (error) {
-    if (!isMissing(error)) throw error;
-  }
-}
-
 function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-// Directory fsyncs go through the fs module object at call time, so that tests can count them.
-function fsyncDirectory(path: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    fs.open(path, "r", (openError, fd) => {
-      if (openError) return reject(openError);
-      fs.fsync(fd, (syncError) => {
-        fs.close(fd, (closeError) => {
-          const error = syncError ?? closeError;
-          if (error) reject(error);
-          else resolve();
-        });
-      });
-    });
-  });
+// The callback API behind promises rather than FileHandle: every accepted message takes these
+// calls on the way to its 250, and FileHandle's bookkeeping costs as much main-thread time again.
+const openFd = promisify(fs.open);
+const writeFd = promisify(fs.write);
+const fstatFd = promisify(fs.fstat);
+const closeFd = promisify(fs.close);
+// Looked up on the module object at call time, so that tests can count the syncs and reads.
+const fdatasync = (fd: number): Promise<void> =>
+  new Promise((resolve, reject) => fs.fdatasync(fd, (error) => (error ? reject(error) : resolve())));
+const fsyncFd = (fd: number): Promise<void> =>
+  new Promise((resolve, reject) => fs.fsync(fd, (error) => (error ? reject(error) : resolve())));
+const readFd = (fd: number, buf: Buffer, position: number): Promise<number> =>
+  new Promise((resolve, reject) => fs.read(fd, buf, 0, buf.length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead))));
+
+async function fsyncDirectory(path: string): Promise<void> {
+  const fd = await openFd(path, "r");
+  try {
+    await fsyncFd(fd);
+  } finally {
+    await closeFd(fd);
+  }
 }
 
 /**
  * Group commit of one directory's fsync (leader/follower): a caller whose rename finished while
  * an fsync is in flight cannot rely on that fsync, which may have started before the rename, so
  * it waits for the next one; every caller arriving meanwhile shares that next one. Twenty
- * sessions finishing together cost two directory fsyncs, not twenty.
+ * sessions finishing together cost two directory fsyncs, not twenty. The directory stays open
+ * between fsyncs: opening it each time would cost two more calls on the way to every 250.
  */
 class DirectorySync {
   private inFlight: Promise<void> | null = null;
   private next: Promise<void> | null = null;
+  private descriptor: Promise<number> | null = null;
 
   constructor(
     private readonly path: string,
@@ -193,24 +207,33 @@ class DirectorySync {
     return next;
   }
 
+  async close(): Promise<void> {
+    const descriptor = this.descriptor;
+    this.descriptor = null;
+    const fd = await descriptor?.catch(() => null);
+    if (fd !== undefined && fd !== null) await closeFd(fd);
+  }
+
   private begin(): Promise<void> {
-    const run: Promise<void> = fsyncDirectory(this.path).finally(() => {
+    const run: Promise<void> = this.fsyncOnce().finally(() => {
       if (this.inFlight === run) this.inFlight = null;
     });
     this.inFlight = run;
     return run;
   }
-}
 
-// The callback API behind promises rather than FileHandle: every accepted message takes these
-// calls on the way to its 250, and FileHandle's bookkeeping costs as much main-thread time again.
-const openFd = promisify(fs.open);
-const writeFd = promisify(fs.write);
-const fstatFd = promisify(fs.fstat);
-const closeFd = promisify(fs.close);
-// Looked up on the module object at call time, so that tests can count the syncs.
-const fdatasync = (fd: number): Promise<void> =>
-  new Promise((resolve, reject) => fs.fdatasync(fd, (error) => (error ? reject(error) : resolve())));
+  private async fsyncOnce(): Promise<void> {
+    if (!this.descriptor) {
+      const opening = openFd(this.path, "r");
+      this.descriptor = opening;
+      // A failed open is tried again on the next sync.
+      opening.catch(() => {
+        if (this.descriptor === opening) this.descriptor = null;
+      });
+    }
+    await fsyncFd(await this.descriptor);
+  }
+}
 
 async function writeAll(fd: number, bytes: Buffer, position: number): Promise<void> {
   let offset = 0;
@@ -221,35 +244,123 @@ async function writeAll(fd: number, bytes: Buffer, position: number): Promise<vo
 }
 
 /**
- * Writes the body as it arrives. Chunks are copied into a staging buffer at once, so neither a
- * producer that reuses its buffer nor a trickle of tiny chunks (one write each) does harm, and
- * memory stays at one staging buffer whatever the message size.
+ * Staging buffers outlive the message they were taken for: allocating 2 × 128 KB per message
+ * made megabyte-sized mail cost a full garbage collection every few dozen messages (V8 counts
+ * such buffers as external memory pressure). Bounded, so a burst does not stay allocated.
  */
-async function writeStream(fd: number, body: AsyncIterable<Buffer>): Promise<number> {
-  const staging = Buffer.allocUnsafe(STAGING_BYTES);
-  let staged = 0;
-  let position = 0;
-  const flush = async () => {
-    await writeAll(fd, staging.subarray(0, staged), position);
-    position += staged;
-    staged = 0;
-  };
-  for await (const chunk of body) {
-    if (staged + chunk.length > STAGING_BYTES && staged > 0) await flush();
-    if (chunk.length >= STAGING_BYTES) {
-      await writeAll(fd, chunk, position);
-      position += chunk.length;
-    } else {
-      chunk.copy(staging, staged);
-      staged += chunk.length;
-    }
+const stagingBuffers = {
+  free: [] as Buffer[],
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafe(STAGING_BYTES);
+  },
+  give(buffer: Buffer): void {
+    if (this.free.length < STAGING_BUFFERS_KEPT) this.free.push(buffer);
+  },
+};
+
+/**
+ * Writes the body as it arrives, then `trailer(bodyBytes)` right after it. Chunks are copied into
+ * a staging buffer at once, so neither a producer that reuses its buffer nor a trickle of tiny
+ * chunks (one write each) does harm. Two staging buffers take turns: one fills while the other
+ * is being written, so that reading from the client does not stop for every write. Memory stays
+ * at those two buffers whatever the message size, and a small message with its trailer goes out
+ * in one write. Returns the body's size.
+ */
+async function writeStream(fd: number, body: AsyncIterable<Buffer>, trailer: (bodyBytes: number) => Promise<Buffer>): Promise<number> {
+  const writer = new StagedWriter(fd);
+  try {
+    for await (const chunk of body) await writer.stage(chunk);
+    const bodyBytes = writer.bytes;
+    await writer.stage(await trailer(bodyBytes));
+    await writer.flush();
+    return bodyBytes;
+  } finally {
+    await writer.settle();
   }
-  if (staged > 0) await flush();
-  return position;
 }
 
-function isDoneOutcome(value: unknown): value is ActionOutcome {
-  return value !== null && typeof value === "object" && (value as { status?: unknown }).status === "done";
+class StagedWriter {
+  /** Bytes staged so far, written or not. */
+  bytes = 0;
+  private staging: Buffer = stagingBuffers.take();
+  private spare: Buffer | null = null;
+  private staged = 0;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly fd: number) {}
+
+  async stage(chunk: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.staged === STAGING_BYTES) await this.flush();
+      const copied = chunk.copy(this.staging, this.staged, offset);
+      this.staged += copied;
+      this.bytes += copied;
+      offset += copied;
+    }
+  }
+
+  /** Starts writing what is staged, once the write before it has finished. */
+  async flush(): Promise<void> {
+    // Waiting here also surfaces the previous write's error.
+    await this.writing;
+    if (this.staged === 0) return;
+    const full = this.staging;
+    this.writing = writeAll(this.fd, full.subarray(0, this.staged), this.bytes - this.staged);
+    // Observed at once; the failure itself reaches the caller through the next flush or settle().
+    this.writing.catch(() => undefined);
+    this.staged = 0;
+    this.staging = this.spare ?? stagingBuffers.take();
+    this.spare = full;
+  }
+
+  /** Waits for the write in flight, then returns the buffers; rejects if that write failed. */
+  async settle(): Promise<void> {
+    try {
+      await this.writing;
+    } finally {
+      stagingBuffers.give(this.staging);
+      if (this.spare) stagingBuffers.give(this.spare);
+      this.spare = null;
+    }
+  }
+}
+
+/** The state and footer that follow the message in its stored file. */
+function storedTrailer(bodyBytes: number, state: MessageState): Buffer {
+  const json = Buffer.from(JSON.stringify(state));
+  const footer = `\n${FOOTER_MAGIC} ${String(bodyBytes).padStart(16, "0")} ${String(json.length).padStart(10, "0")}\n`;
+  return Buffer.concat([json, Buffer.from(footer, "latin1")]);
+}
+
+class StoredFileError extends Error {}
+
+/**
+ * Reads a stored file's state, and its message head unless `withHead` is false, without reading
+ * the message body.
+ */
+async function readStored(path: string, withHead: true): Promise<{ state: MessageState; head: MessageHead }>;
+async function readStored(path: string, withHead: false): Promise<{ state: MessageState }>;
+async function readStored(path: string, withHead: boolean): Promise<{ state: MessageState; head?: MessageHead }> {
+  const fd = await openFd(path, "r");
+  try {
+    const { size } = await fstatFd(fd);
+    if (size < FOOTER_BYTES) throw new StoredFileError(`${path} is too short to be a stored message (${size} bytes)`);
+    const footerBytes = Buffer.allocUnsafe(FOOTER_BYTES);
+    await readFd(fd, footerBytes, size - FOOTER_BYTES);
+    const footer = FOOTER.exec(footerBytes.toString("latin1"));
+    const bodyBytes = Number(footer?.[1]);
+    const stateBytes = Number(footer?.[2]);
+    if (!footer || bodyBytes + stateBytes + FOOTER_BYTES !== size) {
+      throw new StoredFileError(`${path} does not end with a valid "${FOOTER_MAGIC}" footer`);
+    }
+    const stateText = Buffer.allocUnsafe(stateBytes);
+    await readFd(fd, stateText, bodyBytes);
+    const state = JSON.parse(stateText.toString("utf8")) as MessageState;
+    return withHead ? { state, head: await readMessageHeadAt(fd, bodyBytes) } : { state };
+  } finally {
+    await closeFd(fd);
+  }
 }
 
 function snapshotText(snapshot: Snapshot): string {
@@ -284,7 +395,10 @@ export class Spool {
   private readonly savedSnapshots = new Set<string>();
   private readonly savingSnapshots = new Map<string, Promise<void>>();
   private readonly loadedSnapshots = new Map<string, Promise<Snapshot>>();
-  private queued = 0;
+  /** Messages in queue/: committed, processing not finished. */
+  private readonly pendingIds = new Set<string>();
+  /** Pending messages with a queue/<id>.journal, so that moving a message costs no probe for one. */
+  private readonly journaled = new Set<string>();
   private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
 
   private constructor(options: SpoolOptions) {
@@ -303,13 +417,18 @@ export class Spool {
   }
 
   /**
-   * Opens (creating) the spool and puts it in order after a crash: tmp/ is emptied, messages
-   * whose accept had not committed are removed, half-done moves to done/ or dead/ are finished.
+   * Opens (creating) the spool and puts it in order after a crash: tmp/ is emptied, and half-done
+   * moves to done/ or dead/ are finished.
    */
   static async open(options: SpoolOptions): Promise<Spool> {
     const spool = new Spool(options);
     await spool.prepare();
     return spool;
+  }
+
+  /** Closes the directories kept open for fsyncs; the spool is not used afterwards. */
+  async close(): Promise<void> {
+    await Promise.all([this.queueSync, this.areaSyncs.done, this.areaSyncs.dead, this.snapshotSync].map((sync) => sync.close()));
   }
 
   private async prepare(): Promise<void> {
@@ -335,28 +454,44 @@ export class Spool {
       files.set(id, kinds);
     }
     const touched = new Set<Area | "queue">();
+    const move = async (id: string, kind: string, from: string, to: Area | "queue") => {
+      await rename(join(from, `${id}.${kind}`), join(to === "queue" ? this.queue : this.areas[to], `${id}.${kind}`));
+      touched.add(to);
+    };
     for (const [id, kinds] of files) {
-      const area = await this.moveUnderWay(id);
-      if (area) {
-        for (const kind of ["eml", "journal", "json"]) {
-          if (kinds.has(kind)) await rename(join(this.queue, `${id}.${kind}`), join(this.areas[area], `${id}.${kind}`));
-        }
-        touched.add(area).add("queue");
-      } else if (!kinds.has("json")) {
-        // The .eml was renamed in but the .json, the commit point, was not: never answered 250.
-        for (const kind of kinds) await rm(join(this.queue, `${id}.${kind}`), { force: true });
+      if (!kinds.has("msg")) {
+        // A journal whose message is gone: its move out of queue/ finished, and a crash undid the
+        // journal's part of it (the moves are not fsync'd, so a crash may keep one rename and undo
+        // another); with no message anywhere it is an orphan.
+        const area = await this.areaHolding(id, "msg");
+        if (area) await move(id, "journal", this.queue, area);
+        else await rm(join(this.queue, `${id}.journal`), { force: true });
         touched.add("queue");
-      } else {
-        this.queued++;
+        continue;
       }
+      const area = await this.areaHolding(id, "trace.json");
+      if (area) {
+        for (const kind of ["msg", "journal"]) if (kinds.has(kind)) await move(id, kind, this.queue, area);
+        touched.add("queue");
+        continue;
+      }
+      if (!kinds.has("journal")) {
+        // The journal moved ahead of its message, and a crash undid the trace that went before both.
+        const ahead = await this.areaHolding(id, "journal");
+        if (ahead) {
+          await move(id, "journal", this.areas[ahead], "queue");
+          kinds.add("journal");
+        }
+      }
+      this.pendingIds.add(id);
+      if (kinds.has("journal")) this.journaled.add(id);
     }
     for (const directory of touched) await (directory === "queue" ? this.queueSync : this.areaSyncs[directory]).sync();
   }
 
-  /** The area a move of `id` out of queue/ was heading for when it was interrupted, if any. */
-  private async moveUnderWay(id: string): Promise<Area | null> {
+  private async areaHolding(id: string, kind: string): Promise<Area | null> {
     for (const area of AREAS) {
-      if (await exists(join(this.areas[area], `${id}.trace.json`))) return area;
+      if (await exists(join(this.areas[area], `${id}.${kind}`))) return area;
     }
     return null;
   }
@@ -382,7 +517,7 @@ export class Spool {
     const path = join(this.snapshots, `${hash}.json`);
     if (!(await exists(path))) {
       const temporary = join(this.tmp, `snapshot-${hash}.json`);
-      await this.writeSmallFile(temporary, text);
+      await this.writeSmallFile(temporary, text, { durable: true });
       await rename(temporary, path);
       await this.snapshotSync.sync();
     }
@@ -428,8 +563,7 @@ export class Spool {
     options: {
       /**
        * What can only be known once the whole body has been read (authentication verdicts and
-       * headers), merged into the state before it is written. Without it the state is written
-       * while the body streams in, so that its fdatasync costs no extra wait.
+       * headers), merged into the state before it is written after the message.
        */
       completeState?: () => Promise<Partial<Pick<MessageState, "verdicts" | "receiptHeaders">>>;
     } = {},
@@ -441,10 +575,8 @@ export class Spool {
     if (!this.savedSnapshots.has(state.snapshot) && !(await exists(join(this.snapshots, `${state.snapshot}.json`)))) {
       throw new Error(`snapshot ${state.snapshot} was not saved`);
     }
-    // The body goes straight to queue/: only the state file's rename commits, and open() removes
-    // a queue/<id>.eml without its .json, so one rename on the way to the 250 is saved.
-    const temporary = { json: join(this.tmp, `${id}.json`) };
-    const queued = { eml: join(this.queue, `${id}.eml`), json: join(this.queue, `${id}.json`) };
+    const temporary = join(this.tmp, `${id}.msg`);
+    const queued = join(this.queue, `${id}.msg`);
 
     const { completeState } = options;
     const prefix: Buffer[] = [];
@@ -459,31 +591,30 @@ export class Spool {
       }
     }
     let finalState = state;
-    const storing = this.writeBody(queued.eml, keepingPrefix());
-    const [stored, stateWritten] = await Promise.allSettled([
-      storing,
-      completeState
-        ? storing.then(async () => {
-            finalState = { ...state, ...(await completeState()) };
-            await this.writeSmallFile(temporary.json, JSON.stringify(finalState));
-          })
-        : this.writeSmallFile(temporary.json, JSON.stringify(state)),
-    ]);
-    if (stored.status === "rejected" || stateWritten.status === "rejected") {
-      await Promise.all([rm(queued.eml, { force: true }), rm(temporary.json, { force: true })]);
-      throw stored.status === "rejected" ? stored.reason : (stateWritten as PromiseRejectedResult).reason;
-    }
+    let size: number;
+    let renamed = false;
     try {
-      await rename(temporary.json, queued.json);
+      const fd = await openFd(temporary, "wx");
+      try {
+        size = await writeStream(fd, keepingPrefix(), async (bodyBytes) => {
+          if (completeState) finalState = { ...state, ...(await completeState()) };
+          return storedTrailer(bodyBytes, finalState);
+        });
+        if (this.fsync) await fdatasync(fd);
+      } finally {
+        await closeFd(fd);
+      }
+      await rename(temporary, queued);
+      renamed = true;
       await this.queueSync.sync();
     } catch (error) {
       // Not answered 250, so it must not be processed either: the sender will try again.
-      await Promise.all([temporary.json, queued.eml, queued.json].map((path) => rm(path, { force: true })));
+      await rm(renamed ? queued : temporary, { force: true });
       throw error;
     }
-    this.queued++;
-    this.remember(finalState, Buffer.concat(prefix), stored.value);
-    return { size: stored.value };
+    this.pendingIds.add(id);
+    this.remember(finalState, Buffer.concat(prefix), size);
+    return { size };
   }
 
   private remember(state: MessageState, prefix: Buffer, size: number): void {
@@ -500,22 +631,11 @@ export class Spool {
     if (this.fresh.size > FRESH_ENTRIES) this.fresh.delete(this.fresh.keys().next().value as string);
   }
 
-  private async writeBody(path: string, body: AsyncIterable<Buffer>): Promise<number> {
-    const fd = await openFd(path, "wx");
-    try {
-      const size = await writeStream(fd, body);
-      if (this.fsync) await fdatasync(fd);
-      return size;
-    } finally {
-      await closeFd(fd);
-    }
-  }
-
-  private async writeSmallFile(path: string, text: string): Promise<void> {
+  private async writeSmallFile(path: string, text: string, { durable }: { durable: boolean }): Promise<void> {
     const fd = await openFd(path, "wx");
     try {
       await writeAll(fd, Buffer.from(text), 0);
-      if (this.fsync) await fdatasync(fd);
+      if (durable && this.fsync) await fdatasync(fd);
     } finally {
       await closeFd(fd);
     }
@@ -524,13 +644,10 @@ export class Spool {
   /** Message IDs in queue/ (committed, not finished), oldest received first. */
   async pending(): Promise<string[]> {
     const found: { id: string; receivedAt: number }[] = [];
-    for (const name of await readdir(this.queue)) {
-      const match = QUEUE_FILE.exec(name);
-      if (!match || match[2] !== "json") continue;
-      const id = match[1] ?? "";
+    for (const id of this.pendingIds) {
       let receivedAt: number;
       try {
-        receivedAt = Date.parse((JSON.parse(await readFile(join(this.queue, name), "utf8")) as MessageState).receivedAt);
+        receivedAt = Date.parse((await readStored(join(this.queue, `${id}.msg`), false)).state.receivedAt);
       } catch {
         // Listed first, so that whatever is wrong with it is reported at once.
         receivedAt = Number.NEGATIVE_INFINITY;
@@ -544,19 +661,17 @@ export class Spool {
   /** A pending message: its state, the outcomes recorded so far and a handle on its bytes. */
   async read(id: string): Promise<SpooledMessage> {
     checkId(id);
+    const path = join(this.queue, `${id}.msg`);
     const fresh = this.fresh.get(id);
     if (fresh) {
       // Only the first read of a message can be served from memory: no journal exists before it.
       this.fresh.delete(id);
       const { state, head } = fresh;
-      const path = join(this.queue, `${id}.eml`);
       return { state, outcomes: [], message: fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts }) };
     }
-    const state = JSON.parse(await readFile(join(this.queue, `${id}.json`), "utf8")) as MessageState;
-    if (state.messageId !== id) throw new Error(`queue/${id}.json holds the state of ${JSON.stringify(state.messageId)}`);
+    const { state, head } = await readStored(path, true);
+    if (state.messageId !== id) throw new Error(`queue/${id}.msg holds the state of ${JSON.stringify(state.messageId)}`);
     const outcomes = await this.readJournal(id);
-    const path = join(this.queue, `${id}.eml`);
-    const head = await readMessageHead(path);
     const message = fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts });
     return { state, outcomes, message };
   }
@@ -575,6 +690,7 @@ export class Spool {
       if (isMissing(error)) return [];
       throw error;
     }
+    this.journaled.add(id);
     const outcomes: ActionOutcome[] = [];
     let good = 0;
     while (good < bytes.length) {
@@ -615,6 +731,7 @@ export class Spool {
     const fd = await openFd(join(this.queue, `${id}.journal`), "a");
     let created: boolean;
     try {
+      this.journaled.add(id);
       created = (await fstatFd(fd)).size === 0;
       // O_APPEND puts the line at the end whatever the position says.
       await writeAll(fd, Buffer.from(`${JSON.stringify(outcome)}\n`), 0);
@@ -638,22 +755,28 @@ export class Spool {
 
   private async finish(id: string, area: Area, record: object): Promise<void> {
     checkId(id);
+    if (!this.pendingIds.has(id)) {
+      throw Object.assign(new Error(`message ${id} is not pending in ${this.queue}`), { code: "ENOENT" });
+    }
     this.fresh.delete(id);
     const target = this.areas[area];
-    // Fails (ENOENT) before anything is written when the message is not pending.
-    await stat(join(this.queue, `${id}.json`));
-    const temporary = join(this.tmp, `${id}.trace.json`);
-    await rm(temporary, { force: true });
-    await this.writeSmallFile(temporary, JSON.stringify(record));
-    await rename(temporary, join(target, `${id}.trace.json`));
-    // Durable before any message file moves: it is what tells open() where an interrupted move goes.
-    await this.areaSyncs[area].sync();
-    await rename(join(this.queue, `${id}.eml`), join(target, `${id}.eml`));
-    await renameIfExists(join(this.queue, `${id}.journal`), join(target, `${id}.journal`));
-    await rename(join(this.queue, `${id}.json`), join(target, `${id}.json`));
-    // The moves are not fsync'd: the trace made durable above already lets open() finish a move
-    // that a crash undoes, and a queue/ fsync here would hold up acceptances sharing its commit.
-    this.queued--;
+    const tracePath = join(target, `${id}.trace.json`);
+    if (area === "dead") {
+      const temporary = join(this.tmp, `${id}.trace.json`);
+      await rm(temporary, { force: true });
+      await this.writeSmallFile(temporary, JSON.stringify(record), { durable: true });
+      await rename(temporary, tracePath);
+      await this.areaSyncs[area].sync();
+    } else {
+      // Written in place and not made durable (see the commit points above); a crash can leave it
+      // torn, and open() only asks whether it exists.
+      await rm(tracePath, { force: true });
+      await this.writeSmallFile(tracePath, JSON.stringify(record), { durable: false });
+    }
+    // The message goes last: in an area, a .msg means its move is complete (sweep relies on it).
+    if (this.journaled.delete(id)) await rename(join(this.queue, `${id}.journal`), join(target, `${id}.journal`));
+    await rename(join(this.queue, `${id}.msg`), join(target, `${id}.msg`));
+    this.pendingIds.delete(id);
   }
 
   /**
@@ -673,30 +796,34 @@ export class Spool {
     // No directory fsync: a deletion a crash undoes is simply done again by the next sweep.
     let deleted = 0;
     for (const [id, names] of files) {
-      const statePath = join(done, `${id}.json`);
-      // Without its .json a message is still being moved in (the .json comes last): not ours yet.
-      if (!names.includes(`${id}.json`)) continue;
-      if (now.getTime() - (await this.receivedAt(statePath)) <= retentionMs) continue;
-      // The .json goes last, so that a sweep cut short finds the rest again next time.
-      for (const name of names) if (name !== `${id}.json`) await rm(join(done, name), { force: true });
-      await rm(statePath, { force: true });
+      const messagePath = join(done, `${id}.msg`);
+      // Without its .msg a message is still being moved in (its trace comes first): not ours yet.
+      if (!names.includes(`${id}.msg`)) continue;
+      if (now.getTime() - (await this.receivedAt(messagePath)) <= retentionMs) continue;
+      // The .msg goes last, so that a sweep cut short finds the rest again next time.
+      for (const name of names) if (name !== `${id}.msg`) await rm(join(done, name), { force: true });
+      await rm(messagePath, { force: true });
       deleted++;
     }
     return deleted;
   }
 
-  private async receivedAt(statePath: string): Promise<number> {
+  private async receivedAt(messagePath: string): Promise<number> {
     try {
-      const time = Date.parse((JSON.parse(await readFile(statePath, "utf8")) as MessageState).receivedAt);
+      const time = Date.parse((await readStored(messagePath, false)).state.receivedAt);
       if (!Number.isNaN(time)) return time;
     } catch {
       // An unreadable state still ages: by the time it was written, which is when it was received.
     }
-    return (await stat(statePath)).mtimeMs;
+    return (await stat(messagePath)).mtimeMs;
   }
 
   /** Messages in queue/: committed, processing not finished. */
   depth(): number {
-    return this.queued;
+    return this.pendingIds.size;
   }
+}
+
+function isDoneOutcome(value: unknown): value is ActionOutcome {
+  return value !== null && typeof value === "object" && (value as { status?: unknown }).status === "done";
 }

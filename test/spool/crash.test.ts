@@ -101,7 +101,7 @@ describe("after kill -9", () => {
     await kill(first);
     const accepted = first.lines.filter((l) => l.startsWith("accepted ")).map((l) => l.slice("accepted ".length));
     const recordedAtKill = await journaled();
-    const pendingAtKill = (await readdir(join(spoolDir, "queue"))).filter((n) => n.endsWith(".json")).length;
+    const pendingAtKill = (await readdir(join(spoolDir, "queue"))).filter((n) => n.endsWith(".msg")).length;
     expect(accepted.length).toBeGreaterThan(0);
     expect(recordedAtKill.size).toBeGreaterThan(0);
     expect(pendingAtKill).toBeGreaterThan(0);
@@ -112,8 +112,8 @@ describe("after kill -9", () => {
 
     expect(await listDir(join(spoolDir, "queue"))).toEqual([]);
     expect(await listDir(join(spoolDir, "dead"))).toEqual([]);
-    const done = new Set((await readdir(join(spoolDir, "done"))).filter((n) => n.endsWith(".json") && !n.endsWith(".trace.json")));
-    for (const id of accepted) expect(done.has(`${id}.json`)).toBe(true);
+    const done = new Set(await readdir(join(spoolDir, "done")));
+    for (const id of accepted) expect(done.has(`${id}.msg`)).toBe(true);
 
     const runs = new Map<string, number>();
     for (const line of await markerLines()) runs.set(line, (runs.get(line) ?? 0) + 1);
@@ -128,12 +128,12 @@ describe("after kill -9", () => {
     await until(() => child.lines.some((l) => l.startsWith("streaming ")), "the body to stall", child);
     const committed = child.lines.find((l) => l.startsWith("committed "))!.slice("committed ".length);
     const stalled = child.lines.find((l) => l.startsWith("streaming "))!.slice("streaming ".length);
-    expect((await stat(join(spoolDir, "queue", `${stalled}.eml`))).size).toBeGreaterThan(0);
+    expect((await stat(join(spoolDir, "tmp", `${stalled}.msg`))).size).toBeGreaterThan(0);
     await kill(child);
 
     const spool = await Spool.open({ dir: spoolDir });
     expect(await listDir(join(spoolDir, "tmp"))).toEqual([]);
-    expect(await listDir(join(spoolDir, "queue"))).not.toContain(`${stalled}.eml`);
+    expect(await listDir(join(spoolDir, "queue"))).toEqual([`${committed}.msg`]);
     expect(await spool.pending()).toEqual([committed]);
 
     const { executor, calls } = scriptedExecutor();

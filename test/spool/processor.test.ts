@@ -282,7 +282,7 @@ describe("transient failures", () => {
     expect((await dead).reason).toMatch(/retry window .* ended: 503 Service Unavailable/);
     await sent;
     expect(h.calls).toEqual(["first/0", "first/1", "second/0", "second/0", "second/0"]);
-    expect(await listDir(join(dir, "dead"))).toEqual([`${id}.eml`, `${id}.journal`, `${id}.json`, `${id}.trace.json`].sort());
+    expect(await listDir(join(dir, "dead"))).toEqual([`${id}.journal`, `${id}.msg`, `${id}.trace.json`].sort());
     expect(h.dsns.length).toBe(1);
     expect(h.timers.active()).toEqual([]);
   });

@@ -17,6 +17,8 @@ import {
   scratchDir,
   snapshotOf,
   stateFor,
+  storedFile,
+  storedParts,
 } from "./helpers.js";
 
 let dir: string;
@@ -47,10 +49,11 @@ describe("accept", () => {
     const bytes = messageBytes(id);
     const { size } = await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 10), bytes.subarray(10)));
     expect(size).toBe(bytes.length);
-    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.eml`, `${id}.json`]);
+    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.msg`]);
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
-    expect(await readFile(join(dir, "queue", `${id}.eml`))).toEqual(bytes);
-    expect(JSON.parse(await readFile(join(dir, "queue", `${id}.json`), "utf8"))).toEqual(stateFor(id, snapshot));
+    const { message, state } = storedParts(await readFile(join(dir, "queue", `${id}.msg`)));
+    expect(message).toEqual(bytes);
+    expect(state).toEqual(stateFor(id, snapshot));
     expect(spool.depth()).toBe(1);
     expect(await spool.pending()).toEqual([id]);
   });
@@ -108,8 +111,12 @@ describe("accept", () => {
     expect(after.rss - before.rss).toBeLessThan(16 * 1024 * 1024);
     expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(16 * 1024 * 1024);
     const actual = createHash("sha256");
-    for await (const piece of fs.createReadStream(join(dir, "queue", `${id}.eml`))) actual.update(piece as Buffer);
+    for await (const piece of (await spool.read(id)).message.open()) actual.update(piece as Buffer);
     expect(actual.digest("hex")).toBe(expected.digest("hex"));
+    // The stored file itself: the message, then the state and the footer.
+    const file = await stat(join(dir, "queue", `${id}.msg`));
+    expect(file.size).toBeGreaterThan(size);
+    expect(file.size - size).toBeLessThan(2048);
   });
 
   it("leaves nothing behind when the body throws midway, and rethrows", async () => {
@@ -155,7 +162,7 @@ describe("accept", () => {
       original(fd, callback);
     }) as typeof fs.fsync);
     await spool.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
-    expect(committedAtSync).toEqual([`${id}.eml`, `${id}.json`]);
+    expect(committedAtSync).toEqual([`${id}.msg`]);
   });
 
   it("refuses a message whose snapshot was never saved, and bad message IDs", async () => {
@@ -171,18 +178,20 @@ describe("accept", () => {
 });
 
 describe("open", () => {
-  it("cleans tmp/ and removes messages whose commit point was never reached", async () => {
+  it("cleans tmp/ (accepts whose commit point was never reached) and orphan journals", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
     const kept = await acceptOne(spool, snapshot);
     const half = newId();
-    const uncommitted = newId();
-    // A crash mid-body, and a crash between the two renames of accept.
-    await writeFile(join(dir, "tmp", `${half}.eml`), "Subject: half\r\n");
-    await writeFile(join(dir, "queue", `${uncommitted}.eml`), messageBytes(uncommitted));
+    const whole = newId();
+    const orphan = newId();
+    // A crash mid-body, one after the fdatasync but before the rename, and a journal with no message.
+    await writeFile(join(dir, "tmp", `${half}.msg`), "Subject: half\r\n");
+    await writeFile(join(dir, "tmp", `${whole}.msg`), storedFile(messageBytes(whole), stateFor(whole, snapshot)));
+    await writeFile(join(dir, "queue", `${orphan}.journal`), '{"status":"done"}\n');
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
-    expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.eml`, `${kept}.json`]);
+    expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.msg`]);
     expect(await spool.pending()).toEqual([kept]);
     expect(spool.depth()).toBe(1);
   });
@@ -193,18 +202,41 @@ describe("open", () => {
     const toDone = await acceptOne(spool, snapshot);
     const toDead = await acceptOne(spool, snapshot);
     await spool.recordOutcome(toDone, { status: "done" });
-    // As left by a crash inside complete(): trace and message moved, journal and state not yet.
+    // As left by a crash inside complete(): trace written and journal moved, message not yet.
     await writeFile(join(dir, "done", `${toDone}.trace.json`), JSON.stringify({ trace: trace(toDone) }));
-    await rename(join(dir, "queue", `${toDone}.eml`), join(dir, "done", `${toDone}.eml`));
+    await rename(join(dir, "queue", `${toDone}.journal`), join(dir, "done", `${toDone}.journal`));
     // ... and inside deadLetter(): only the trace written.
     await writeFile(join(dir, "dead", `${toDead}.trace.json`), JSON.stringify({ reason: "x", trace: null }));
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([]);
-    expect(await listDir(join(dir, "done"))).toEqual(
-      [`${toDone}.eml`, `${toDone}.journal`, `${toDone}.json`, `${toDone}.trace.json`].sort(),
-    );
-    expect(await listDir(join(dir, "dead"))).toEqual([`${toDead}.eml`, `${toDead}.json`, `${toDead}.trace.json`].sort());
+    expect(await listDir(join(dir, "done"))).toEqual([`${toDone}.journal`, `${toDone}.msg`, `${toDone}.trace.json`].sort());
+    expect(await listDir(join(dir, "dead"))).toEqual([`${toDead}.msg`, `${toDead}.trace.json`].sort());
     expect(spool.depth()).toBe(0);
+  });
+
+  it("brings back a journal whose move to done/ a crash kept while undoing the message's", async () => {
+    let spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(id, { status: "done", detail: { n: 1 } });
+    // The moves are not fsync'd: after a crash the journal's rename may survive without the rest.
+    await rename(join(dir, "queue", `${id}.journal`), join(dir, "done", `${id}.journal`));
+    spool = await Spool.open({ dir });
+    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.journal`, `${id}.msg`]);
+    expect(await listDir(join(dir, "done"))).toEqual([]);
+    expect((await spool.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
+  });
+
+  it("reports a stored file without a valid footer when it is read, and keeps it", async () => {
+    let spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    const path = join(dir, "queue", `${id}.msg`);
+    await writeFile(path, (await readFile(path)).subarray(0, -3));
+    spool = await Spool.open({ dir });
+    expect(await spool.pending()).toEqual([id]);
+    await expect(spool.read(id)).rejects.toThrow(/receiptd-spool\/1/);
+    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.msg`]);
   });
 });
 
@@ -309,8 +341,8 @@ describe("complete, deadLetter and sweep", () => {
     await spool.complete(good, trace(good));
     await spool.deadLetter(bad, null, "permanent failure: NoSuchBucket");
     expect(await listDir(join(dir, "queue"))).toEqual([]);
-    expect(await listDir(join(dir, "done"))).toEqual([`${good}.eml`, `${good}.journal`, `${good}.json`, `${good}.trace.json`].sort());
-    expect(await listDir(join(dir, "dead"))).toEqual([`${bad}.eml`, `${bad}.json`, `${bad}.trace.json`].sort());
+    expect(await listDir(join(dir, "done"))).toEqual([`${good}.journal`, `${good}.msg`, `${good}.trace.json`].sort());
+    expect(await listDir(join(dir, "dead"))).toEqual([`${bad}.msg`, `${bad}.trace.json`].sort());
     expect(JSON.parse(await readFile(join(dir, "done", `${good}.trace.json`), "utf8"))).toMatchObject({ trace: trace(good) });
     expect(JSON.parse(await readFile(join(dir, "dead", `${bad}.trace.json`), "utf8"))).toMatchObject({
       reason: "permanent failure: NoSuchBucket",
@@ -319,6 +351,22 @@ describe("complete, deadLetter and sweep", () => {
     expect(spool.depth()).toBe(0);
     await expect(spool.complete(good, trace(good))).rejects.toMatchObject({ code: "ENOENT" });
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
+  });
+
+  it("complete() syncs nothing (the journal already holds every outcome); deadLetter() syncs its trace", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const good = await acceptOne(spool, snapshot);
+    const bad = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(good, { status: "done" });
+    const datasync = vi.spyOn(fs, "fdatasync");
+    const fsync = vi.spyOn(fs, "fsync");
+    await spool.complete(good, trace(good));
+    expect(datasync).not.toHaveBeenCalled();
+    expect(fsync).not.toHaveBeenCalled();
+    await spool.deadLetter(bad, null, "gone");
+    expect(datasync).toHaveBeenCalledTimes(1);
+    expect(fsync).toHaveBeenCalledTimes(1);
   });
 
   it("sweep deletes only done/ messages received before the retention period, never dead/", async () => {
@@ -333,8 +381,8 @@ describe("complete, deadLetter and sweep", () => {
     await spool.complete(recent, trace(recent));
     await spool.deadLetter(oldDead, null, "gone");
     expect(await spool.sweep(now)).toBe(1);
-    expect(await listDir(join(dir, "done"))).toEqual([`${recent}.eml`, `${recent}.json`, `${recent}.trace.json`].sort());
-    expect((await listDir(join(dir, "dead"))).length).toBe(3);
+    expect(await listDir(join(dir, "done"))).toEqual([`${recent}.msg`, `${recent}.trace.json`].sort());
+    expect((await listDir(join(dir, "dead"))).length).toBe(2);
     expect(await spool.pending()).toEqual([oldPending]);
     expect(await spool.sweep(now, 60 * 60 * 1000)).toBe(1);
     expect(await listDir(join(dir, "done"))).toEqual([]);
@@ -344,7 +392,7 @@ describe("complete, deadLetter and sweep", () => {
     const spool = await Spool.open({ dir });
     const id = newId();
     await writeFile(join(dir, "done", `${id}.trace.json`), "{}");
-    await writeFile(join(dir, "done", `${id}.eml`), messageBytes(id));
+    await writeFile(join(dir, "done", `${id}.journal`), '{"status":"done"}\n');
     expect(await spool.sweep(new Date("2030-01-01T00:00:00Z"))).toBe(0);
     expect((await listDir(join(dir, "done"))).length).toBe(2);
   });
