@@ -219,7 +219,7 @@ interface SessionState {
   messages: number;
 }
 
-const BODY_BUFFER_BYTES = 128 * 1024;
+const BODY_BUFFERED_CHUNKS = 8;
 
 /**
  * Content of DATA through the scanner into `body`, with backpressure. Reading goes on to the end
@@ -229,9 +229,10 @@ const BODY_BUFFER_BYTES = 128 * 1024;
  */
 function checkedContent(stream: SMTPServerDataStream, scanner: DataScanner): { body: Readable; complete: Promise<boolean> } {
   let passing = true;
-  // Room for what arrives while the spool writes what came before (Node 20's default is 16 KB),
-  // so that the client is not held back once per write.
-  const body = new Readable({ read: () => void stream.resume(), highWaterMark: BODY_BUFFER_BYTES });
+  // Chunks pass as they are: in byte mode a reader would get the buffered chunks concatenated
+  // into a new buffer, a copy of most of the message. A few chunks of room let the client go on
+  // sending while the spool writes what came before.
+  const body = new Readable({ read: () => void stream.resume(), objectMode: true, highWaterMark: BODY_BUFFERED_CHUNKS });
   // The reader gets a refusal through its iterator, even one that starts reading later; without a
   // listener the same error would also be thrown as an uncaught exception.
   body.on("error", () => undefined);

@@ -277,6 +277,30 @@ describe("read", () => {
     await spool.recordOutcome(id, { status: "done" });
     expect((await spool.read(id)).outcomes).toEqual([{ status: "done" }]);
   });
+  it("finds the end of the header block wherever the chunks split it, with CRLF or LF line ends", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const crlf = messageBytes("x", "Body line\r\n");
+    const lf = Buffer.from(crlf.toString("latin1").replace(/\r\n/g, "\n"), "latin1");
+    const headerless = Buffer.from("\r\nOnly a body\r\n");
+    for (const bytes of [crlf, lf, headerless]) {
+      const end = bytes.indexOf(bytes === lf ? "\n\n" : "\r\n\r\n");
+      for (const cut of [1, 2, end - 1, end, end + 1, end + 2, end + 3, end + 4, bytes.length - 1]) {
+        if (cut <= 0 || cut >= bytes.length) continue;
+        const id = newId();
+        await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, cut), bytes.subarray(cut)));
+        const fromDisk = await (await Spool.open({ dir })).read(id);
+        // Moved away while read, so that only the copy in memory can answer.
+        const stored = join(dir, "queue", `${id}.msg`);
+        await rename(stored, `${stored}.away`);
+        const fromMemory = await spool.read(id);
+        await rename(`${stored}.away`, stored);
+        expect(fromMemory.message.headerBlock, `cut at ${cut}`).toEqual(fromDisk.message.headerBlock);
+        expect(fromMemory.message.headers, `cut at ${cut}`).toEqual(fromDisk.message.headers);
+        await spool.complete(id, trace(id));
+      }
+    }
+  });
 });
 
 describe("journal", () => {
