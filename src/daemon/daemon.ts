@@ -336,6 +336,9 @@ function reportProcessing(event: ProcessorEvent, logger: Logger, metrics: Metric
       metrics.messagesDeadLettered.inc();
       logger.error(`processing.${name}`, fields);
       return;
+    case "message-missing":
+      logger.warn(`processing.${name}`, fields);
+      return;
     case "spool-error":
     case "dsn-failed":
       logger.error(`processing.${name}`, fields);

@@ -84,8 +84,8 @@ export type ProcessorEvent =
     }
   /** Processing stopped by drain() between two actions; the message stays pending. */
   | { event: "message-interrupted"; messageId: string }
-  /** enqueue()d, but not (or no longer) in the queue. */
-  | { event: "message-missing"; messageId: string }
+  /** enqueue()d, but not (or no longer) in the queue, or found never committed and removed. */
+  | { event: "message-missing"; messageId: string; error: string }
   | { event: "action-done"; messageId: string; action: ActionType; rule: string; durationMs: number }
   | {
       event: "action-failed";
@@ -312,7 +312,7 @@ export class Processor {
         this.emit({ event: "message-interrupted", messageId: id });
       } else if (!loaded && (error as NodeJS.ErrnoException | null)?.code === "ENOENT") {
         this.forget(id);
-        this.emit({ event: "message-missing", messageId: id });
+        this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
       } else if (isSystemError(error)) {
         // Reading failed on I/O, or the journal could not be written: the disk's trouble, not the message's.
         this.spoolTrouble(id, attempt, error);

@@ -5,12 +5,12 @@
  * Layout under `dir`:
  *
  *   tmp/                    files being written. Whatever is here at open() is a crash leftover
- *                           and is deleted: an accept that never committed was never answered 250.
- *     <id>.msg                an accept in progress
+ *                           and is deleted.
  *     <id>.trace.json         a move to dead/ in progress
  *     snapshot-<hash>.json    a snapshot in progress
- *   queue/                  committed messages whose processing has not finished
- *     <id>.msg                the message (see "Stored file" below). Present here = committed and pending.
+ *   queue/                  messages being accepted, and committed messages whose processing has
+ *                           not finished
+ *     <id>.msg                the message (see "Stored file" below)
  *     <id>.journal            one JSON line per action outcome recorded done, in execution order
  *   done/                   messages whose evaluation completed or stopped; swept after retention
  *     <id>.msg <id>.journal <id>.trace.json   ({ at, trace })
@@ -19,13 +19,18 @@
  *   snapshots/<sha256>.json the rule set (SES JSON) and identities messages are evaluated against
  *
  * Stored file: the message bytes as received, then its MessageState as JSON, then a fixed-size
- * footer line `receiptd-spool/1 <message bytes, 16 digits> <state bytes, 10 digits>` preceded
- * by a newline. One file per message means one fdatasync and one rename on the way to a 250,
- * and the state goes last because some of it (authentication) is only known once the whole
- * message has streamed through. `head -c <message bytes>` gives the message back.
+ * footer line `receiptd-spool/1 <message bytes, 16 digits> <state bytes, 10 digits> <CRC-32 of
+ * message and state, 8 hex digits>` preceded by a newline. The state goes last because some of
+ * it (authentication) is only known once the whole message has streamed through.
+ * `head -c <message bytes>` gives the message back.
  *
  * Commit points:
- *  - accept: tmp/<id>.msg, fdatasync'd, is renamed to queue/<id>.msg and queue/ is fsync'd.
+ *  - accept: queue/<id>.msg is created, and queue/ fsync'd while the body streams in; the file is
+ *    complete with its footer and fdatasync'd before the 250. So the 250 waits for one write and
+ *    one fdatasync after the final dot, and for nothing else. A file in queue/ without a footer
+ *    is an accept cut short and open() deletes it; one whose content does not match its footer
+ *    (the machine went down before the fdatasync finished, and blocks reached the disk out of
+ *    order) is found when it is first read and deleted too. Neither was answered 250.
  *  - complete: <area>/<id>.trace.json is written, then .journal and .msg leave queue/. None of it
  *    is fsync'd: every action's outcome is already in the fdatasync'd journal, so should a crash
  *    undo the move, processing the message again runs no action twice and only redoes the move.
@@ -44,6 +49,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { crc32 } from "node:zlib";
 import { promisify } from "node:util";
 import { fileMessage } from "../actions/message.js";
 import type { ReceivedMessage } from "../actions/message.js";
@@ -110,9 +116,11 @@ const STAGING_BYTES = 128 * 1024;
 const STAGING_BUFFERS_KEPT = 64;
 
 const FOOTER_MAGIC = "receiptd-spool/1";
-/** "\n" + magic + " " + 16 digits + " " + 10 digits + "\n". */
-const FOOTER_BYTES = 1 + FOOTER_MAGIC.length + 1 + 16 + 1 + 10 + 1;
-const FOOTER = /^\nreceiptd-spool\/1 (\d{16}) (\d{10})\n$/;
+/** "\n" + magic + " " + 16 digits + " " + 10 digits + " " + 8 hex digits + "\n". */
+const FOOTER_BYTES = 1 + FOOTER_MAGIC.length + 1 + 16 + 1 + 10 + 1 + 8 + 1;
+const FOOTER = /^\nreceiptd-spool\/1 (\d{16}) (\d{10}) ([0-9a-f]{8})\n$/;
+/** Read size for checking a stored file's checksum. */
+const VERIFY_CHUNK_BYTES = 1024 * 1024;
 
 /**
  * A message is processed right after it is accepted, so its state and head are kept in memory
@@ -359,14 +367,63 @@ class StagedWriter {
   }
 }
 
-/** The state and footer that follow the message in its stored file. */
-function storedTrailer(bodyBytes: number, state: MessageState): Buffer {
+/** The state and footer that follow the message in its stored file; `bodyCrc` is the body's CRC-32. */
+function storedTrailer(bodyBytes: number, bodyCrc: number, state: MessageState): Buffer {
   const json = Buffer.from(JSON.stringify(state));
-  const footer = `\n${FOOTER_MAGIC} ${String(bodyBytes).padStart(16, "0")} ${String(json.length).padStart(10, "0")}\n`;
+  const crc = crc32(json, bodyCrc).toString(16).padStart(8, "0");
+  const footer = `\n${FOOTER_MAGIC} ${String(bodyBytes).padStart(16, "0")} ${String(json.length).padStart(10, "0")} ${crc}\n`;
   return Buffer.concat([json, Buffer.from(footer, "latin1")]);
 }
 
 class StoredFileError extends Error {}
+
+interface Footer {
+  bodyBytes: number;
+  stateBytes: number;
+  /** CRC-32 of the body and the state. */
+  crc: number;
+}
+
+async function readFooter(fd: number, path: string): Promise<Footer> {
+  const { size } = await fstatFd(fd);
+  if (size < FOOTER_BYTES) throw new StoredFileError(`${path} is too short to be a stored message (${size} bytes)`);
+  const footerBytes = Buffer.allocUnsafe(FOOTER_BYTES);
+  await readFd(fd, footerBytes, size - FOOTER_BYTES);
+  const footer = FOOTER.exec(footerBytes.toString("latin1"));
+  const bodyBytes = Number(footer?.[1]);
+  const stateBytes = Number(footer?.[2]);
+  if (!footer || bodyBytes + stateBytes + FOOTER_BYTES !== size) {
+    throw new StoredFileError(`${path} does not end with a valid "${FOOTER_MAGIC}" footer`);
+  }
+  return { bodyBytes, stateBytes, crc: Number.parseInt(footer[3] ?? "", 16) };
+}
+
+/** Whether a stored file has a footer, and (with `checksum`) whether its content matches it. */
+async function storedFileIsWhole(path: string, { checksum }: { checksum: boolean }): Promise<boolean> {
+  const fd = await openFd(path, "r");
+  try {
+    let footer: Footer;
+    try {
+      footer = await readFooter(fd, path);
+    } catch (error) {
+      if (error instanceof StoredFileError) return false;
+      throw error;
+    }
+    if (!checksum) return true;
+    const length = footer.bodyBytes + footer.stateBytes;
+    const buffer = Buffer.allocUnsafe(Math.min(VERIFY_CHUNK_BYTES, Math.max(1, length)));
+    let crc = 0;
+    for (let position = 0; position < length; ) {
+      const read = await readFd(fd, buffer.subarray(0, Math.min(buffer.length, length - position)), position);
+      if (read === 0) return false;
+      crc = crc32(buffer.subarray(0, read), crc);
+      position += read;
+    }
+    return crc === footer.crc;
+  } finally {
+    await closeFd(fd);
+  }
+}
 
 /**
  * Reads a stored file's state, and its message head unless `withHead` is false, without reading
@@ -377,16 +434,7 @@ async function readStored(path: string, withHead: false): Promise<{ state: Messa
 async function readStored(path: string, withHead: boolean): Promise<{ state: MessageState; head?: MessageHead }> {
   const fd = await openFd(path, "r");
   try {
-    const { size } = await fstatFd(fd);
-    if (size < FOOTER_BYTES) throw new StoredFileError(`${path} is too short to be a stored message (${size} bytes)`);
-    const footerBytes = Buffer.allocUnsafe(FOOTER_BYTES);
-    await readFd(fd, footerBytes, size - FOOTER_BYTES);
-    const footer = FOOTER.exec(footerBytes.toString("latin1"));
-    const bodyBytes = Number(footer?.[1]);
-    const stateBytes = Number(footer?.[2]);
-    if (!footer || bodyBytes + stateBytes + FOOTER_BYTES !== size) {
-      throw new StoredFileError(`${path} does not end with a valid "${FOOTER_MAGIC}" footer`);
-    }
+    const { bodyBytes, stateBytes } = await readFooter(fd, path);
     const stateText = Buffer.allocUnsafe(stateBytes);
     await readFd(fd, stateText, bodyBytes);
     const state = JSON.parse(stateText.toString("utf8")) as MessageState;
@@ -430,6 +478,11 @@ export class Spool {
   private readonly loadedSnapshots = new Map<string, Promise<Snapshot>>();
   /** Messages in queue/: committed, processing not finished. */
   private readonly pendingIds = new Set<string>();
+  /**
+   * Pending messages found at open() whose content is not checked against its checksum yet: a
+   * crash while one was being accepted may have left a footer over a body not all on disk.
+   */
+  private readonly unverified = new Set<string>();
   /** Pending messages with a queue/<id>.journal, so that moving a message costs no probe for one. */
   private readonly journaled = new Set<string>();
   private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
@@ -508,6 +561,12 @@ export class Spool {
         touched.add("queue");
         continue;
       }
+      if (!kinds.has("journal") && !(await storedFileIsWhole(join(this.queue, `${id}.msg`), { checksum: false }))) {
+        // Cut off before its footer: its accept never committed, so it was never answered 250.
+        await rm(join(this.queue, `${id}.msg`), { force: true });
+        touched.add("queue");
+        continue;
+      }
       if (!kinds.has("journal")) {
         // The journal moved ahead of its message, and a crash undid the trace that went before both.
         const ahead = await this.areaHolding(id, "journal");
@@ -517,6 +576,9 @@ export class Spool {
         }
       }
       this.pendingIds.add(id);
+      // Its checksum is checked when it is first read: reading every message at start-up would
+      // hold the listener back for as long as the backlog takes to read.
+      this.unverified.add(id);
       if (kinds.has("journal")) this.journaled.add(id);
     }
     for (const directory of touched) await (directory === "queue" ? this.queueSync : this.areaSyncs[directory]).sync();
@@ -608,8 +670,7 @@ export class Spool {
     if (!this.savedSnapshots.has(state.snapshot) && !(await exists(join(this.snapshots, `${state.snapshot}.json`)))) {
       throw new Error(`snapshot ${state.snapshot} was not saved`);
     }
-    const temporary = join(this.tmp, `${id}.msg`);
-    const queued = join(this.queue, `${id}.msg`);
+    const path = join(this.queue, `${id}.msg`);
 
     const { completeState } = options;
     // A copy of the header block, never a reference to a chunk: a chunk kept until the message
@@ -617,6 +678,7 @@ export class Spool {
     // garbage collection; with large messages that meant one every few dozen messages.
     let prefix = Buffer.alloc(0);
     let headerSeen = false;
+    let bodyCrc = 0;
     async function* keepingPrefix(): AsyncGenerator<Buffer> {
       for await (const chunk of body) {
         if (!headerSeen && prefix.length < FRESH_HEAD_BYTES) {
@@ -624,34 +686,31 @@ export class Spool {
           headerSeen = end !== -1;
           prefix = Buffer.concat([prefix, chunk.subarray(0, headerSeen ? end : FRESH_HEAD_BYTES - prefix.length)]);
         }
+        bodyCrc = crc32(chunk, bodyCrc);
         yield chunk;
       }
     }
     let finalState = state;
     let size: number;
-    let renamed = false;
+    const fd = await openFd(path, "wx");
+    // The file's directory entry is made durable while the body streams in, not after it.
+    const entryDurable = this.queueSync.sync();
+    entryDurable.catch(() => undefined);
+    let closing: Promise<void> | null = null;
     try {
-      const fd = await openFd(temporary, "wx");
-      let closing: Promise<void> | null = null;
-      try {
-        size = await writeStream(fd, keepingPrefix(), async (bodyBytes) => {
-          if (completeState) finalState = { ...state, ...(await completeState()) };
-          return storedTrailer(bodyBytes, finalState);
-        });
-        if (this.fsync) await fdatasync(fd);
-        // The data is durable, so the close need not come before the rename: the two run side by
-        // side, one wait fewer on the way to the 250. Nothing written can be lost by a failing
-        // close any more, so its error is not the message's.
-        closing = closeFd(fd).catch(() => undefined);
-        await rename(temporary, queued);
-        renamed = true;
-      } finally {
-        await (closing ?? closeFd(fd));
-      }
-      await this.queueSync.sync();
+      size = await writeStream(fd, keepingPrefix(), async (bodyBytes) => {
+        if (completeState) finalState = { ...state, ...(await completeState()) };
+        return storedTrailer(bodyBytes, bodyCrc, finalState);
+      });
+      if (this.fsync) await fdatasync(fd);
+      // Nothing written can be lost by a failing close once the data is durable, so its error
+      // is not the message's, and the 250 does not wait for it.
+      closing = closeFd(fd).catch(() => undefined);
+      await entryDurable;
     } catch (error) {
       // Not answered 250, so it must not be processed either: the sender will try again.
-      await rm(renamed ? queued : temporary, { force: true });
+      await (closing ?? closeFd(fd).catch(() => undefined));
+      await rm(path, { force: true });
       throw error;
     }
     this.pendingIds.add(id);
@@ -712,11 +771,28 @@ export class Spool {
       const { state, head } = fresh;
       return { state, outcomes: [], message: fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts }) };
     }
+    if (this.unverified.has(id)) {
+      if (!(await storedFileIsWhole(path, { checksum: true }))) await this.discardUncommitted(id, path);
+      this.unverified.delete(id);
+    }
     const { state, head } = await readStored(path, true);
     if (state.messageId !== id) throw new Error(`queue/${id}.msg holds the state of ${JSON.stringify(state.messageId)}`);
     const outcomes = await this.readJournal(id);
     const message = fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts });
     return { state, outcomes, message };
+  }
+
+  /**
+   * A message found at open() whose content does not match its footer's checksum was being
+   * accepted when the machine went down: it was never answered 250, and the sender tries again.
+   * One that had started processing was committed, so its damage is reported instead.
+   */
+  private async discardUncommitted(id: string, path: string): Promise<never> {
+    if (this.journaled.has(id)) throw new StoredFileError(`${path} does not match its checksum`);
+    await rm(path, { force: true });
+    this.pendingIds.delete(id);
+    this.unverified.delete(id);
+    throw Object.assign(new Error(`${path} was never committed (its content does not match its checksum); removed`), { code: "ENOENT" });
   }
 
   /**

@@ -128,7 +128,7 @@ describe("after kill -9", () => {
     await until(() => child.lines.some((l) => l.startsWith("streaming ")), "the body to stall", child);
     const committed = child.lines.find((l) => l.startsWith("committed "))!.slice("committed ".length);
     const stalled = child.lines.find((l) => l.startsWith("streaming "))!.slice("streaming ".length);
-    expect((await stat(join(spoolDir, "tmp", `${stalled}.msg`))).size).toBeGreaterThan(0);
+    expect((await stat(join(spoolDir, "queue", `${stalled}.msg`))).size).toBeGreaterThan(0);
     await kill(child);
 
     const spool = await Spool.open({ dir: spoolDir });

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { crc32 } from "node:zlib";
 import type { ReceivedMessage } from "../../src/actions/message.js";
 import { newMessageId } from "../../src/mail/message-id.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../../src/rules/executor.js";
@@ -58,22 +59,16 @@ export function messageBytes(id: string, body = "Hello\r\n"): Buffer {
  * src/spool/spool.ts, written out here independently of the spool's own reader.
  */
 export function storedParts(file: Buffer): { message: Buffer; state: unknown } {
-  const footer = /\nreceiptd-spool\/1 (\d{16}) (\d{10})\n$/.exec(file.toString("latin1"));
+  const footer = /\nreceiptd-spool\/1 (\d{16}) (\d{10}) ([0-9a-f]{8})\n$/.exec(file.toString("latin1"));
   if (!footer) throw new Error("no spool footer");
   const messageBytes = Number(footer[1]);
   const stateBytes = Number(footer[2]);
   if (messageBytes + stateBytes + footer[0].length !== file.length) throw new Error("footer sizes do not add up");
+  if (crc32(file.subarray(0, messageBytes + stateBytes)) !== Number.parseInt(footer[3]!, 16)) throw new Error("checksum does not match");
   return {
     message: file.subarray(0, messageBytes),
     state: JSON.parse(file.subarray(messageBytes, messageBytes + stateBytes).toString("utf8")),
   };
-}
-
-/** A spool file as accept() writes it, for tests that build crash leftovers by hand. */
-export function storedFile(message: Buffer, state: MessageState): Buffer {
-  const json = Buffer.from(JSON.stringify(state));
-  const footer = `\nreceiptd-spool/1 ${String(message.length).padStart(16, "0")} ${String(json.length).padStart(10, "0")}\n`;
-  return Buffer.concat([message, json, Buffer.from(footer)]);
 }
 
 export async function* chunks(...parts: Buffer[]): AsyncIterable<Buffer> {

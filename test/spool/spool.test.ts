@@ -17,7 +17,6 @@ import {
   scratchDir,
   snapshotOf,
   stateFor,
-  storedFile,
   storedParts,
 } from "./helpers.js";
 
@@ -151,7 +150,7 @@ describe("accept", () => {
     expect(spool.depth()).toBe(50);
   });
 
-  it("fsyncs queue/ after the renames, before resolving", async () => {
+  it("fsyncs queue/ once the file is in it, before resolving", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
     const id = newId();
@@ -178,17 +177,16 @@ describe("accept", () => {
 });
 
 describe("open", () => {
-  it("cleans tmp/ (accepts whose commit point was never reached) and orphan journals", async () => {
+  it("removes accepts cut short (no footer), orphan journals and whatever is in tmp/", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
     const kept = await acceptOne(spool, snapshot);
     const half = newId();
-    const whole = newId();
     const orphan = newId();
-    // A crash mid-body, one after the fdatasync but before the rename, and a journal with no message.
-    await writeFile(join(dir, "tmp", `${half}.msg`), "Subject: half\r\n");
-    await writeFile(join(dir, "tmp", `${whole}.msg`), storedFile(messageBytes(whole), stateFor(whole, snapshot)));
+    // A crash mid-body, a journal with no message, and a dead-letter trace being written.
+    await writeFile(join(dir, "queue", `${half}.msg`), "Subject: half\r\n");
     await writeFile(join(dir, "queue", `${orphan}.journal`), '{"status":"done"}\n');
+    await writeFile(join(dir, "tmp", `${orphan}.trace.json`), "{");
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
     expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.msg`]);
@@ -227,16 +225,36 @@ describe("open", () => {
     expect((await spool.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
   });
 
-  it("reports a stored file without a valid footer when it is read, and keeps it", async () => {
+  it("removes, when first read, a message whose content does not match its checksum (never committed)", async () => {
+    let spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const torn = await acceptOne(spool, snapshot);
+    const whole = await acceptOne(spool, snapshot);
+    // As after a power cut during the fdatasync: the footer reached the disk, a body block did not.
+    const path = join(dir, "queue", `${torn}.msg`);
+    const bytes = await readFile(path);
+    bytes.fill(0, 10, 20);
+    await writeFile(path, bytes);
+    spool = await Spool.open({ dir });
+    expect(new Set(await spool.pending())).toEqual(new Set([torn, whole]));
+    await expect(spool.read(torn)).rejects.toMatchObject({ code: "ENOENT", message: expect.stringMatching(/never committed/) });
+    expect(await listDir(join(dir, "queue"))).toEqual([`${whole}.msg`]);
+    expect(await spool.pending()).toEqual([whole]);
+    expect((await spool.read(whole)).state.messageId).toBe(whole);
+  });
+
+  it("keeps a damaged message that had started processing, and reports it when read", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
     const id = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(id, { status: "done" });
     const path = join(dir, "queue", `${id}.msg`);
-    await writeFile(path, (await readFile(path)).subarray(0, -3));
+    const bytes = await readFile(path);
+    bytes.fill(0, 10, 20);
+    await writeFile(path, bytes);
     spool = await Spool.open({ dir });
-    expect(await spool.pending()).toEqual([id]);
-    await expect(spool.read(id)).rejects.toThrow(/receiptd-spool\/1/);
-    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.msg`]);
+    await expect(spool.read(id)).rejects.toThrow(/does not match its checksum/);
+    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.journal`, `${id}.msg`]);
   });
 });
 
