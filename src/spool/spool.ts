@@ -13,7 +13,8 @@
  *     <id>.msg                the message (see "Stored file" below)
  *     <id>.journal            one JSON line per action outcome recorded done, in execution order
  *   done/                   messages whose evaluation completed or stopped; swept after retention
- *     <id>.msg <id>.journal <id>.trace.json   ({ at, trace })
+ *     <id>.msg <id>.journal
+ *     traces-<UTC day>.jsonl  one line ({ messageId, at, trace }) per message completed that day
  *   dead/                   messages whose processing was abandoned; kept until an operator acts
  *     <id>.msg <id>.journal <id>.trace.json   ({ at, reason, trace })
  *   snapshots/<sha256>.json the rule set (SES JSON) and identities messages are evaluated against
@@ -31,12 +32,13 @@
  *    is an accept cut short and open() deletes it; one whose content does not match its footer
  *    (the machine went down before the fdatasync finished, and blocks reached the disk out of
  *    order) is found when it is first read and deleted too. Neither was answered 250.
- *  - complete: <area>/<id>.trace.json is written, then .journal and .msg leave queue/. None of it
- *    is fsync'd: every action's outcome is already in the fdatasync'd journal, so should a crash
- *    undo the move, processing the message again runs no action twice and only redoes the move.
- *  - deadLetter: the same, except that the trace is made durable first, so that a crash cannot
- *    bring an abandoned message back to be retried.
- *  open() finishes a move it finds half done: a trace beside a message says where it was going.
+ *  - complete: the trace is appended to the day's log, then .journal and .msg move to done/. None
+ *    of it is fsync'd: every action's outcome is already in the fdatasync'd journal, so should a
+ *    crash undo the move, processing the message again runs no action twice and only redoes the
+ *    move (its trace may then appear twice).
+ *  - deadLetter: dead/<id>.trace.json is made durable, then .journal and .msg move to dead/, so
+ *    that a crash cannot bring an abandoned message back to be retried: open() finishes a move it
+ *    finds half done, the trace beside a message in queue/ saying where it was going.
  *
  * The message ID (validated before it is used in a path) names every file of a message, so one
  * readdir tells what state each message is in. One process owns a spool at a time.
@@ -110,6 +112,9 @@ const AREAS: readonly Area[] = ["done", "dead"];
 
 const QUEUE_FILE = /^([0-9a-v]{40})\.(msg|journal)$/;
 const AREA_FILE = /^([0-9a-v]{40})\.(msg|journal|trace\.json)$/;
+/** done/traces-<UTC day>.jsonl: the traces of the messages completed that day. */
+const TRACE_LOG = /^traces-(\d{4}-\d{2}-\d{2})\.jsonl$/;
+const DAY_MS = 24 * 60 * 60 * 1000;
 const SNAPSHOT_HASH = /^[0-9a-f]{64}$/;
 /** Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write. */
 const STAGING_BYTES = 128 * 1024;
@@ -196,7 +201,6 @@ function sha256(text: string): string {
 // The callback API behind promises rather than FileHandle: every accepted message takes these
 // calls on the way to its 250, and FileHandle's bookkeeping costs as much main-thread time again.
 const openFd = promisify(fs.open);
-const writeFd = promisify(fs.write);
 const fstatFd = promisify(fs.fstat);
 const closeFd = promisify(fs.close);
 // Looked up on the module object at call time, so that tests can count the syncs and reads.
@@ -204,6 +208,10 @@ const fdatasync = (fd: number): Promise<void> =>
   new Promise((resolve, reject) => fs.fdatasync(fd, (error) => (error ? reject(error) : resolve())));
 const fsyncFd = (fd: number): Promise<void> =>
   new Promise((resolve, reject) => fs.fsync(fd, (error) => (error ? reject(error) : resolve())));
+const writeFd = (fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> =>
+  new Promise((resolve, reject) =>
+    fs.write(fd, buf, offset, length, position, (error, bytesWritten) => (error ? reject(error) : resolve({ bytesWritten }))),
+  );
 const readFd = (fd: number, buf: Buffer, position: number): Promise<number> =>
   new Promise((resolve, reject) => fs.read(fd, buf, 0, buf.length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead))));
 
@@ -444,6 +452,68 @@ async function readStored(path: string, withHead: boolean): Promise<{ state: Mes
   }
 }
 
+/**
+ * The append-only log of completed messages' traces, one file per UTC day of completion. One
+ * file instead of one per message saves an open, a write and a close per message; lines that
+ * arrive while a write is under way go out together in the next one.
+ */
+class TraceLog {
+  private file: { day: string; fd: Promise<number> } | null = null;
+  private queued: { day: string; line: string; done: { resolve: () => void; reject: (error: unknown) => void } }[] = [];
+  private writing: Promise<void> | null = null;
+
+  constructor(private readonly dir: string) {}
+
+  /** Resolves once `line` is written (not fsync'd) to the log of the day of `at` (ISO 8601). */
+  append(at: string, line: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queued.push({ day: at.slice(0, 10), line: `${line}\n`, done: { resolve, reject } });
+      this.writing ??= this.drain();
+    });
+  }
+
+  /** Closes the log of `day` if it is open, before its file is deleted. */
+  async forget(day: string): Promise<void> {
+    await this.writing;
+    if (this.file?.day === day) await this.closeFile();
+  }
+
+  async close(): Promise<void> {
+    await this.writing;
+    await this.closeFile();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued.length > 0) {
+      const day = this.queued[0]!.day;
+      // One write per day present (a batch spans two only around midnight).
+      const batch = this.queued.filter((entry) => entry.day === day);
+      this.queued = this.queued.filter((entry) => entry.day !== day);
+      try {
+        if (this.file?.day !== day) {
+          await this.closeFile();
+          this.file = { day, fd: openFd(join(this.dir, `traces-${day}.jsonl`), "a") };
+        }
+        // O_APPEND puts the lines at the end whatever the position says.
+        await writeAll(await this.file.fd, Buffer.from(batch.map((entry) => entry.line).join("")), 0);
+        for (const entry of batch) entry.done.resolve();
+      } catch (error) {
+        // The next batch opens the file again.
+        await this.closeFile().catch(() => undefined);
+        for (const entry of batch) entry.done.reject(error);
+      }
+    }
+    this.writing = null;
+  }
+
+  private async closeFile(): Promise<void> {
+    const file = this.file;
+    this.file = null;
+    const fd = await file?.fd.catch(() => null);
+    if (fd !== undefined && fd !== null) await closeFd(fd);
+  }
+}
+
 function snapshotText(snapshot: Snapshot): string {
   return JSON.stringify({
     ruleSet: toDescribeJson(snapshot.ruleSet),
@@ -486,6 +556,7 @@ export class Spool {
   /** Pending messages with a queue/<id>.journal, so that moving a message costs no probe for one. */
   private readonly journaled = new Set<string>();
   private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
+  private readonly traces: TraceLog;
 
   private constructor(options: SpoolOptions) {
     this.dir = options.dir;
@@ -500,6 +571,7 @@ export class Spool {
       dead: new DirectorySync(this.areas.dead, this.fsync),
     };
     this.snapshotSync = new DirectorySync(this.snapshots, this.fsync);
+    this.traces = new TraceLog(this.areas.done);
   }
 
   /**
@@ -514,7 +586,7 @@ export class Spool {
 
   /** Closes the directories kept open for fsyncs; the spool is not used afterwards. */
   async close(): Promise<void> {
-    await Promise.all([this.queueSync, this.areaSyncs.done, this.areaSyncs.dead, this.snapshotSync].map((sync) => sync.close()));
+    await Promise.all([this.queueSync, this.areaSyncs.done, this.areaSyncs.dead, this.snapshotSync, this.traces].map((open) => open.close()));
   }
 
   private async prepare(): Promise<void> {
@@ -872,23 +944,22 @@ export class Spool {
     await this.finish(id, "dead", { at: new Date().toISOString(), reason, trace });
   }
 
-  private async finish(id: string, area: Area, record: object): Promise<void> {
+  private async finish(id: string, area: Area, record: { at: string; [field: string]: unknown }): Promise<void> {
     checkId(id);
     if (!this.pendingIds.has(id)) {
       throw Object.assign(new Error(`message ${id} is not pending in ${this.queue}`), { code: "ENOENT" });
     }
     this.fresh.delete(id);
     const target = this.areas[area];
-    const tracePath = join(target, `${id}.trace.json`);
     if (area === "dead") {
       const temporary = join(this.tmp, `${id}.trace.json`);
       await this.writeSmallFile(temporary, JSON.stringify(record), { durable: true });
-      await rename(temporary, tracePath);
+      await rename(temporary, join(target, `${id}.trace.json`));
       await this.areaSyncs[area].sync();
     } else {
-      // Written in place and not made durable (see the commit points above); a crash can leave it
-      // torn, and open() only asks whether it exists.
-      await this.writeSmallFile(tracePath, JSON.stringify(record), { durable: false });
+      // Not made durable (see the commit points above): a crash can lose the line, or leave it
+      // torn at the end of the file, where readers skip it.
+      await this.traces.append(record.at, JSON.stringify({ messageId: id, ...record }));
     }
     // The message goes last: in an area, a .msg means its move is complete (sweep relies on it).
     if (this.journaled.delete(id)) await rename(join(this.queue, `${id}.journal`), join(target, `${id}.journal`));
@@ -904,6 +975,12 @@ export class Spool {
     const done = this.areas.done;
     const files = new Map<string, string[]>();
     for (const name of await readdir(done)) {
+      const day = TRACE_LOG.exec(name)?.[1];
+      // A day's traces go once its last possible entry is older than the retention period.
+      if (day !== undefined && now.getTime() - (Date.parse(`${day}T00:00:00Z`) + DAY_MS) > retentionMs) {
+        await this.traces.forget(day);
+        await rm(join(done, name), { force: true });
+      }
       const id = AREA_FILE.exec(name)?.[1];
       if (id === undefined) continue;
       const names = files.get(id) ?? [];
@@ -914,7 +991,7 @@ export class Spool {
     let deleted = 0;
     for (const [id, names] of files) {
       const messagePath = join(done, `${id}.msg`);
-      // Without its .msg a message is still being moved in (its trace comes first): not ours yet.
+      // Without its .msg a message is still being moved in (its journal comes first): not ours yet.
       if (!names.includes(`${id}.msg`)) continue;
       if (now.getTime() - (await this.receivedAt(messagePath)) <= retentionMs) continue;
       // The .msg goes last, so that a sweep cut short finds the rest again next time.

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
@@ -9,6 +9,7 @@ import type { ActionCall, ActionExecutor, ActionOutcome } from "../../src/rules/
 import type { ActionType, RuleSet } from "../../src/rules/model.js";
 import type { CancelTimer, ProcessorEvent } from "../../src/spool/processor.js";
 import type { MessageState, Snapshot } from "../../src/spool/spool.js";
+import { expect } from "vitest";
 import { lambda, rule, ruleSet, s3, sns } from "../helpers/rules.js";
 
 export const TOPIC = "arn:aws:sns:us-east-1:123456789012:events";
@@ -69,6 +70,20 @@ export function storedParts(file: Buffer): { message: Buffer; state: unknown } {
     message: file.subarray(0, messageBytes),
     state: JSON.parse(file.subarray(messageBytes, messageBytes + stateBytes).toString("utf8")),
   };
+}
+
+/** The records of done/traces-*.jsonl by message ID (the last one, should a message have two). */
+export async function doneTraces(dir: string): Promise<Map<string, { messageId: string; at: string; trace: unknown }>> {
+  const records = new Map<string, { messageId: string; at: string; trace: unknown }>();
+  for (const name of (await readdir(join(dir, "done"))).filter((n) => /^traces-.*\.jsonl$/.test(n)).sort()) {
+    for (const line of (await readFile(join(dir, "done", name), "utf8")).split("\n")) {
+      if (line === "") continue;
+      const record = JSON.parse(line) as { messageId: string; at: string; trace: unknown };
+      expect(name).toBe(`traces-${record.at.slice(0, 10)}.jsonl`);
+      records.set(record.messageId, record);
+    }
+  }
+  return records;
 }
 
 export async function* chunks(...parts: Buffer[]): AsyncIterable<Buffer> {

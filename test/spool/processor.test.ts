@@ -19,6 +19,7 @@ import {
   RECEIVED_AT,
   TOPIC,
   chunks,
+  doneTraces,
   listDir,
   messageBytes,
   newId,
@@ -104,7 +105,7 @@ describe("processing", () => {
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     const journal = (await readFile(join(dir, "done", `${id}.journal`), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
     expect(journal.map((o) => o.detail.key)).toEqual(h.calls);
-    const { trace } = JSON.parse(await readFile(join(dir, "done", `${id}.trace.json`), "utf8"));
+    const { trace } = (await doneTraces(dir)).get(id) as { trace: { end: string } };
     expect(trace.end).toBe("completed");
     expect(h.events.of("action-done").map((e) => `${e.action}@${e.rule}`)).toEqual(["S3@first", "SNS@first", "Lambda@second", "S3@second"]);
     expect(spool.depth()).toBe(0);
@@ -143,7 +144,7 @@ describe("processing", () => {
     h.processor.enqueue(id);
     await stopped;
     expect(h.calls).toEqual(["only/0", "only/1"]);
-    expect(await listDir(join(dir, "done"))).toContain(`${id}.trace.json`);
+    expect(((await doneTraces(dir)).get(id)?.trace as { end: string }).end).toBe("stopped");
   });
 
   it("runs at most `concurrency` messages at once, and each message's actions one at a time", async () => {

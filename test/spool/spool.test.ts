@@ -11,6 +11,7 @@ import {
   RECEIVED_AT,
   chunks,
   defaultRuleSet,
+  doneTraces,
   listDir,
   messageBytes,
   newId,
@@ -194,21 +195,16 @@ describe("open", () => {
     expect(spool.depth()).toBe(1);
   });
 
-  it("finishes a move to done/ or dead/ that a crash interrupted", async () => {
+  it("finishes a move to dead/ that a crash interrupted", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
-    const toDone = await acceptOne(spool, snapshot);
     const toDead = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(toDone, { status: "done" });
-    // As left by a crash inside complete(): trace written and journal moved, message not yet.
-    await writeFile(join(dir, "done", `${toDone}.trace.json`), JSON.stringify({ trace: trace(toDone) }));
-    await rename(join(dir, "queue", `${toDone}.journal`), join(dir, "done", `${toDone}.journal`));
-    // ... and inside deadLetter(): only the trace written.
+    await spool.recordOutcome(toDead, { status: "done" });
+    // As left by a crash inside deadLetter(): the trace durable, the journal and the message not moved yet.
     await writeFile(join(dir, "dead", `${toDead}.trace.json`), JSON.stringify({ reason: "x", trace: null }));
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([]);
-    expect(await listDir(join(dir, "done"))).toEqual([`${toDone}.journal`, `${toDone}.msg`, `${toDone}.trace.json`].sort());
-    expect(await listDir(join(dir, "dead"))).toEqual([`${toDead}.msg`, `${toDead}.trace.json`].sort());
+    expect(await listDir(join(dir, "dead"))).toEqual([`${toDead}.journal`, `${toDead}.msg`, `${toDead}.trace.json`].sort());
     expect(spool.depth()).toBe(0);
   });
 
@@ -383,9 +379,11 @@ describe("complete, deadLetter and sweep", () => {
     await spool.complete(good, trace(good));
     await spool.deadLetter(bad, null, "permanent failure: NoSuchBucket");
     expect(await listDir(join(dir, "queue"))).toEqual([]);
-    expect(await listDir(join(dir, "done"))).toEqual([`${good}.journal`, `${good}.msg`, `${good}.trace.json`].sort());
+    const traces = await doneTraces(dir);
+    const day = traces.get(good)!.at.slice(0, 10);
+    expect(await listDir(join(dir, "done"))).toEqual([`${good}.journal`, `${good}.msg`, `traces-${day}.jsonl`].sort());
     expect(await listDir(join(dir, "dead"))).toEqual([`${bad}.msg`, `${bad}.trace.json`].sort());
-    expect(JSON.parse(await readFile(join(dir, "done", `${good}.trace.json`), "utf8"))).toMatchObject({ trace: trace(good) });
+    expect(traces.get(good)).toMatchObject({ messageId: good, trace: trace(good) });
     expect(JSON.parse(await readFile(join(dir, "dead", `${bad}.trace.json`), "utf8"))).toMatchObject({
       reason: "permanent failure: NoSuchBucket",
       trace: null,
@@ -422,21 +420,45 @@ describe("complete, deadLetter and sweep", () => {
     await spool.complete(old, trace(old));
     await spool.complete(recent, trace(recent));
     await spool.deadLetter(oldDead, null, "gone");
+    const messages = async () => (await listDir(join(dir, "done"))).filter((name) => name.endsWith(".msg"));
     expect(await spool.sweep(now)).toBe(1);
-    expect(await listDir(join(dir, "done"))).toEqual([`${recent}.msg`, `${recent}.trace.json`].sort());
+    expect(await messages()).toEqual([`${recent}.msg`]);
     expect((await listDir(join(dir, "dead"))).length).toBe(2);
     expect(await spool.pending()).toEqual([oldPending]);
     expect(await spool.sweep(now, 60 * 60 * 1000)).toBe(1);
-    expect(await listDir(join(dir, "done"))).toEqual([]);
+    expect(await messages()).toEqual([]);
+  });
+
+  it("sweep deletes a day's trace log once its last possible entry is past the retention period", async () => {
+    const spool = await Spool.open({ dir });
+    for (const day of ["2026-11-23", "2026-11-24", "2026-11-25"]) await writeFile(join(dir, "done", `traces-${day}.jsonl`), "{}\n");
+    await spool.sweep(new Date("2026-11-25T12:00:00Z"));
+    expect(await listDir(join(dir, "done"))).toEqual(["traces-2026-11-24.jsonl", "traces-2026-11-25.jsonl"]);
+  });
+
+  it("appends the traces of messages completed together in one write, and keeps writing after a sweep", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const ids = await Promise.all(Array.from({ length: 20 }, () => acceptOne(spool, snapshot)));
+    const write = vi.spyOn(fs, "write");
+    await Promise.all(ids.map((id) => spool.complete(id, trace(id))));
+    expect(write).toHaveBeenCalled();
+    expect(write.mock.calls.length).toBeLessThan(ids.length);
+    write.mockRestore();
+    expect([...(await doneTraces(dir)).keys()].sort()).toEqual([...ids].sort());
+    await spool.sweep(new Date(Date.now() + 10 * 24 * 60 * 60 * 1000));
+    const later = await acceptOne(spool, snapshot);
+    await spool.complete(later, trace(later));
+    expect([...(await doneTraces(dir)).keys()]).toEqual([later]);
+    await spool.close();
   });
 
   it("sweep leaves alone a message whose move into done/ is under way", async () => {
     const spool = await Spool.open({ dir });
     const id = newId();
-    await writeFile(join(dir, "done", `${id}.trace.json`), "{}");
     await writeFile(join(dir, "done", `${id}.journal`), '{"status":"done"}\n');
     expect(await spool.sweep(new Date("2030-01-01T00:00:00Z"))).toBe(0);
-    expect((await listDir(join(dir, "done"))).length).toBe(2);
+    expect(await listDir(join(dir, "done"))).toEqual([`${id}.journal`]);
   });
 });
 
