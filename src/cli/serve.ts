@@ -17,9 +17,6 @@ Logs: one JSON object per line on stderr, or readable lines when stderr is a ter
 `;
 
 export async function runServe(args: string[]): Promise<number> {
-  // fdatasync runs in libuv's pool; its default of 4 threads would serialise the fsyncs of
-  // concurrent sessions. It must be set before the pool's first use, which is here.
-  process.env.UV_THREADPOOL_SIZE ??= "16";
   const { values, positionals } = parseCommandLine(
     args,
     { config: { type: "string" }, help: { type: "boolean", short: "h" } },
