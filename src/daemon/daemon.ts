@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { PassThrough } from "node:stream";
 import { once } from "node:events";
@@ -20,6 +19,7 @@ import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
 import type { AcceptedSession, BoundAddress, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
+import { pooledRandomBytes } from "./random.js";
 import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
 
@@ -85,7 +85,7 @@ function teeForAuthentication(
 export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions): Promise<Daemon> {
   const { logger } = options;
   const clock = options.clock ?? (() => new Date());
-  const random = options.random ?? randomBytes;
+  const random = options.random ?? pooledRandomBytes;
   const { serve } = config;
   const metrics: Metrics = createMetrics({
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import net from "node:net";
 import type { AddressInfo, Server, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
@@ -107,7 +106,7 @@ export interface SmtpListenerOptions {
   /** Reverse DNS of the client for the Received header. Default on, 1 s. */
   reverseDns?: boolean | ReverseDnsOptions;
   policy: ListenerPolicy;
-  /** Randomness for message IDs. */
+  /** Randomness for message and session IDs. */
   random: (n: number) => Uint8Array;
   clock?: () => Date;
   /**
@@ -538,7 +537,7 @@ export class SmtpListener {
   }
 
   private openSession(smtp: SMTPServer, stream: Socket, client: ProxiedClient, proxiedBy: string | null): void {
-    const id = randomBytes(8).toString("hex");
+    const id = Buffer.from(this.options.random(8)).toString("hex");
     this.open.add(id);
     if (proxiedBy !== null) this.proxiedBy.set(id, proxiedBy);
     smtp.connect(stream, { id, ...(client ? { remoteAddress: client.ip, remotePort: client.port } : {}) });
