@@ -113,7 +113,7 @@ export function parseHeaderBlock(block: Buffer): Header[] {
  * offset just past the empty line, or -1 when none was found, and `lineStart` is then where the
  * last incomplete line starts, so that scanning can resume there once more bytes are in.
  */
-function scanHeaderEnd(buf: Buffer, lineStart: number, limit: number): { end: number; lineStart: number } {
+export function scanHeaderEnd(buf: Buffer, lineStart: number, limit: number): { end: number; lineStart: number } {
   let start = lineStart;
   while (start < limit) {
     const lf = buf.indexOf(LF, start);

@@ -55,7 +55,7 @@ import { crc32 } from "node:zlib";
 import { promisify } from "node:util";
 import { fileMessage } from "../actions/message.js";
 import type { ReceivedMessage } from "../actions/message.js";
-import { parseMessageHead, readMessageHeadAt } from "../mail/headers.js";
+import { parseMessageHead, readMessageHeadAt, scanHeaderEnd } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
 import { isMessageId } from "../mail/message-id.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
@@ -135,43 +135,6 @@ const VERIFY_CHUNK_BYTES = 1024 * 1024;
 const FRESH_ENTRIES = 1024;
 const FRESH_HEAD_BYTES = 64 * 1024;
 
-function endsWithEmptyLine(block: Buffer): boolean {
-  const text = block.subarray(-4).toString("latin1");
-  // The block may be nothing but the empty line, when the message has no header.
-  return text === "\n" || text === "\r\n" || text.endsWith("\n\n") || text === "\r\n\r\n";
-}
-
-/**
- * How many bytes of `next` complete the header block that `before` starts, that is, where in
- * `next` the empty line ending it (LF or CRLF line ends) ends; -1 when not in `next`.
- */
-function headerBlockEndIn(before: Buffer, next: Buffer): number {
-  // Only a line end inside the last bytes of `before` can start an empty line that ends in `next`.
-  const tail = before.subarray(Math.max(0, before.length - 2));
-  const seam = Buffer.concat([tail, next.subarray(0, 3)]);
-  for (let lf = seam.indexOf(0x0a); lf !== -1 && lf < tail.length; lf = seam.indexOf(0x0a, lf + 1)) {
-    const end = emptyLineAfter(seam, lf);
-    if (end !== -1) return end - tail.length;
-  }
-  // A message opening with the empty line has an empty header block.
-  if (before.length === 0) {
-    if (next[0] === 0x0a) return 1;
-    if (next[0] === 0x0d && next[1] === 0x0a) return 2;
-  }
-  for (let lf = next.indexOf(0x0a); lf !== -1; lf = next.indexOf(0x0a, lf + 1)) {
-    const end = emptyLineAfter(next, lf);
-    if (end !== -1) return end;
-  }
-  return -1;
-}
-
-/** The end of the empty line right after the line end at `lf`, or -1. */
-function emptyLineAfter(bytes: Buffer, lf: number): number {
-  if (bytes[lf + 1] === 0x0a) return lf + 2;
-  if (bytes[lf + 1] === 0x0d && bytes[lf + 2] === 0x0a) return lf + 3;
-  return -1;
-}
-
 function checkId(id: string): void {
   if (!isMessageId(id)) throw new TypeError(`not a message ID: ${JSON.stringify(id)}`);
 }
@@ -214,6 +177,12 @@ const writeFd = (fd: number, buf: Buffer, offset: number, length: number, positi
   );
 const readFd = (fd: number, buf: Buffer, position: number): Promise<number> =>
   new Promise((resolve, reject) => fs.read(fd, buf, 0, buf.length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead))));
+
+/** Closes a descriptor kept as the promise of its open(), if that open succeeded. */
+async function closeOpened(opening: Promise<number> | null): Promise<void> {
+  const fd = await opening?.catch(() => null);
+  if (fd !== undefined && fd !== null) await closeFd(fd);
+}
 
 async function fsyncDirectory(path: string): Promise<void> {
   const fd = await openFd(path, "r");
@@ -259,8 +228,7 @@ class DirectorySync {
   async close(): Promise<void> {
     const descriptor = this.descriptor;
     this.descriptor = null;
-    const fd = await descriptor?.catch(() => null);
-    if (fd !== undefined && fd !== null) await closeFd(fd);
+    await closeOpened(descriptor);
   }
 
   private begin(): Promise<void> {
@@ -509,8 +477,7 @@ class TraceLog {
   private async closeFile(): Promise<void> {
     const file = this.file;
     this.file = null;
-    const fd = await file?.fd.catch(() => null);
-    if (fd !== undefined && fd !== null) await closeFd(fd);
+    await closeOpened(file?.fd ?? null);
   }
 }
 
@@ -749,14 +716,17 @@ export class Spool {
     // is stored outlives the young generation, and then its memory (tens of KB) waits for a full
     // garbage collection; with large messages that meant one every few dozen messages.
     let prefix = Buffer.alloc(0);
+    let lineStart = 0;
     let headerSeen = false;
     let bodyCrc = 0;
     async function* keepingPrefix(): AsyncGenerator<Buffer> {
       for await (const chunk of body) {
         if (!headerSeen && prefix.length < FRESH_HEAD_BYTES) {
-          const end = headerBlockEndIn(prefix, chunk);
-          headerSeen = end !== -1;
-          prefix = Buffer.concat([prefix, chunk.subarray(0, headerSeen ? end : FRESH_HEAD_BYTES - prefix.length)]);
+          const grown = Buffer.concat([prefix, chunk.subarray(0, FRESH_HEAD_BYTES - prefix.length)]);
+          const scan = scanHeaderEnd(grown, lineStart, grown.length);
+          headerSeen = scan.end !== -1;
+          lineStart = scan.lineStart;
+          prefix = headerSeen ? Buffer.from(grown.subarray(0, scan.end)) : grown;
         }
         bodyCrc = crc32(chunk, bodyCrc);
         yield chunk;
@@ -786,7 +756,8 @@ export class Spool {
       throw error;
     }
     this.pendingIds.add(id);
-    this.remember(finalState, prefix, size);
+    // A prefix cut inside the header block would pass for a whole header block.
+    if (headerSeen || prefix.length === size) this.remember(finalState, prefix, size);
     return { size };
   }
 
@@ -797,8 +768,6 @@ export class Spool {
     } catch {
       return; // read() will meet the same trouble on disk and report it
     }
-    // A prefix cut inside the header block would pass for a whole header block.
-    if (prefix.length < size && !endsWithEmptyLine(head.headerBlock)) return;
     const headerBlock = Buffer.from(head.headerBlock);
     this.fresh.set(state.messageId, { state, head: { ...head, headerBlock, size } });
     if (this.fresh.size > FRESH_ENTRIES) this.fresh.delete(this.fresh.keys().next().value as string);
