@@ -94,8 +94,9 @@ async function measure(smtpSourcePath, server, workload) {
   try {
     await server.beginRun();
     const memReady = server.memory?.();
-    // A short unmeasured run first, so that no server pays for its cold start (JIT, process
-    // pools, caches) inside the figures; then whatever it queued is worked off.
+    // The same workload, unmeasured but for its rate, first (see WARMUP_FRACTION), so that no
+    // server pays for its cold start (JIT, process pools, caches) inside the figures; then
+    // whatever it queued is worked off.
     const base = await server.accepted();
     const warmUp = { ...workload, count: Math.max(workload.sessions, Math.round(workload.count * WARMUP_FRACTION)) };
     const warm = await smtpSource(smtpSourcePath, server.port, warmUp);
