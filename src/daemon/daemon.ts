@@ -210,6 +210,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     reverseDns: serve.smtp.reverseDns,
     policy,
     random,
+    claimMessageId: (fresh) => spool.claimMessageId(fresh),
     clock,
     accept,
     onEvent: (event) => {

@@ -108,6 +108,11 @@ export interface SmtpListenerOptions {
   policy: ListenerPolicy;
   /** Randomness for message and session IDs. */
   random: (n: number) => Uint8Array;
+  /**
+   * Where each message's ID comes from, given the way to make a new one: the daemon takes them
+   * from the spool, which has a file ready for each. Default: a new ID.
+   */
+  claimMessageId?: (fresh: () => string) => string;
   clock?: () => Date;
   /**
    * Gets the message as the client sent it, bare LF normalised, smuggling-checked and
@@ -624,7 +629,8 @@ export class SmtpListener {
     const started = performance.now();
     const state = this.sessions.get(session.id);
     const scanner = new DataScanner(this.maxMessageBytes);
-    const messageId = newMessageId(this.options.random);
+    const fresh = (): string => newMessageId(this.options.random);
+    const messageId = this.options.claimMessageId?.(fresh) ?? fresh();
     const receivedAt = this.clock();
     const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
     const recipients = session.envelope.rcptTo.map((rcpt) => rcpt.address);

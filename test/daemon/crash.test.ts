@@ -5,7 +5,7 @@ import net from "node:net";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
+import { queuedContent, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
 const COUNT = "arn:aws:lambda:us-east-1:123456789012:function:count";
@@ -150,7 +150,7 @@ describe("crash safety", () => {
     await waitFor(/^554 5\.5\.0 Bare line feed or carriage return before end of data$/m);
     socket.end("QUIT\r\n");
     expect(received).not.toMatch(/^250 Ok /m);
-    expect(await readdir(join(dir, "data", "spool", "queue"))).toEqual([]);
+    expect(await queuedContent(join(dir, "data", "spool", "queue"))).toEqual([]);
     expect(daemon.logs.some((line) => line.event === "smtp.accepted")).toBe(false);
   });
 });

@@ -11,7 +11,7 @@ import { generate } from "selfsigned";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { S3RVER_CREDENTIALS, startS3rver } from "../helpers/aws-s3rver.js";
 import type { S3rverHandle } from "../helpers/aws-s3rver.js";
-import { ROOT, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
+import { ROOT, queuedContent, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
 const run = promisify(execFile);
@@ -227,7 +227,7 @@ describe("receiptd serve", () => {
       transport(daemon.smtpPort).sendMail({ from: "a@example.org", to: "info@example.com", text: "x".repeat(200 * 1024) }),
     ).rejects.toThrow(/552 5\.3\.4 Message size exceeds fixed maximum message size/);
     const spool = join(daemon.dir, "data", "spool");
-    expect(await readdir(join(spool, "queue"))).toEqual([]);
+    expect(await queuedContent(join(spool, "queue"))).toEqual([]);
     expect(await readdir(join(spool, "tmp"))).toEqual([]);
     expect(await readdir(join(spool, "done"))).toEqual([]);
   });
@@ -318,7 +318,11 @@ describe("receiptd serve", () => {
     expect(metrics).toMatch(/^receiptd_smtp_refused_total\{stage="rcpt",reason="relaying_denied"\} 1$/m);
     expect(metrics).toMatch(/^receiptd_actions_total\{type="S3",outcome="done"\} 1$/m);
     expect(metrics).toMatch(/^receiptd_spool_depth 0$/m);
+    // The files the spool had created ahead for the next messages are gone with it.
+    const queue = join(daemon.dir, "data", "spool", "queue");
+    await expect.poll(async () => (await readdir(queue)).length, { timeout: 5000 }).toBeGreaterThan(0);
     expect(await daemon.kill("SIGTERM")).toBe(0);
     expect(daemon.logs.some((line) => line.event === "daemon.stopped")).toBe(true);
+    expect(await readdir(queue)).toEqual([]);
   });
 });

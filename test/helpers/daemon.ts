@@ -1,9 +1,21 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+
+/**
+ * The files in a running daemon's queue/ less the empty ones its spool creates ahead for the
+ * next messages: what is left is message content.
+ */
+export async function queuedContent(queue: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const name of (await readdir(queue)).sort()) {
+    if ((await stat(join(queue, name))).size > 0) names.push(name);
+  }
+  return names;
+}
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const BIN = join(ROOT, "dist/cli/main.js");

@@ -177,6 +177,84 @@ describe("accept", () => {
   });
 });
 
+describe("files reserved for the next messages", () => {
+  /** The reserve fills in the background; these wait for it to be full. */
+  const reserved = async (count: number): Promise<string[]> => {
+    await expect.poll(async () => (await listDir(join(dir, "queue"))).length, { timeout: 5000 }).toBe(count);
+    return listDir(join(dir, "queue"));
+  };
+  const RESERVE = 16;
+
+  it("are made only once IDs are claimed, and are empty until a message is accepted into one", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    await acceptOne(spool, snapshot);
+    expect((await listDir(join(dir, "queue"))).length).toBe(1);
+
+    const first = spool.claimMessageId(newId);
+    const files = await reserved(RESERVE + 1);
+    expect(files).not.toContain(`${first}.msg`);
+    for (const name of files) {
+      if ((await stat(join(dir, "queue", name))).size > 0) continue;
+      expect(name).toMatch(/^[0-9a-v]{40}\.msg$/);
+    }
+
+    const id = spool.claimMessageId(newId);
+    expect(files).toContain(`${id}.msg`);
+    const bytes = messageBytes(id);
+    await spool.accept(stateFor(id, snapshot), chunks(bytes));
+    const { message, state } = storedParts(await readFile(join(dir, "queue", `${id}.msg`)));
+    expect(message).toEqual(bytes);
+    expect(state).toEqual(stateFor(id, snapshot));
+    expect(spool.depth()).toBe(2);
+    // Used files are replaced once their message is stored.
+    await reserved(RESERVE + 2);
+    await spool.close();
+  });
+
+  it("are removed when the spool closes, and by open() after a crash", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    spool.claimMessageId(newId);
+    await reserved(RESERVE);
+    await spool.close();
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+
+    // A crash: the spool is never closed.
+    const crashed = await Spool.open({ dir });
+    crashed.claimMessageId(newId);
+    const id = crashed.claimMessageId(newId);
+    await reserved(RESERVE);
+    const kept = await acceptOne(crashed, snapshot);
+    const reopened = await Spool.open({ dir });
+    expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.msg`]);
+    expect(await reopened.pending()).toEqual([kept]);
+    expect(id).toMatch(/^[0-9a-v]{40}$/);
+    await reopened.close();
+  });
+
+  it("leave nothing behind when the message is refused, or its accept fails before the first byte", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    spool.claimMessageId(newId);
+    await reserved(RESERVE);
+    const refused = spool.claimMessageId(newId);
+    async function* body() {
+      yield Buffer.alloc(1024, 0x61);
+      throw new Error("552 5.3.4 Message size exceeds fixed maximum message size");
+    }
+    await expect(spool.accept(stateFor(refused, snapshot), body())).rejects.toThrow(/552/);
+    const unsaved = spool.claimMessageId(newId);
+    await expect(spool.accept(stateFor(unsaved, "0".repeat(64)), chunks(messageBytes(unsaved)))).rejects.toThrow(/was not saved/);
+    const left = await listDir(join(dir, "queue"));
+    expect(left).not.toContain(`${refused}.msg`);
+    expect(left).not.toContain(`${unsaved}.msg`);
+    expect(spool.depth()).toBe(0);
+    await spool.close();
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+  });
+});
+
 describe("open", () => {
   it("removes accepts cut short (no footer), orphan journals and whatever is in tmp/", async () => {
     let spool = await Spool.open({ dir });
