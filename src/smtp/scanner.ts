@@ -27,6 +27,7 @@ const LF_DOT_CRLF = Buffer.from("\n.\r\n");
 const TAIL = LF_DOT_CRLF.length;
 const CR = 0x0d;
 const LF = 0x0a;
+const DOT = 0x2e;
 const CRLF = Buffer.from("\r\n");
 
 /** Whether `data` holds a sequence; a match at index 0 is left to the caller, who knows the byte before. */
@@ -36,6 +37,25 @@ function containsSmuggling(data: Buffer): boolean {
     if (data[at - 1] !== CR) return true;
   }
   return false;
+}
+
+/**
+ * One pass over the chunk's line feeds finds both what smuggling starts with an LF and every
+ * bare LF; only `<CR>.<CR>` needs a search of its own. Sequences cut by the chunk's end are
+ * found by the next chunk's seam check. `afterCr`: the byte before the chunk was a CR.
+ */
+function scanLineFeeds(chunk: Buffer, afterCr: boolean): { smuggling: boolean; bareLf: number[] | null } {
+  if (chunk.includes(CR_DOT_CR)) return { smuggling: true, bareLf: null };
+  let bareLf: number[] | null = null;
+  for (let lf = chunk.indexOf(LF); lf !== -1; lf = chunk.indexOf(LF, lf + 1)) {
+    const bare = lf > 0 ? chunk[lf - 1] !== CR : !afterCr;
+    if (chunk[lf + 1] === DOT) {
+      const after = chunk[lf + 2];
+      if (after === LF || (bare && after === CR && chunk[lf + 3] === LF)) return { smuggling: true, bareLf: null };
+    }
+    if (bare) (bareLf ??= []).push(lf);
+  }
+  return { smuggling: false, bareLf };
 }
 
 export class DataScanner {
@@ -59,29 +79,26 @@ export class DataScanner {
       return null;
     }
     // The seam catches a sequence cut by a chunk boundary, and one at the chunk's first byte.
-    if (containsSmuggling(Buffer.concat([this.tail, chunk.subarray(0, TAIL)])) || containsSmuggling(chunk)) {
+    const afterCr = this.tail[this.tail.length - 1] === CR;
+    const found = containsSmuggling(Buffer.concat([this.tail, chunk.subarray(0, TAIL)])) ? null : scanLineFeeds(chunk, afterCr);
+    if (!found || found.smuggling) {
       this.violation = "smuggling";
       return null;
     }
-    const out = normaliseBareLf(chunk, this.tail[this.tail.length - 1] === CR);
+    const out = found.bareLf ? withCrlf(chunk, found.bareLf) : chunk;
     this.tail = Buffer.from(Buffer.concat([this.tail, chunk.subarray(-TAIL)]).subarray(-TAIL));
     return out;
   }
 }
 
-/** `afterCr`: the byte before the chunk was a CR, so an LF opening the chunk is not bare. */
-export function normaliseBareLf(chunk: Buffer, afterCr: boolean): Buffer {
-  let lf = chunk.indexOf(LF);
-  if (lf === -1) return chunk;
+/** The chunk with a CR put before each LF at `bareLf`. */
+function withCrlf(chunk: Buffer, bareLf: number[]): Buffer {
   const parts: Buffer[] = [];
   let from = 0;
-  for (; lf !== -1; lf = chunk.indexOf(LF, lf + 1)) {
-    const before = lf > 0 ? chunk[lf - 1] : afterCr ? CR : undefined;
-    if (before === CR) continue;
+  for (const lf of bareLf) {
     parts.push(chunk.subarray(from, lf), CRLF);
     from = lf + 1;
   }
-  if (parts.length === 0) return chunk;
   parts.push(chunk.subarray(from));
   return Buffer.concat(parts);
 }

@@ -46,4 +46,26 @@ describe("IP filters (SEMANTICS 4, connect)", () => {
   it("no filters: every client goes on", () => {
     expect(decideIp(compileFilters([]), "203.0.113.5")).toEqual({ decision: "none", filter: null });
   });
+
+  it("reads IPv4 clients as ip-cidr's ranges do, at every prefix length and both range ends", () => {
+    let state = 11;
+    const next = (): number => {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      return state;
+    };
+    const dotted = (value: number): string => [24, 16, 8, 0].map((shift) => (value >>> shift) & 255).join(".");
+    for (let round = 0; round < 500; round++) {
+      const prefix = next() % 33;
+      const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+      const start = (next() & mask) >>> 0;
+      const end = (start | (~mask >>> 0)) >>> 0;
+      const filters = compileFilters([filter("range", "Block", `${dotted(start)}/${prefix}`)]);
+      for (const inside of [start, end]) {
+        expect(decideIp(filters, dotted(inside)).decision, `${dotted(inside)} in ${dotted(start)}/${prefix}`).toBe("block");
+        expect(decideIp(filters, `::ffff:${dotted(inside)}`).decision).toBe("block");
+      }
+      if (start > 0) expect(decideIp(filters, dotted(start - 1)).decision).toBe("none");
+      if (end < 0xffffffff) expect(decideIp(filters, dotted(end + 1)).decision).toBe("none");
+    }
+  });
 });
