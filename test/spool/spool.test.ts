@@ -207,8 +207,20 @@ describe("files reserved for the next messages", () => {
     expect(message).toEqual(bytes);
     expect(state).toEqual(stateFor(id, snapshot));
     expect(spool.depth()).toBe(2);
-    // Used files are replaced once their message is stored.
-    await reserved(RESERVE + 2);
+    expect(await listDir(join(dir, "queue"))).toHaveLength(RESERVE + 1);
+    // Used files are replaced, half the reserve at a time, once their messages are stored.
+    for (let i = 0; i < RESERVE / 2; i++) {
+      const next = spool.claimMessageId(newId);
+      await spool.accept(stateFor(next, snapshot), chunks(messageBytes(next)));
+    }
+    const empty = async (): Promise<number> => {
+      let count = 0;
+      for (const name of await listDir(join(dir, "queue"))) if ((await stat(join(dir, "queue", name))).size === 0) count++;
+      return count;
+    };
+    // The last claim may have come after the refill, or while it was under way.
+    await expect.poll(empty, { timeout: 5000 }).toBeGreaterThanOrEqual(RESERVE - 1);
+    expect(spool.depth()).toBe(2 + RESERVE / 2);
     await spool.close();
   });
 
