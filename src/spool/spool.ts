@@ -116,8 +116,13 @@ const AREA_FILE = /^([0-9a-v]{40})\.(msg|journal|trace\.json)$/;
 const TRACE_LOG = /^traces-(\d{4}-\d{2}-\d{2})\.jsonl$/;
 const DAY_MS = 24 * 60 * 60 * 1000;
 const SNAPSHOT_HASH = /^[0-9a-f]{64}$/;
-/** Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write. */
-const STAGING_BYTES = 128 * 1024;
+/**
+ * Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write.
+ * Each write is a trip to an I/O thread that costs the main thread real CPU time: going from
+ * 128 KB to 512 KB took it down by about 15% on 1 MB messages. At 1 MB, receiving waited for
+ * writing more often and throughput fell. Only the pages a message fills are ever touched.
+ */
+const STAGING_BYTES = 512 * 1024;
 const STAGING_BUFFERS_KEPT = 64;
 
 const FOOTER_MAGIC = "receiptd-spool/1";
@@ -266,7 +271,7 @@ async function writeAll(fd: number, bytes: Buffer, position: number): Promise<vo
 }
 
 /**
- * Staging buffers outlive the message they were taken for: allocating 2 × 128 KB per message
+ * Staging buffers outlive the message they were taken for: allocating two per message
  * made megabyte-sized mail cost a full garbage collection every few dozen messages (V8 counts
  * such buffers as external memory pressure). Bounded, so a burst does not stay allocated.
  */
