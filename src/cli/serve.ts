@@ -1,6 +1,6 @@
 import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js";
 import { startDaemon } from "../daemon/daemon.js";
-import { createLogger } from "../ops/log.js";
+import { loggerFromEnvironment } from "../ops/log.js";
 import { PolicyLoadError } from "../ops/reload.js";
 import { UsageError, parseCommandLine } from "./usage.js";
 
@@ -27,12 +27,7 @@ export async function runServe(args: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments (got "${positionals[0]}")`, HELP);
-  const format = process.env.RECEIPTD_LOG_FORMAT;
-  const level = process.env.RECEIPTD_LOG_LEVEL;
-  const logger = createLogger({
-    format: format === "json" || format === "pretty" ? format : "auto",
-    level: level === "debug" || level === "warn" || level === "error" ? level : "info",
-  });
+  const logger = loggerFromEnvironment();
 
   let daemon;
   try {

@@ -79,6 +79,12 @@ export interface ServeConfig {
     maxRecipients: number;
     earlyTalkerCheckMs: number;
     reverseDns: boolean;
+    /**
+     * 1: SMTP is served by the daemon's own process. More: by that many acceptor processes, which
+     * store messages in the spool and leave processing to the daemon's process. Connection limits
+     * apply per process.
+     */
+    processes: number;
   };
   /** SPF, DKIM and DMARC on receipt (needs DNS). */
   authentication: { enabled: boolean; dnsTimeoutMs: number };
@@ -237,6 +243,7 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     "maxRecipients",
     "earlyTalkerCheckMs",
     "reverseDns",
+    "processes",
   ]);
   const tlsRaw = reader.object(smtpRaw.tls, "config.smtp.tls", ["cert", "key"]);
   const cert = path(reader.string(tlsRaw.cert, "config.smtp.tls.cert"));
@@ -293,6 +300,7 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
       maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? 100,
       earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? 0,
       reverseDns: reader.boolean(smtpRaw.reverseDns, "config.smtp.reverseDns") ?? true,
+      processes: reader.integer(smtpRaw.processes, "config.smtp.processes", 1, 64) ?? 1,
     },
     authentication: {
       enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? true,

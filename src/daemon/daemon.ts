@@ -1,27 +1,20 @@
-import { readFile } from "node:fs/promises";
-import { PassThrough } from "node:stream";
-import { once } from "node:events";
 import { backendFromConfig } from "../actions/compose.js";
 import { sesExecutor } from "../actions/ses-executor.js";
 import type { ReceiptdConfig } from "../config/config.js";
-import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
-import type { AuthResult } from "../mail/auth.js";
 import { startAdminServer } from "../ops/admin.js";
 import type { AdminServer } from "../ops/admin.js";
 import type { Logger } from "../ops/log.js";
 import { createMetrics } from "../ops/metrics.js";
 import type { Metrics } from "../ops/metrics.js";
 import { watchPolicy } from "../ops/reload.js";
-import type { PolicySnapshot, WatchedPolicy } from "../ops/reload.js";
-import type { Header, Identities } from "../rules/model.js";
-import { scanVerdict } from "../ses/verdicts.js";
-import type { Verdicts } from "../ses/verdicts.js";
-import { SmtpListener } from "../smtp/index.js";
-import type { AcceptedSession, BoundAddress, SmtpEvent } from "../smtp/index.js";
+import type { PolicyTexts, WatchedPolicy } from "../ops/reload.js";
+import type { BoundAddress, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
-import { pooledRandomBytes } from "./random.js";
 import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
+import { startAcceptance } from "./acceptance.js";
+import { AcceptorPool } from "./acceptors.js";
+import { pooledRandomBytes } from "./random.js";
 
 export interface Daemon {
   /** Where SMTP listens (real ports when 0 was configured). */
@@ -42,7 +35,6 @@ export interface DaemonOptions {
 }
 
 const HOUR_MS = 60 * 60 * 1000;
-const BUSY_LINGER_MS = 20;
 
 /** Metric label for why the listener refused something. */
 function refusalReason(reply: string): string {
@@ -55,33 +47,6 @@ function refusalReason(reply: string): string {
   return "other";
 }
 
-/**
- * Feeds the body to authentication while it streams to the spool, so that DKIM body hashes are
- * computed in the same pass and the message is never held in memory.
- */
-function teeForAuthentication(
-  body: AsyncIterable<Buffer>,
-  authenticate: (stream: AsyncIterable<Buffer>) => Promise<AuthResult>,
-): { body: AsyncIterable<Buffer>; result: Promise<AuthResult> } {
-  const copy = new PassThrough();
-  const result = authenticate(copy);
-  async function* passOn(): AsyncGenerator<Buffer> {
-    let ended = false;
-    try {
-      for await (const chunk of body) {
-        if (!copy.write(chunk)) await once(copy, "drain");
-        yield chunk;
-      }
-      copy.end();
-      ended = true;
-    } finally {
-      // A refused or abandoned body must not leave authentication waiting for the rest.
-      if (!ended) copy.destroy();
-    }
-  }
-  return { body: passOn(), result };
-}
-
 export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions): Promise<Daemon> {
   const { logger } = options;
   const clock = options.clock ?? (() => new Date());
@@ -91,6 +56,8 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),
   });
 
+  // Acceptor processes, if any, follow every change (set once they run).
+  let policyListener: ((texts: PolicyTexts) => void) | null = null;
   const policy: WatchedPolicy = await watchPolicy({
     sources: {
       rules: serve.rules,
@@ -99,22 +66,20 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     },
     logger,
     metrics,
+    onChange: (texts) => policyListener?.(texts),
   });
   const spool = await Spool.open({ dir: serve.spool.dir });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
-  // The SMTP side counts as busy while a message is being accepted and shortly after, so that
-  // the gaps between one client's transactions do not let processing flood the I/O threads.
-  let accepting = 0;
-  let lastAccepted = 0;
-  const smtpBusy = () => accepting > 0 || performance.now() - lastAccepted < BUSY_LINGER_MS;
+  // The SMTP side, in this process or in acceptor processes; set once it listens.
+  let smtp: SmtpSide | null = null;
 
   const backend = backendFromConfig(config);
   const processor = new Processor({
     spool,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),
     concurrency: serve.processing.concurrency,
-    whileBusy: { concurrency: serve.processing.concurrencyWhileReceiving, isBusy: smtpBusy },
+    whileBusy: { concurrency: serve.processing.concurrencyWhileReceiving, isBusy: () => smtp?.busy() ?? false },
     retryWindowMs: serve.processing.retryWindowMinutes * 60_000,
     backoff: { initialMs: serve.processing.backoffInitialMs, maxMs: serve.processing.backoffMaxMs },
     clock,
@@ -123,103 +88,10 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     onEvent: (event) => reportProcessing(event, logger, metrics),
   });
 
-  // One snapshot file per rule set version, not per message.
-  const snapshots = new Map<number, Promise<string>>();
-  const snapshotHash = (snapshot: PolicySnapshot): Promise<string> => {
-    let hash = snapshots.get(snapshot.generation);
-    if (!hash) {
-      hash = spool.saveSnapshot({ ruleSet: snapshot.ruleSet, identities: identityLists(snapshot.identities) });
-      hash.catch(() => snapshots.delete(snapshot.generation));
-      snapshots.set(snapshot.generation, hash);
-    }
-    return hash;
-  };
-
-  const authenticate = serve.authentication.enabled
-    ? (session: AcceptedSession) => (stream: AsyncIterable<Buffer>) =>
-        authenticateMessage(
-          { message: stream, ip: session.client.ip, helo: session.client.helo, mailFrom: session.mailFrom, hostname: config.hostname },
-          { timeoutMs: serve.authentication.dnsTimeoutMs },
-        )
-    : null;
-
-  const accept = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
-    accepting++;
-    try {
-      await store(session, body);
-    } finally {
-      accepting--;
-      lastAccepted = performance.now();
-    }
-  };
-
-  const store = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
-    const started = performance.now();
-    const snapshot = policy.snapshot();
-    const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
-    const scanHeaders: Header[] =
-      scanned === "DISABLED"
-        ? []
-        : [
-            { name: "X-SES-Spam-Verdict", value: scanned },
-            { name: "X-SES-Virus-Verdict", value: scanned },
-          ];
-    const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
-    const state = {
-      messageId: session.messageId,
-      receivedAt: session.receivedAt.toISOString(),
-      envelope: { mailFrom: session.mailFrom, recipients: session.recipients },
-      client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
-      verdicts: base,
-      snapshot: await snapshotHash(snapshot),
-      receiptHeaders: [...session.receiptHeaders, ...scanHeaders],
-    };
-    if (!authenticate) {
-      // Everything is known up front, so the state is written while the body streams in.
-      await spool.accept(state, body);
-    } else {
-      const tee = teeForAuthentication(body, authenticate(session));
-      await spool.accept(state, tee.body, {
-        completeState: async () => {
-          const auth = await tee.result;
-          return {
-            verdicts: { ...base, ...auth.verdicts },
-            receiptHeaders: [...session.receiptHeaders, ...auth.headers, ...scanHeaders],
-          };
-        },
-      });
-    }
-    metrics.smtpAcceptSeconds.observe((performance.now() - started) / 1000);
-  };
-
-  const tls = serve.smtp.tls
-    ? { cert: await readFile(serve.smtp.tls.cert), key: await readFile(serve.smtp.tls.key) }
-    : undefined;
-  const listener = await SmtpListener.start({
-    listen: serve.smtp.listen,
-    hostname: config.hostname,
-    ...(serve.smtp.banner ? { banner: serve.smtp.banner } : {}),
-    ...(tls ? { tls } : {}),
-    proxyProtocolFrom: serve.smtp.proxyProtocolFrom,
-    maxConnections: serve.smtp.maxConnections,
-    maxConnectionsPerIp: serve.smtp.maxConnectionsPerIp,
-    timeouts: { socketMs: serve.smtp.socketTimeoutMs, closeMs: config.serve.shutdownGraceMs },
-    maxMessageBytes: serve.smtp.maxMessageBytes,
-    maxRecipients: serve.smtp.maxRecipients,
-    earlyTalkerCheckMs: serve.smtp.earlyTalkerCheckMs,
-    reverseDns: serve.smtp.reverseDns,
-    policy,
-    random,
-    claimMessageId: (fresh) => spool.claimMessageId(fresh),
-    clock,
-    accept,
-    onEvent: (event) => {
-      reportSmtp(event, logger, metrics);
-      // Rule actions run after the 250, never before it (SEMANTICS 4): the reply is on its way
-      // once this event is out, and processing starts on a later turn of the event loop.
-      if (event.type === "data" && event.accepted) setImmediate(() => processor.enqueue(event.messageId));
-    },
-  });
+  smtp =
+    serve.smtp.processes === 1
+      ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
+      : await acceptInProcesses(config, { policy, spool, processor, logger, metrics, onPolicyChange: (listener) => (policyListener = listener) });
   await processor.start();
 
   const sweep = async () => {
@@ -246,7 +118,8 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     : null;
 
   logger.info("daemon.started", {
-    smtp: listener.addresses().map((a) => `${a.host}:${a.port}${a.implicitTls ? " (TLS)" : ""}`),
+    smtp: smtp.addresses().map((a) => `${a.host}:${a.port}${a.implicitTls ? " (TLS)" : ""}`),
+    ...(serve.smtp.processes > 1 ? { acceptors: serve.smtp.processes } : {}),
     admin: admin ? `${admin.address().host}:${admin.address().port}` : null,
     ruleSet: policy.ruleSet().name,
     spool: serve.spool.dir,
@@ -254,7 +127,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   });
 
   return {
-    addresses: () => listener.addresses(),
+    addresses: () => smtp.addresses(),
     adminAddress: () => admin?.address() ?? null,
     reload: () => policy.reload(),
     async stop(graceMs = serve.shutdownGraceMs) {
@@ -263,7 +136,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
       const deadline = Date.now() + graceMs;
       logger.info("daemon.stopping", { graceMs });
       clearInterval(sweeper);
-      await listener.close(graceMs);
+      await smtp.close(graceMs);
       await processor.drain(Math.max(0, deadline - Date.now()));
       await spool.close();
       policy.close();
@@ -273,8 +146,91 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   };
 }
 
-function identityLists(identities: Identities): { addresses: string[]; domains: string[] } {
-  return { addresses: [...identities.addresses], domains: [...identities.domains] };
+/** What the daemon needs of the SMTP side, wherever it runs. */
+interface SmtpSide {
+  addresses(): BoundAddress[];
+  /** Whether messages are being received (processing then holds back). */
+  busy(): boolean;
+  /** Stops accepting; open sessions get the grace period. */
+  close(graceMs: number): Promise<void>;
+}
+
+interface SmtpSideContext {
+  policy: WatchedPolicy;
+  spool: Spool;
+  processor: Processor;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+async function acceptInProcess(
+  config: ReceiptdConfig,
+  context: SmtpSideContext & { clock: () => Date; random: (bytes: number) => Uint8Array },
+): Promise<SmtpSide> {
+  const { processor, logger, metrics } = context;
+  const acceptance = await startAcceptance(config, {
+    policy: context.policy,
+    spool: context.spool,
+    clock: context.clock,
+    random: context.random,
+    onAccepted: (seconds) => metrics.smtpAcceptSeconds.observe(seconds),
+    onEvent: (event) => {
+      reportSmtp(event, logger, metrics);
+      // Rule actions run after the 250, never before it (SEMANTICS 4): the reply is on its way
+      // once this event is out, and processing starts on a later turn of the event loop.
+      if (event.type === "data" && event.accepted) setImmediate(() => processor.enqueue(event.messageId));
+    },
+  });
+  return {
+    addresses: () => acceptance.listener.addresses(),
+    busy: acceptance.busy,
+    close: (graceMs) => acceptance.listener.close(graceMs),
+  };
+}
+
+async function acceptInProcesses(
+  config: ReceiptdConfig,
+  context: SmtpSideContext & { onPolicyChange: (listener: (texts: PolicyTexts) => void) => void },
+): Promise<SmtpSide> {
+  const { spool, processor, logger, metrics } = context;
+  const loggers = new Map<number, Logger>();
+  const loggerOf = (acceptor: number): Logger => {
+    let child = loggers.get(acceptor);
+    if (!child) loggers.set(acceptor, (child = logger.child({ acceptor })));
+    return child;
+  };
+  const pool = await AcceptorPool.start({
+    count: config.serve.smtp.processes,
+    config,
+    policy: () => context.policy.texts(),
+    logger,
+    onReport: (report, acceptor) => {
+      if (report.kind === "accepted") {
+        metrics.smtpAcceptSeconds.observe(report.seconds);
+        return;
+      }
+      const { event } = report;
+      reportSmtp(event, loggerOf(acceptor), metrics);
+      // The acceptor reports a message once it is durable and its 250 is on its way.
+      if (event.type === "data" && event.accepted) {
+        spool.adopt(event.messageId);
+        processor.enqueue(event.messageId);
+      }
+    },
+    onLost: () => {
+      spool.adoptUnreported().then(
+        (ids) => {
+          for (const id of ids) processor.enqueue(id);
+          if (ids.length > 0) logger.warn("spool.adopted", { messages: ids.length, reason: "acceptor exited before reporting them" });
+        },
+        (error: unknown) => logger.error("spool.adopt_failed", { error }),
+      );
+    },
+  });
+  context.onPolicyChange((texts) => pool.broadcastPolicy(texts));
+  // A reload while the acceptors were starting: they ignore a generation they already have.
+  pool.broadcastPolicy(context.policy.texts());
+  return { addresses: () => pool.addresses(), busy: () => pool.busy(), close: (graceMs) => pool.stop(graceMs) };
 }
 
 function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {

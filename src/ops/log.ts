@@ -189,3 +189,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
   return makeLogger(sink, {});
 }
+
+/** The logger `receiptd serve` and its acceptor processes use: RECEIPTD_LOG_FORMAT and RECEIPTD_LOG_LEVEL. */
+export function loggerFromEnvironment(env: NodeJS.ProcessEnv = process.env): Logger {
+  const format = env.RECEIPTD_LOG_FORMAT;
+  const level = env.RECEIPTD_LOG_LEVEL;
+  return createLogger({
+    format: format === "json" || format === "pretty" ? format : "auto",
+    level: level === "debug" || level === "warn" || level === "error" ? level : "info",
+  });
+}

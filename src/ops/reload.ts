@@ -38,7 +38,16 @@ export interface LivePolicy {
   snapshot(): PolicySnapshot;
 }
 
+/** The texts a snapshot was parsed from, for a process that mirrors the policy (an acceptor). */
+export interface PolicyTexts {
+  rules: string;
+  filters?: string;
+  generation: number;
+}
+
 export interface WatchedPolicy extends LivePolicy {
+  /** The texts of the state in effect. */
+  texts(): PolicyTexts;
   /**
    * Rereads both files (the daemon calls this on SIGHUP). Resolves true when every file is
    * valid and in effect, false when one was refused (the old one stays); never rejects.
@@ -54,6 +63,8 @@ export interface WatchPolicyOptions {
   metrics?: Pick<Metrics, "configReloads">;
   /** Quiet time after the last change in a watched directory before the files are reread. Default 200 ms. */
   debounceMs?: number;
+  /** Called after every change that took effect, with the new state's texts. */
+  onChange?: (texts: PolicyTexts) => void;
 }
 
 /** The rule set or filters file was invalid at start; `errors` has one entry per invalid file. */
@@ -130,6 +141,54 @@ function compile(filters: readonly IpFilter[]): CompiledFilters {
   return Object.freeze(compiled);
 }
 
+/** The LivePolicy reading of whatever state `current` returns at each call. */
+function viewOf(current: () => PolicySnapshot): LivePolicy {
+  return {
+    ruleSet: () => current().ruleSet,
+    identities: () => current().identities,
+    filters: () => current().filters,
+    generation: () => current().generation,
+    snapshot: current,
+  };
+}
+
+function identitiesResolver(configured: string[] | undefined): { fixed: boolean; of(ruleSet: RuleSet): Identities } {
+  const fixed = configured !== undefined && configured.length > 0 ? identitiesFrom(configured) : null;
+  return { fixed: fixed !== null, of: (ruleSet) => fixed ?? identitiesOfRules(ruleSet.rules) };
+}
+
+/**
+ * The policy of another process, kept in step by `update()` with the texts that process loaded
+ * and validated: an acceptor process holds one, fed by the daemon's watched policy, so that both
+ * evaluate exactly the same files and generation numbers. A text that does not parse here
+ * throws, as it cannot have been accepted there; a generation not newer than the one in effect
+ * is ignored.
+ */
+export function mirrorPolicy(
+  identities: string[] | undefined,
+  texts: PolicyTexts,
+): LivePolicy & { /** False when the generation was not newer. */ update(texts: PolicyTexts): boolean } {
+  const resolver = identitiesResolver(identities);
+  const parse = (next: PolicyTexts): PolicySnapshot => {
+    const ruleSet = parseRuleSetText(next.rules, "rules");
+    return Object.freeze({
+      ruleSet,
+      identities: resolver.of(ruleSet),
+      filters: next.filters === undefined ? NO_FILTERS : compile(parseFiltersText(next.filters, "filters")),
+      generation: next.generation,
+    });
+  };
+  let current = parse(texts);
+  return {
+    ...viewOf(() => current),
+    update(next) {
+      if (next.generation <= current.generation) return false;
+      current = parse(next);
+      return true;
+    },
+  };
+}
+
 /**
  * Loads the rule set and filters, then keeps them current: on `reload()` and whenever a file
  * changes. An invalid new file is refused with every issue logged and the old one kept; a valid
@@ -138,9 +197,8 @@ function compile(filters: readonly IpFilter[]): CompiledFilters {
 export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedPolicy> {
   const { sources, logger, metrics } = options;
   const debounceMs = options.debounceMs ?? 200;
-  const configured = sources.identities !== undefined && sources.identities.length > 0 ? sources.identities : null;
-  const fixedIdentities = configured ? identitiesFrom(configured) : null;
-  const identitiesFor = (ruleSet: RuleSet): Identities => fixedIdentities ?? identitiesOfRules(ruleSet.rules);
+  const resolver = identitiesResolver(sources.identities);
+  const identitiesFor = resolver.of;
 
   const rulesSpec = { path: sources.rules, parse: parseRuleSetText };
   const filtersSpec = sources.filters === undefined ? null : { path: sources.filters, parse: parseFiltersText };
@@ -176,7 +234,7 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
     ruleSet: snapshot.ruleSet.name,
     rules: snapshot.ruleSet.rules.length,
     filters: snapshot.filters.allow.length + snapshot.filters.block.length,
-    identities: fixedIdentities ? "configured" : "from rules",
+    identities: resolver.fixed ? "configured" : "from rules",
   });
   logger.info("config.loaded", { rulesFile: rules.path, filtersFile: filters?.path, ...describe(current) });
 
@@ -214,6 +272,7 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
         generation: current.generation + 1,
       });
       logger.info("config.reloaded", { trigger, changed, ...describe(current) });
+      options.onChange?.(texts());
     }
     const silent = trigger === "watch" && changed.length === 0 && !refusedAny;
     if (!silent) metrics?.configReloads.inc({ result: refusedAny ? "failure" : "success" });
@@ -260,12 +319,13 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
     }
   }
 
+  function texts(): PolicyTexts {
+    return { rules: rules.text, ...(filters ? { filters: filters.text } : {}), generation: current.generation };
+  }
+
   return {
-    ruleSet: () => current.ruleSet,
-    identities: () => current.identities,
-    filters: () => current.filters,
-    generation: () => current.generation,
-    snapshot: () => current,
+    ...viewOf(() => current),
+    texts,
     reload: () => enqueue("reload"),
     close() {
       clearTimeout(timer);

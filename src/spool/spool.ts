@@ -600,6 +600,9 @@ class ReservedFiles {
   }
 }
 
+/** Tells apart the temporary files of concurrent snapshot saves in this process. */
+let temporaryFiles = 0;
+
 export class Spool {
   private readonly dir: string;
   private readonly fsync: boolean;
@@ -626,8 +629,11 @@ export class Spool {
   private readonly journaled = new Set<string>();
   private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
   private readonly traces: TraceLog;
+  /** An acceptor process's spool: it only stores messages; the daemon's own spool tracks them. */
+  private readonly acceptsOnly: boolean;
 
-  private constructor(options: SpoolOptions) {
+  private constructor(options: SpoolOptions, acceptsOnly = false) {
+    this.acceptsOnly = acceptsOnly;
     this.dir = options.dir;
     this.fsync = options.fsync ?? true;
     this.tmp = join(this.dir, "tmp");
@@ -652,6 +658,43 @@ export class Spool {
     const spool = new Spool(options);
     await spool.prepare();
     return spool;
+  }
+
+  /**
+   * The spool of a running daemon, for an acceptor process beside it to store messages in. There
+   * is no recovery (the daemon did that at open(), and recovering now would remove files that
+   * other acceptors are writing) and no index of pending messages: the daemon learns of each
+   * message from the acceptor and `adopt`s it.
+   */
+  static forAcceptance(options: SpoolOptions): Spool {
+    return new Spool(options, true);
+  }
+
+  /** A message another process accepted into queue/: pending from now on, read from disk. */
+  adopt(id: string): void {
+    checkId(id);
+    this.pendingIds.add(id);
+  }
+
+  /**
+   * Adopts every committed message in queue/ that is not pending yet, and returns their IDs: after
+   * an acceptor process died, the messages it answered 250 but had not reported yet. Files still
+   * being written (no footer yet) are left to their writers, and those of a dead acceptor to the
+   * next open().
+   */
+  async adoptUnreported(): Promise<string[]> {
+    const found: string[] = [];
+    for (const name of await readdir(this.queue)) {
+      const match = QUEUE_FILE.exec(name);
+      if (!match || match[2] !== "msg") continue;
+      const id = match[1] ?? "";
+      if (this.pendingIds.has(id)) continue;
+      // Gone (finished since the listing) or unreadable: not for adopting now.
+      if (!(await storedFileIsWhole(join(this.queue, name), { checksum: false }).catch(() => false))) continue;
+      this.pendingIds.add(id);
+      found.push(id);
+    }
+    return found;
   }
 
   /**
@@ -763,7 +806,8 @@ export class Spool {
   private async writeSnapshot(hash: string, text: string): Promise<void> {
     const path = join(this.snapshots, `${hash}.json`);
     if (!(await exists(path))) {
-      const temporary = join(this.tmp, `snapshot-${hash}.json`);
+      // Acceptor processes (or two spools in one process) may save the same snapshot at once.
+      const temporary = join(this.tmp, `snapshot-${hash}-${process.pid}-${temporaryFiles++}.json`);
       await this.writeSmallFile(temporary, text, { durable: true });
       await rename(temporary, path);
       await this.snapshotSync.sync();
@@ -831,6 +875,7 @@ export class Spool {
     }
 
     const { completeState } = options;
+    const keepsHead = !this.acceptsOnly;
     // A copy of the header block, never a reference to a chunk: a chunk kept until the message
     // is stored outlives the young generation, and then its memory (tens of KB) waits for a full
     // garbage collection; with large messages that meant one every few dozen messages.
@@ -840,7 +885,7 @@ export class Spool {
     let bodyCrc = 0;
     async function* keepingPrefix(): AsyncGenerator<Buffer> {
       for await (const chunk of body) {
-        if (!headerSeen && prefix.length < FRESH_HEAD_BYTES) {
+        if (keepsHead && !headerSeen && prefix.length < FRESH_HEAD_BYTES) {
           const grown = Buffer.concat([prefix, chunk.subarray(0, FRESH_HEAD_BYTES - prefix.length)]);
           const scan = scanHeaderEnd(grown, lineStart, grown.length);
           headerSeen = scan.end !== -1;
@@ -874,8 +919,9 @@ export class Spool {
       await rm(path, { force: true });
       throw error;
     }
-    this.pendingIds.add(id);
     if (reservedFd !== undefined) this.reserved.refill();
+    if (!keepsHead) return { size };
+    this.pendingIds.add(id);
     // A prefix cut inside the header block would pass for a whole header block.
     if (headerSeen || prefix.length === size) this.remember(finalState, prefix, size);
     return { size };

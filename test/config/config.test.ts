@@ -43,6 +43,7 @@ describe("configuration", () => {
         tls: { cert: "tls/cert.pem", key: "tls/key.pem" },
         proxyProtocolFrom: ["10.0.0.0/8"],
         maxRecipients: 50,
+        processes: 4,
       },
       spool: { retentionHours: 48 },
       processing: { concurrency: 4 },
@@ -53,6 +54,10 @@ describe("configuration", () => {
     expect(config.serve.smtp.tls).toEqual({ cert: "/srv/receiptd/tls/cert.pem", key: "/srv/receiptd/tls/key.pem" });
     expect(config.serve.smtp.maxRecipients).toBe(50);
     expect(config.serve.smtp.maxMessageBytes).toBe(40 * 1024 * 1024);
+    expect(config.serve.smtp.processes).toBe(4);
+    expect(parse({}).serve.smtp.processes).toBe(1);
+    expect(issuesOf({ smtp: { processes: 0 } })[0]).toMatch(/^config\.smtp\.processes: /);
+    expect(issuesOf({ smtp: { processes: 1.5 } })[0]).toMatch(/^config\.smtp\.processes: /);
     expect(config.serve.spool).toEqual({ dir: "/srv/receiptd/data/spool", retentionHours: 48 });
     expect(config.serve.processing.retryWindowMinutes).toBe(240);
     expect(config.serve.admin).toBeNull();

@@ -11,7 +11,7 @@ import { generate } from "selfsigned";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { S3RVER_CREDENTIALS, startS3rver } from "../helpers/aws-s3rver.js";
 import type { S3rverHandle } from "../helpers/aws-s3rver.js";
-import { ROOT, queuedContent, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
+import { ROOT, liveRuleSet, queuedContent, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
 const run = promisify(execFile);
@@ -276,12 +276,7 @@ describe("receiptd serve", () => {
     const dir = join(work.dir, "reload");
     await mkdir(dir, { recursive: true });
     const rulesFile = join(dir, "rules.json");
-    const rules = (recipients: string[]) =>
-      JSON.stringify({
-        Metadata: { Name: "live" },
-        Rules: [{ Name: "keep", Enabled: true, Recipients: recipients, Actions: [{ S3Action: { BucketName: "live" } }] }],
-      });
-    await writeFile(rulesFile, rules(["old@example.com"]));
+    await writeFile(rulesFile, liveRuleSet(["old@example.com"]));
     const daemon = await start("reload", { rules: rulesFile, identities: ["example.com"] });
     const send = (to: string) =>
       transport(daemon.smtpPort)
@@ -289,7 +284,7 @@ describe("receiptd serve", () => {
         .then((info) => info.response, (error: Error) => error.message);
 
     expect(await send("new@example.com")).toMatch(/550 5\.1\.1/);
-    await writeFile(`${rulesFile}.tmp`, rules(["old@example.com", "new@example.com"]));
+    await writeFile(`${rulesFile}.tmp`, liveRuleSet(["old@example.com", "new@example.com"]));
     await rename(`${rulesFile}.tmp`, rulesFile);
     await daemon.waitForLog((line) => line.event === "config.reloaded");
     expect(await send("new@example.com")).toMatch(/^250 Ok /);
@@ -299,7 +294,7 @@ describe("receiptd serve", () => {
     expect(JSON.stringify(refused.issues)).toContain("Rules[0].Actions[0].S3Action.BucketName");
     expect(await send("new@example.com")).toMatch(/^250 Ok /);
 
-    await writeFile(rulesFile, rules(["third@example.com"]));
+    await writeFile(rulesFile, liveRuleSet(["third@example.com"]));
     daemon.child.kill("SIGHUP");
     await daemon.waitForLog((line) => line.event === "config.reloaded" && JSON.stringify(line).includes("third") === false);
     await expect.poll(() => send("third@example.com"), { timeout: 5000 }).toMatch(/^250 Ok /);

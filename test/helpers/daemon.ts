@@ -149,3 +149,11 @@ export function testConfig(dir: string, extra: Record<string, unknown> = {}): Re
     ...extra,
   };
 }
+
+/** A one-rule set (S3 to bucket "live") for `recipients`: what the reload tests rewrite. */
+export function liveRuleSet(recipients: string[]): string {
+  return JSON.stringify({
+    Metadata: { Name: "live" },
+    Rules: [{ Name: "keep", Enabled: true, Recipients: recipients, Actions: [{ S3Action: { BucketName: "live" } }] }],
+  });
+}

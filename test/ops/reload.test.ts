@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/ops/log.js";
 import { createMetrics } from "../../src/ops/metrics.js";
-import { PolicyLoadError, watchPolicy } from "../../src/ops/reload.js";
-import type { WatchedPolicy } from "../../src/ops/reload.js";
+import { PolicyLoadError, mirrorPolicy, watchPolicy } from "../../src/ops/reload.js";
+import type { PolicyTexts, WatchedPolicy } from "../../src/ops/reload.js";
 import { decideIp } from "../../src/rules/filters.js";
 import { isInsideIdentity } from "../../src/rules/recipients.js";
 import { Capture } from "./capture.js";
@@ -259,5 +259,41 @@ describe("watching the files", () => {
     expect(policy.ruleSet().name).toBe("one");
     expect(await policy.reload()).toBe(true);
     expect(policy.ruleSet().name).toBe("two");
+  });
+});
+
+describe("mirroring in another process (acceptors)", () => {
+  it("passes each change that took effect, as texts from which mirrorPolicy builds the same state", async () => {
+    const changes: PolicyTexts[] = [];
+    policy = await watchPolicy({ sources: { rules: rulesFile, filters: filtersFile, identities: ["example.net"] }, logger: logger(), onChange: (texts) => changes.push(texts) });
+    const mirror = mirrorPolicy(["example.net"], policy.texts());
+    expect(mirror.generation()).toBe(1);
+    expect(mirror.ruleSet()).toEqual(policy.ruleSet());
+    expect(mirror.filters()).toEqual(policy.filters());
+    expect(mirror.identities()).toEqual(policy.identities());
+    expect(Object.isFrozen(mirror.snapshot())).toBe(true);
+
+    await writeFile(rulesFile, BROKEN_RULES);
+    expect(await policy.reload()).toBe(false);
+    await writeFile(rulesFile, ruleSetJson("two", "example.org"));
+    await writeFile(filtersFile, filtersJson("192.0.2.0/24"));
+    expect(await policy.reload()).toBe(true);
+    expect(changes).toEqual([{ rules: ruleSetJson("two", "example.org"), filters: filtersJson("192.0.2.0/24"), generation: 2 }]);
+
+    expect(mirror.update(changes[0]!)).toBe(true);
+    expect(mirror.snapshot()).toEqual(policy.snapshot());
+    expect(decideIp(mirror.filters(), "192.0.2.9").decision).toBe("block");
+    // A generation it has already (a repeated broadcast) changes nothing.
+    const current = mirror.snapshot();
+    expect(mirror.update({ rules: ruleSetJson("old", "example.com"), generation: 1 })).toBe(false);
+    expect(mirror.snapshot()).toBe(current);
+  });
+
+  it("takes identities from the rule set when none are configured, and no filters file as no filters", () => {
+    const mirror = mirrorPolicy(undefined, { rules: ruleSetJson("one", "example.com"), generation: 1 });
+    expect(isInsideIdentity("a@example.com", mirror.identities())).toBe(true);
+    expect(decideIp(mirror.filters(), "10.1.2.3").decision).toBe("none");
+    expect(() => mirror.update({ rules: BROKEN_RULES, generation: 2 })).toThrow();
+    expect(mirror.generation()).toBe(1);
   });
 });

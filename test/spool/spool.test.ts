@@ -267,6 +267,62 @@ describe("files reserved for the next messages", () => {
   });
 });
 
+describe("an acceptor process's spool beside the daemon's", () => {
+  it("stores messages the daemon's spool knows only once adopted, and keeps no index of its own", async () => {
+    const daemon = await Spool.open({ dir });
+    const acceptor = Spool.forAcceptance({ dir });
+    const snapshot = await acceptor.saveSnapshot(snapshotOf());
+    const id = acceptor.claimMessageId(newId);
+    const bytes = messageBytes(id);
+    await acceptor.accept(stateFor(id, snapshot), chunks(bytes));
+    expect(acceptor.depth()).toBe(0);
+    expect(daemon.depth()).toBe(0);
+
+    daemon.adopt(id);
+    daemon.adopt(id);
+    expect(daemon.depth()).toBe(1);
+    expect(await daemon.pending()).toEqual([id]);
+    const read = await daemon.read(id);
+    expect(read.state).toEqual(stateFor(id, snapshot));
+    const pieces: Buffer[] = [];
+    for await (const piece of read.message.open()) pieces.push(piece as Buffer);
+    expect(Buffer.concat(pieces)).toEqual(bytes);
+    expect(() => daemon.adopt("not-an-id")).toThrow();
+
+    // Closing the acceptor's spool removes its reserved files, nothing else.
+    await acceptor.close();
+    expect(await listDir(join(dir, "queue"))).toEqual([`${id}.msg`]);
+    await daemon.close();
+  });
+
+  it("adoptUnreported finds committed messages nobody reported, not files still being written or reserved", async () => {
+    const daemon = await Spool.open({ dir });
+    const acceptor = Spool.forAcceptance({ dir });
+    const snapshot = await acceptor.saveSnapshot(snapshotOf());
+    const reported = await acceptOne(acceptor, snapshot);
+    daemon.adopt(reported);
+    const unreported = await acceptOne(acceptor, snapshot);
+    acceptor.claimMessageId(newId); // reserves empty files
+    const partial = newId();
+    await writeFile(join(dir, "queue", `${partial}.msg`), "Subject: half a message\r\n");
+
+    expect(await daemon.adoptUnreported()).toEqual([unreported]);
+    expect(await daemon.adoptUnreported()).toEqual([]);
+    expect((await daemon.pending()).sort()).toEqual([reported, unreported].sort());
+    await acceptor.close();
+    await daemon.close();
+  });
+
+  it("lets two processes save the same snapshot at once", async () => {
+    const daemon = await Spool.open({ dir });
+    const other = Spool.forAcceptance({ dir });
+    const [a, b] = await Promise.all([daemon.saveSnapshot(snapshotOf()), other.saveSnapshot(snapshotOf())]);
+    expect(a).toBe(b);
+    expect(await listDir(join(dir, "snapshots"))).toEqual([`${a}.json`]);
+    expect(await listDir(join(dir, "tmp"))).toEqual([]);
+  });
+});
+
 describe("open", () => {
   it("removes accepts cut short (no footer), orphan journals and whatever is in tmp/", async () => {
     let spool = await Spool.open({ dir });

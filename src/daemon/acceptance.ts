@@ -1,0 +1,181 @@
+import { readFile } from "node:fs/promises";
+import { once } from "node:events";
+import { PassThrough } from "node:stream";
+import type { ReceiptdConfig } from "../config/config.js";
+import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
+import type { AuthResult } from "../mail/auth.js";
+import type { LivePolicy, PolicySnapshot } from "../ops/reload.js";
+import type { Header, Identities } from "../rules/model.js";
+import { scanVerdict } from "../ses/verdicts.js";
+import type { Verdicts } from "../ses/verdicts.js";
+import { SmtpListener } from "../smtp/index.js";
+import type { AcceptedSession, SmtpEvent } from "../smtp/index.js";
+import type { Spool } from "../spool/spool.js";
+
+/** How long after a message the SMTP side still counts as busy (see `Acceptance.busy`). */
+const BUSY_LINGER_MS = 20;
+
+export interface AcceptanceOptions {
+  policy: LivePolicy;
+  /** Where accepted messages go; only its accept side is used. */
+  spool: Spool;
+  clock: () => Date;
+  random: (bytes: number) => Uint8Array;
+  onEvent: (event: SmtpEvent) => void;
+  /** Time from DATA's end to the message being durable, for the acceptance latency histogram. */
+  onAccepted: (seconds: number) => void;
+}
+
+export interface Acceptance {
+  listener: SmtpListener;
+  /**
+   * True while a message is being accepted and shortly after, so that the gaps between one
+   * client's transactions do not let processing flood the disk and the I/O threads.
+   */
+  busy(): boolean;
+  /** Messages being accepted right now. */
+  accepting(): number;
+}
+
+/**
+ * Feeds the body to authentication while it streams to the spool, so that DKIM body hashes are
+ * computed in the same pass and the message is never held in memory.
+ */
+function teeForAuthentication(
+  body: AsyncIterable<Buffer>,
+  authenticate: (stream: AsyncIterable<Buffer>) => Promise<AuthResult>,
+): { body: AsyncIterable<Buffer>; result: Promise<AuthResult> } {
+  const copy = new PassThrough();
+  const result = authenticate(copy);
+  async function* passOn(): AsyncGenerator<Buffer> {
+    let ended = false;
+    try {
+      for await (const chunk of body) {
+        if (!copy.write(chunk)) await once(copy, "drain");
+        yield chunk;
+      }
+      copy.end();
+      ended = true;
+    } finally {
+      // A refused or abandoned body must not leave authentication waiting for the rest.
+      if (!ended) copy.destroy();
+    }
+  }
+  return { body: passOn(), result };
+}
+
+function identityLists(identities: Identities): { addresses: string[]; domains: string[] } {
+  return { addresses: [...identities.addresses], domains: [...identities.domains] };
+}
+
+/**
+ * The SMTP side of the daemon: the listener, and each message's way into the spool with the
+ * state it will be processed under. It runs in the daemon's own process, or in each acceptor
+ * process when `smtp.processes` is more than 1; processing is not its business.
+ */
+export async function startAcceptance(config: ReceiptdConfig, options: AcceptanceOptions): Promise<Acceptance> {
+  const { policy, spool, onAccepted } = options;
+  const { serve } = config;
+
+  let accepting = 0;
+  let lastAccepted = 0;
+
+  // One snapshot file per rule set version, not per message.
+  const snapshots = new Map<number, Promise<string>>();
+  const snapshotHash = (snapshot: PolicySnapshot): Promise<string> => {
+    let hash = snapshots.get(snapshot.generation);
+    if (!hash) {
+      hash = spool.saveSnapshot({ ruleSet: snapshot.ruleSet, identities: identityLists(snapshot.identities) });
+      hash.catch(() => snapshots.delete(snapshot.generation));
+      snapshots.set(snapshot.generation, hash);
+    }
+    return hash;
+  };
+
+  const authenticate = serve.authentication.enabled
+    ? (session: AcceptedSession) => (stream: AsyncIterable<Buffer>) =>
+        authenticateMessage(
+          { message: stream, ip: session.client.ip, helo: session.client.helo, mailFrom: session.mailFrom, hostname: config.hostname },
+          { timeoutMs: serve.authentication.dnsTimeoutMs },
+        )
+    : null;
+
+  const store = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
+    const started = performance.now();
+    const snapshot = policy.snapshot();
+    const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
+    const scanHeaders: Header[] =
+      scanned === "DISABLED"
+        ? []
+        : [
+            { name: "X-SES-Spam-Verdict", value: scanned },
+            { name: "X-SES-Virus-Verdict", value: scanned },
+          ];
+    const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
+    const state = {
+      messageId: session.messageId,
+      receivedAt: session.receivedAt.toISOString(),
+      envelope: { mailFrom: session.mailFrom, recipients: session.recipients },
+      client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
+      verdicts: base,
+      snapshot: await snapshotHash(snapshot),
+      receiptHeaders: [...session.receiptHeaders, ...scanHeaders],
+    };
+    if (!authenticate) {
+      // Everything is known up front, so the state is written while the body streams in.
+      await spool.accept(state, body);
+    } else {
+      const tee = teeForAuthentication(body, authenticate(session));
+      await spool.accept(state, tee.body, {
+        completeState: async () => {
+          const auth = await tee.result;
+          return {
+            verdicts: { ...base, ...auth.verdicts },
+            receiptHeaders: [...session.receiptHeaders, ...auth.headers, ...scanHeaders],
+          };
+        },
+      });
+    }
+    onAccepted((performance.now() - started) / 1000);
+  };
+
+  const accept = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
+    accepting++;
+    try {
+      await store(session, body);
+    } finally {
+      accepting--;
+      lastAccepted = performance.now();
+    }
+  };
+
+  const tls = serve.smtp.tls
+    ? { cert: await readFile(serve.smtp.tls.cert), key: await readFile(serve.smtp.tls.key) }
+    : undefined;
+  const listener = await SmtpListener.start({
+    listen: serve.smtp.listen,
+    hostname: config.hostname,
+    ...(serve.smtp.banner ? { banner: serve.smtp.banner } : {}),
+    ...(tls ? { tls } : {}),
+    proxyProtocolFrom: serve.smtp.proxyProtocolFrom,
+    maxConnections: serve.smtp.maxConnections,
+    maxConnectionsPerIp: serve.smtp.maxConnectionsPerIp,
+    timeouts: { socketMs: serve.smtp.socketTimeoutMs, closeMs: serve.shutdownGraceMs },
+    maxMessageBytes: serve.smtp.maxMessageBytes,
+    maxRecipients: serve.smtp.maxRecipients,
+    earlyTalkerCheckMs: serve.smtp.earlyTalkerCheckMs,
+    reverseDns: serve.smtp.reverseDns,
+    policy,
+    random: options.random,
+    claimMessageId: (fresh) => spool.claimMessageId(fresh),
+    clock: options.clock,
+    accept,
+    onEvent: options.onEvent,
+  });
+
+  return {
+    listener,
+    busy: () => accepting > 0 || performance.now() - lastAccepted < BUSY_LINGER_MS,
+    accepting: () => accepting,
+  };
+}
