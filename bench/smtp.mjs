@@ -17,6 +17,7 @@
 // BENCH_RECEIPTD_CLI (another build's dist/cli/main.js, to measure instead of this one),
 // BENCH_KEEP_DAEMON=0 (a fresh daemon for every run instead of one per mode for the whole
 // bench; the peers are always long-running instances).
+// BENCH_SMTP_PROCESSES (1: receiptd's smtp.processes, its SMTP acceptor processes).
 // It needs root only when smtp-source is missing (it installs the postfix package) and to
 // run the private Postfix instance. All traffic stays on 127.0.0.1.
 import { chmodSync, mkdtempSync, statfsSync } from "node:fs";

@@ -2,14 +2,16 @@
 // configuration and rule set written to a temporary directory, ready once GET /readyz on
 // its admin port answers 200, and stopped with SIGTERM afterwards.
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseConfig } from "../../dist/config/config.js";
-import { alive, freePort, lastLines, memoryOf, onCleanup, pollUntil, removeOnExit } from "./util.mjs";
+import { alive, freePort, lastLines, memoryOfTree, onCleanup, pollUntil, removeOnExit } from "./util.mjs";
 
 // BENCH_RECEIPTD_CLI measures another build (say, a baseline worktree's dist/cli/main.js).
 const CLI = process.env.BENCH_RECEIPTD_CLI ?? fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
+/** smtp.processes: SMTP acceptor processes beside the one that processes (1: a single process). */
+export const SMTP_PROCESSES = Number(process.env.BENCH_SMTP_PROCESSES ?? 1);
 
 /** SES rule set JSON: one rule for the bench domain; S3 + SNS on the local back end, or nothing. */
 function ruleSet(withActions) {
@@ -49,6 +51,7 @@ function configDoc(dir, smtpPort, adminPort) {
       reverseDns: false,
       maxConnectionsPerIp: 1000,
       maxConnections: 2000,
+      ...(SMTP_PROCESSES === 1 ? {} : { processes: SMTP_PROCESSES }),
     },
     spool: { dir: join(dir, "spool") },
     admin: { host: "127.0.0.1", port: adminPort },
@@ -56,9 +59,15 @@ function configDoc(dir, smtpPort, adminPort) {
   };
 }
 
-async function httpGet(port, path) {
-  const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) });
-  return { status: response.status, text: await response.text() };
+async function httpGet(port, path, retried = false) {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) });
+    return { status: response.status, text: await response.text() };
+  } catch (error) {
+    // A kept-alive connection that the server closed just as it was reused: once more, anew.
+    if (!retried && error.cause?.code === "UND_ERR_SOCKET") return httpGet(port, path, true);
+    throw error;
+  }
 }
 
 /** A Prometheus sample without labels, or NaN when the metric is absent. */
@@ -72,16 +81,16 @@ function sample(text, name) {
  * stops it and removes its data (the 1 MB workload leaves gigabytes behind). With `keep`
  * (the bench's default) one daemon per mode serves every run until stop(), as a production
  * MX and the peers' long-running instances do, and its memory shows from workload to
- * workload; between runs, once its backlog is worked off, the finished messages and the back
- * end's objects are deleted, as the retention sweep would in time, so that disk use stays that
- * of one run.
+ * workload. Its finished messages and the back end's objects stay until the bench ends, or,
+ * when disk space is short, are deleted after each run once its backlog is worked off (see
+ * KEEP_FINISHED_MIN_FREE).
  */
 export function oursServer(scratch, mode, { keep = false } = {}) {
   let daemon = null;
   let runs = 0;
   const server = {
     name: mode === "actions" ? "ours-actions" : "ours-accept",
-    label: mode === "actions" ? "receiptd, S3+SNS actions (local)" : "receiptd, acceptance only",
+    label: `${mode === "actions" ? "receiptd, S3+SNS actions (local)" : "receiptd, acceptance only"}${SMTP_PROCESSES > 1 ? `, ${SMTP_PROCESSES} acceptors` : ""}`,
     port: null,
     get pid() {
       return daemon?.child.pid;
@@ -116,13 +125,13 @@ export function oursServer(scratch, mode, { keep = false } = {}) {
       return missing ? null : Boolean(done);
     },
     memory() {
-      return daemon ? memoryOf(daemon.child.pid) : { rss: NaN, peak: NaN };
+      return daemon ? memoryOfTree(daemon.child.pid) : { rss: NaN, peak: NaN };
     },
     async endRun() {
       if (!daemon) return null;
       // A kept daemon that died during the run is reported, and the next run starts a new one.
       if (keep && !daemon.exited()) {
-        removeFinished(daemon.dir);
+        if (freeBytes(daemon.dir) < KEEP_FINISHED_MIN_FREE) removeFinished(daemon.dir);
         return null;
       }
       const stopped = await daemon.stop();
@@ -137,6 +146,21 @@ export function oursServer(scratch, mode, { keep = false } = {}) {
     },
   };
   return server;
+}
+
+/**
+ * Below this much free space a kept daemon's finished messages are deleted after each run;
+ * above it they stay until the bench ends. Deleting gigabytes between runs slowed the runs that
+ * followed on these machines: on a file system mounted with `discard`, on a virtual disk,
+ * writing into just-freed blocks was markedly slower for a while (one session's rate fell from
+ * about 570 to 350 msgs/s after the 8,000 files of earlier runs were deleted, and not when they
+ * were only moved aside), and that cost would fall on whichever server ran next.
+ */
+const KEEP_FINISHED_MIN_FREE = 40 * 2 ** 30;
+
+function freeBytes(path) {
+  const stats = statfsSync(path);
+  return stats.bavail * stats.bsize;
 }
 
 /**

@@ -144,6 +144,21 @@ export function memoryOf(pid) {
   }
 }
 
+/**
+ * memoryOf summed over a process and its children (receiptd's acceptor processes): resident now,
+ * and the sum of each one's own peak.
+ */
+export function memoryOfTree(pid) {
+  const pids = [pid];
+  try {
+    pids.push(...readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number));
+  } catch {
+    // gone, or no children file on this kernel: the process alone
+  }
+  const each = pids.map(memoryOf);
+  return { rss: each.reduce((sum, m) => sum + m.rss, 0), peak: each.reduce((sum, m) => sum + m.peak, 0), processes: pids.length };
+}
+
 /** Whether a pid still names a live process (a zombie counts as gone). */
 export function alive(pid) {
   try {
