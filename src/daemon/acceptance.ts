@@ -15,6 +15,11 @@ import type { Spool } from "../spool/spool.js";
 /** How long after a message the SMTP side still counts as busy (see `Acceptance.busy`). */
 const BUSY_LINGER_MS = 20;
 
+/** `Acceptance.busy` from its parts, for the daemon's view of an acceptor process too. */
+export function receiving(accepting: number, lastActive: number, now = performance.now()): boolean {
+  return accepting > 0 || now - lastActive < BUSY_LINGER_MS;
+}
+
 export interface AcceptanceOptions {
   policy: LivePolicy;
   /** Where accepted messages go; only its accept side is used. */
@@ -175,7 +180,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
 
   return {
     listener,
-    busy: () => accepting > 0 || performance.now() - lastAccepted < BUSY_LINGER_MS,
+    busy: () => receiving(accepting, lastAccepted),
     accepting: () => accepting,
   };
 }

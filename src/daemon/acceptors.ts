@@ -5,6 +5,7 @@ import type { ReceiptdConfig } from "../config/config.js";
 import type { Logger } from "../ops/log.js";
 import type { PolicyTexts } from "../ops/reload.js";
 import type { BoundAddress, SmtpEvent } from "../smtp/index.js";
+import { receiving } from "./acceptance.js";
 
 /*
  * With `smtp.processes` above 1, SMTP is served by that many acceptor processes (Node's cluster
@@ -30,8 +31,6 @@ export type FromAcceptor =
 
 /** Compiled beside this file; an acceptor process starts there. */
 const ACCEPTOR_ENTRY = fileURLToPath(new URL("./acceptor-process.js", import.meta.url));
-/** As in the single process: the SMTP side counts as busy this long after its last message. */
-const BUSY_LINGER_MS = 20;
 /** An acceptor that lived this long before it died is replaced at once; sooner, after a growing pause. */
 const STABLE_AFTER_MS = 10_000;
 const RESTART_PAUSE_MAX_MS = 30_000;
@@ -96,9 +95,7 @@ export class AcceptorPool {
 
   busy(): boolean {
     const now = performance.now();
-    for (const slot of this.slots.values()) {
-      if (slot.accepting > 0 || now - slot.lastActive < BUSY_LINGER_MS) return true;
-    }
+    for (const slot of this.slots.values()) if (receiving(slot.accepting, slot.lastActive, now)) return true;
     return false;
   }
 

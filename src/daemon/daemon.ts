@@ -56,8 +56,9 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),
   });
 
-  // Acceptor processes, if any, follow every change (set once they run).
-  let policyListener: ((texts: PolicyTexts) => void) | null = null;
+  // The SMTP side, in this process or in acceptor processes; set once it listens.
+  let smtp: SmtpSide | null = null;
+
   const policy: WatchedPolicy = await watchPolicy({
     sources: {
       rules: serve.rules,
@@ -66,13 +67,11 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     },
     logger,
     metrics,
-    onChange: (texts) => policyListener?.(texts),
+    // Acceptor processes, if any, follow every change.
+    onChange: (texts) => smtp?.policyChanged?.(texts),
   });
   const spool = await Spool.open({ dir: serve.spool.dir });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
-
-  // The SMTP side, in this process or in acceptor processes; set once it listens.
-  let smtp: SmtpSide | null = null;
 
   const backend = backendFromConfig(config);
   const processor = new Processor({
@@ -91,7 +90,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   smtp =
     serve.smtp.processes === 1
       ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
-      : await acceptInProcesses(config, { policy, spool, processor, logger, metrics, onPolicyChange: (listener) => (policyListener = listener) });
+      : await acceptInProcesses(config, { policy, spool, processor, logger, metrics });
   await processor.start();
 
   const sweep = async () => {
@@ -153,6 +152,8 @@ interface SmtpSide {
   busy(): boolean;
   /** Stops accepting; open sessions get the grace period. */
   close(graceMs: number): Promise<void>;
+  /** A reload took effect (acceptor processes need to be told). */
+  policyChanged?(texts: PolicyTexts): void;
 }
 
 interface SmtpSideContext {
@@ -188,10 +189,7 @@ async function acceptInProcess(
   };
 }
 
-async function acceptInProcesses(
-  config: ReceiptdConfig,
-  context: SmtpSideContext & { onPolicyChange: (listener: (texts: PolicyTexts) => void) => void },
-): Promise<SmtpSide> {
+async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContext): Promise<SmtpSide> {
   const { spool, processor, logger, metrics } = context;
   const loggers = new Map<number, Logger>();
   const loggerOf = (acceptor: number): Logger => {
@@ -227,10 +225,14 @@ async function acceptInProcesses(
       );
     },
   });
-  context.onPolicyChange((texts) => pool.broadcastPolicy(texts));
   // A reload while the acceptors were starting: they ignore a generation they already have.
   pool.broadcastPolicy(context.policy.texts());
-  return { addresses: () => pool.addresses(), busy: () => pool.busy(), close: (graceMs) => pool.stop(graceMs) };
+  return {
+    addresses: () => pool.addresses(),
+    busy: () => pool.busy(),
+    close: (graceMs) => pool.stop(graceMs),
+    policyChanged: (texts) => pool.broadcastPolicy(texts),
+  };
 }
 
 function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {
