@@ -233,7 +233,9 @@ describe("receiptd serve", () => {
   });
 
   it("accepts a 40 MB message with resident memory growing far less than the message", async () => {
-    const daemon = await start("large");
+    const daemon = await start("large", {
+      smtp: { listen: [{ host: "127.0.0.1", port: 0 }], reverseDns: false, maxMessageBytes: 80 * 1024 * 1024 },
+    });
     const rss = async () => Number(/VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${daemon.child.pid}/status`, "utf8"))![1]) * 1024;
     const line = `${"0123456789".repeat(10)}\r\n`;
     const chunk = line.repeat(10_000);
@@ -258,18 +260,32 @@ describe("receiptd serve", () => {
       return { peak, reply };
     };
 
-    // The first message grows the heap and the allocator's arenas to their working size once;
-    // what matters is that a message costs no memory in proportion to its size after that.
-    const warmUp = await send(8 * 1024 * 1024);
+    // A fresh daemon's first large message grows the heap, the young generation and the allocator's
+    // arenas to their working size: 28-40 MB here, whether that message is 8 MB or 40 MB. How far
+    // they grow depends on the size of the first message and on when V8 collects, so a first message
+    // smaller than the one measured left 9-28 MB of growth that was not the message's (CI saw 17 MB).
+    // After one message of the measured size, what is left is the per-message cost, which must be nil.
+    const warmUp = await send(40 * 1024 * 1024);
     await completed(daemon, idOf(warmUp.reply));
     const before = await rss();
     const { peak, reply } = await send(40 * 1024 * 1024);
     expect(reply).toMatch(/^250 Ok /);
-    expect(peak - before).toBeLessThan(16 * 1024 * 1024);
+    expect(peak - before).toBeLessThan(12 * 1024 * 1024);
     const messageId = idOf(reply);
     await completed(daemon, messageId);
     const object = await readFile(join(daemon.dir, "data", "s3", "receiptd-teams", "teams", messageId));
     expect(object.length).toBeGreaterThan(40 * 1024 * 1024 - chunk.length);
+
+    // Memory freed after the 40 MB messages could be reused by a daemon that held each message whole
+    // and hide it; a larger message cannot hide in it.
+    const larger = await send(64 * 1024 * 1024);
+    expect(larger.reply).toMatch(/^250 Ok /);
+    expect(larger.peak - before).toBeLessThan(12 * 1024 * 1024);
+    // SES's S3 action takes at most 40 MB, so this one fails permanently and goes to the dead-letter area.
+    const deadLettered = await daemon.waitForLog(
+      (entry) => entry.event === "processing.message-dead-lettered" && entry.messageId === idOf(larger.reply),
+    );
+    expect(deadLettered.reason).toMatch(/exceeds the S3 action limit of 41943040 bytes/);
   });
 
   it("reloads a changed rule set for the next message, refuses a broken one and keeps the old", async () => {
