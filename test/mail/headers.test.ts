@@ -77,7 +77,7 @@ describe("parseHeaderBlock", () => {
     ]);
   });
 
-  it("parses a 2 KB header block in microseconds", () => {
+  it("parses a realistic 2 KB header block (its speed is measured by npm run bench:replay)", () => {
     const lines = [
       "Return-Path: <bounce-1234@mail.example.org>",
       "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n\tby mx.example.com with ESMTPS id 4AbCdEf; Mon, 3 Mar 2025 09:15:00 +0000",
@@ -92,13 +92,8 @@ describe("parseHeaderBlock", () => {
     ];
     while (lines.join("\r\n").length < 2048) lines.push(`X-Filler-${lines.length}: ${"z".repeat(60)}`);
     const block = b(lines.join("\r\n") + "\r\n\r\n");
-    expect(parseHeaderBlock(block).length).toBe(lines.length);
-    const runs = 10_000;
-    const started = performance.now();
-    for (let i = 0; i < runs; i++) parseHeaderBlock(block);
-    const perParse = (performance.now() - started) / runs;
-    // Typically a few microseconds; the bound leaves room for slow CI machines.
-    expect(perParse * 1000).toBeLessThan(200);
+    const fields = parseHeaderBlock(block);
+    expect(fields.map((field) => field.name)).toEqual(lines.map((line) => line.slice(0, line.indexOf(":"))));
   });
 });
 
@@ -220,14 +215,12 @@ describe("readMessageHead", () => {
     await handle.write(header);
     await handle.truncate(1024 * 1024 * 1024);
     await handle.close();
-    const started = performance.now();
     const read = await bytesReadBy(async () => {
       const head = await readMessageHead(sparse);
       expect(head.size).toBe(1024 * 1024 * 1024);
       expect(head.headerBytes).toBe(Buffer.byteLength(header));
     });
     expect(read).toBeLessThanOrEqual(64 * 1024);
-    expect(performance.now() - started).toBeLessThan(1000);
   });
 
   it("finds the empty line wherever it falls relative to read chunks", async () => {

@@ -24,12 +24,10 @@ async function greetingTimes(port: number, count: number): Promise<number[]> {
 }
 
 describe("the greeting pause of smtp-server (behaviour, not a benchmark)", () => {
-  it("is gone: 20 sequential connections are greeted in well under 20 × 100 ms", async () => {
+  it("is gone: of 20 sequential connections, the typical one is greeted in well under 100 ms", async () => {
     const harness = await start();
     const times = await greetingTimes(harness.port, 20);
-    const total = times.reduce((sum, ms) => sum + ms, 0);
-    expect(total).toBeLessThan(1_000);
-    // The typical one waited nowhere near 100 ms (a median, so that one slow CI moment does not count).
+    // A median, so that one slow CI moment does not count.
     expect([...times].sort((a, b) => a - b)[times.length / 2]).toBeLessThan(50);
   });
 
