@@ -170,7 +170,7 @@ function freeBytes(path) {
 function removeFinished(dir) {
   const done = join(dir, "spool", "done");
   for (const name of listed(done)) {
-    if (name.endsWith(".msg") || name.endsWith(".journal")) rmSync(join(done, name), { force: true });
+    if (!name.startsWith("traces-")) rmSync(join(done, name), { recursive: true, force: true });
   }
   for (const entry of listed(join(dir, "data"), { recursive: true, withFileTypes: true })) {
     if (entry.isFile()) rmSync(join(entry.parentPath ?? entry.path, entry.name), { force: true });

@@ -13,7 +13,8 @@
  *     <id>.msg                the message (see "Stored file" below)
  *     <id>.journal            one JSON line per action outcome recorded done, in execution order
  *   done/                   messages whose evaluation completed or stopped; swept after retention
- *     <id>.msg <id>.journal
+ *     <UTC hour>/             e.g. 2026-12-01T16: the messages completed in that hour, so that
+ *       <id>.msg <id>.journal   the sweep deletes whole expired hours without reading a message
  *     traces-<UTC day>.jsonl  one line ({ messageId, at, trace }) per message completed that day
  *   dead/                   messages whose processing was abandoned; kept until an operator acts
  *     <id>.msg <id>.journal <id>.trace.json   ({ at, reason, trace })
@@ -32,10 +33,10 @@
  *    is an accept cut short and open() deletes it; one whose content does not match its footer
  *    (the machine went down before the fdatasync finished, and blocks reached the disk out of
  *    order) is found when it is first read and deleted too. Neither was answered 250.
- *  - complete: the trace is appended to the day's log, then .journal and .msg move to done/. None
- *    of it is fsync'd: every action's outcome is already in the fdatasync'd journal, so should a
- *    crash undo the move, processing the message again runs no action twice and only redoes the
- *    move (its trace may then appear twice).
+ *  - complete: the trace is appended to the day's log, then .journal and .msg move to the hour's
+ *    directory in done/. None of it is fsync'd: every action's outcome is already in the
+ *    fdatasync'd journal, so should a crash undo the move, processing the message again runs no
+ *    action twice and only redoes the move (its trace may then appear twice).
  *  - deadLetter: dead/<id>.trace.json is made durable, then .journal and .msg move to dead/, so
  *    that a crash cannot bring an abandoned message back to be retried: open() finishes a move it
  *    finds half done, the trace beside a message in queue/ saying where it was going.
@@ -108,13 +109,15 @@ export interface SpooledMessage {
 export const DEFAULT_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 type Area = "done" | "dead";
-const AREAS: readonly Area[] = ["done", "dead"];
 
 const QUEUE_FILE = /^([0-9a-v]{40})\.(msg|journal)$/;
 const AREA_FILE = /^([0-9a-v]{40})\.(msg|journal|trace\.json)$/;
 /** done/traces-<UTC day>.jsonl: the traces of the messages completed that day. */
 const TRACE_LOG = /^traces-(\d{4}-\d{2}-\d{2})\.jsonl$/;
-const DAY_MS = 24 * 60 * 60 * 1000;
+/** done/<UTC hour>/: the messages completed in that hour. */
+const DONE_HOUR = /^\d{4}-\d{2}-\d{2}T\d{2}$/;
+const HOUR_MS = 60 * 60 * 1000;
+const DAY_MS = 24 * HOUR_MS;
 const SNAPSHOT_HASH = /^[0-9a-f]{64}$/;
 /**
  * Small chunks (SMTP hands over lines or socket reads) are gathered to this size before a write.
@@ -612,7 +615,9 @@ export class Spool {
   private readonly snapshots: string;
   private readonly queueSync: DirectorySync;
   private readonly reserved: ReservedFiles;
-  private readonly areaSyncs: Record<Area, DirectorySync>;
+  private readonly deadSync: DirectorySync;
+  /** The done/<hour> directory made last, so that finishing a message costs no mkdir. */
+  private doneHourMade: string | null = null;
   private readonly snapshotSync: DirectorySync;
   /** Snapshots known to be on disk durably. */
   private readonly savedSnapshots = new Set<string>();
@@ -642,10 +647,7 @@ export class Spool {
     this.snapshots = join(this.dir, "snapshots");
     this.queueSync = new DirectorySync(this.queue, this.fsync);
     this.reserved = new ReservedFiles(this.queue, this.queueSync);
-    this.areaSyncs = {
-      done: new DirectorySync(this.areas.done, this.fsync),
-      dead: new DirectorySync(this.areas.dead, this.fsync),
-    };
+    this.deadSync = new DirectorySync(this.areas.dead, this.fsync);
     this.snapshotSync = new DirectorySync(this.snapshots, this.fsync);
     this.traces = new TraceLog(this.areas.done);
   }
@@ -709,7 +711,7 @@ export class Spool {
   /** Removes the reserved files and closes the directories kept open for fsyncs; the spool is not used afterwards. */
   async close(): Promise<void> {
     await this.reserved.close();
-    await Promise.all([this.queueSync, this.areaSyncs.done, this.areaSyncs.dead, this.snapshotSync, this.traces].map((open) => open.close()));
+    await Promise.all([this.queueSync, this.deadSync, this.snapshotSync, this.traces].map((open) => open.close()));
   }
 
   private async prepare(): Promise<void> {
@@ -734,39 +736,44 @@ export class Spool {
       kinds.add(kind);
       files.set(id, kinds);
     }
-    const touched = new Set<Area | "queue">();
-    const move = async (id: string, kind: string, from: string, to: Area | "queue") => {
-      await rename(join(from, `${id}.${kind}`), join(to === "queue" ? this.queue : this.areas[to], `${id}.${kind}`));
+    const touched = new Set<string>();
+    const move = async (id: string, kind: string, from: string, to: string) => {
+      await rename(join(from, `${id}.${kind}`), join(to, `${id}.${kind}`));
       touched.add(to);
+    };
+    let areaDirectories: string[] | null = null;
+    const holding = async (id: string, kind: string): Promise<string | null> => {
+      areaDirectories ??= await this.areaDirectories();
+      for (const directory of areaDirectories) if (await exists(join(directory, `${id}.${kind}`))) return directory;
+      return null;
     };
     for (const [id, kinds] of files) {
       if (!kinds.has("msg")) {
         // A journal whose message is gone: its move out of queue/ finished, and a crash undid the
         // journal's part of it (the moves are not fsync'd, so a crash may keep one rename and undo
         // another); with no message anywhere it is an orphan.
-        const area = await this.areaHolding(id, "msg");
-        if (area) await move(id, "journal", this.queue, area);
+        const directory = await holding(id, "msg");
+        if (directory) await move(id, "journal", this.queue, directory);
         else await rm(join(this.queue, `${id}.journal`), { force: true });
-        touched.add("queue");
+        touched.add(this.queue);
         continue;
       }
-      const area = await this.areaHolding(id, "trace.json");
-      if (area) {
-        for (const kind of ["msg", "journal"]) if (kinds.has(kind)) await move(id, kind, this.queue, area);
-        touched.add("queue");
+      if (await exists(join(this.areas.dead, `${id}.trace.json`))) {
+        for (const kind of ["msg", "journal"]) if (kinds.has(kind)) await move(id, kind, this.queue, this.areas.dead);
+        touched.add(this.queue);
         continue;
       }
       if (!kinds.has("journal") && !(await storedFileIsWhole(join(this.queue, `${id}.msg`), { checksum: false }))) {
         // Cut off before its footer: its accept never committed, so it was never answered 250.
         await rm(join(this.queue, `${id}.msg`), { force: true });
-        touched.add("queue");
+        touched.add(this.queue);
         continue;
       }
       if (!kinds.has("journal")) {
         // The journal moved ahead of its message, and a crash undid the trace that went before both.
-        const ahead = await this.areaHolding(id, "journal");
+        const ahead = await holding(id, "journal");
         if (ahead) {
-          await move(id, "journal", this.areas[ahead], "queue");
+          await move(id, "journal", ahead, this.queue);
           kinds.add("journal");
         }
       }
@@ -776,14 +783,19 @@ export class Spool {
       this.unverified.add(id);
       if (kinds.has("journal")) this.journaled.add(id);
     }
-    for (const directory of touched) await (directory === "queue" ? this.queueSync : this.areaSyncs[directory]).sync();
+    for (const directory of touched) {
+      if (directory === this.queue) await this.queueSync.sync();
+      else if (this.fsync) await fsyncDirectory(directory);
+    }
   }
 
-  private async areaHolding(id: string, kind: string): Promise<Area | null> {
-    for (const area of AREAS) {
-      if (await exists(join(this.areas[area], `${id}.${kind}`))) return area;
-    }
-    return null;
+  /**
+   * Where finished messages are: dead/, each done/<hour>/, and done/ itself, which held them
+   * before they were filed by hour.
+   */
+  private async areaDirectories(): Promise<string[]> {
+    const hours = (await readdir(this.areas.done)).filter((name) => DONE_HOUR.test(name));
+    return [this.areas.dead, ...hours.map((hour) => join(this.areas.done, hour)), this.areas.done];
   }
 
   /**
@@ -1069,7 +1081,7 @@ export class Spool {
     if (created) await this.queueSync.sync();
   }
 
-  /** Moves a message whose evaluation completed or stopped to done/, with its trace. */
+  /** Moves a message whose evaluation completed or stopped to done/<hour>/, with its trace. */
   async complete(id: string, trace: EvaluationTrace): Promise<void> {
     await this.finish(id, "done", { at: new Date().toISOString(), trace });
   }
@@ -1085,30 +1097,52 @@ export class Spool {
       throw Object.assign(new Error(`message ${id} is not pending in ${this.queue}`), { code: "ENOENT" });
     }
     this.fresh.delete(id);
-    const target = this.areas[area];
+    const target = area === "dead" ? this.areas.dead : join(this.areas.done, record.at.slice(0, 13));
     if (area === "dead") {
       const temporary = join(this.tmp, `${id}.trace.json`);
       await this.writeSmallFile(temporary, JSON.stringify(record), { durable: true });
       await rename(temporary, join(target, `${id}.trace.json`));
-      await this.areaSyncs[area].sync();
+      await this.deadSync.sync();
     } else {
+      if (this.doneHourMade !== target) {
+        await mkdir(target, { recursive: true });
+        this.doneHourMade = target;
+      }
       // Not made durable (see the commit points above): a crash can lose the line, or leave it
       // torn at the end of the file, where readers skip it.
       await this.traces.append(record.at, JSON.stringify({ messageId: id, ...record }));
     }
-    // The message goes last: in an area, a .msg means its move is complete (sweep relies on it).
-    if (this.journaled.delete(id)) await rename(join(this.queue, `${id}.journal`), join(target, `${id}.journal`));
-    await rename(join(this.queue, `${id}.msg`), join(target, `${id}.msg`));
+    // The message goes last: in an area, a .msg means its move is complete.
+    if (this.journaled.has(id)) await this.moveInto(target, `${id}.journal`);
+    this.journaled.delete(id);
+    await this.moveInto(target, `${id}.msg`);
     this.pendingIds.delete(id);
+  }
+
+  /** Moves a file out of queue/; a done/<hour>/ that a sweep removed since it was made is made again. */
+  private async moveInto(target: string, name: string): Promise<void> {
+    try {
+      await rename(join(this.queue, name), join(target, name));
+    } catch (error) {
+      if (!isMissing(error) || target === this.areas.dead || (await exists(target))) throw error;
+      await mkdir(target, { recursive: true });
+      await rename(join(this.queue, name), join(target, name));
+    }
   }
 
   /**
    * Deletes the done/ messages received more than `retentionMs` before `now`; dead/ is kept for
    * operators. Returns how many messages were deleted.
+   *
+   * Messages are filed by the hour they completed in, which is never before they were received, so
+   * an hour whose end is past the retention period holds only expired messages: it goes whole,
+   * without a message being read. A message is kept for at most an hour (and its processing time)
+   * beyond the retention period. Files are deleted one at a time, so that the sweep holds one of
+   * libuv's threads at most, not all of them, while the listener waits on them for its fsyncs.
    */
   async sweep(now: Date, retentionMs: number = DEFAULT_RETENTION_MS): Promise<number> {
     const done = this.areas.done;
-    const files = new Map<string, string[]>();
+    let deleted = 0;
     for (const name of await readdir(done)) {
       const day = TRACE_LOG.exec(name)?.[1];
       // A day's traces go once its last possible entry is older than the retention period.
@@ -1116,24 +1150,28 @@ export class Spool {
         await this.traces.forget(day);
         await rm(join(done, name), { force: true });
       }
+      if (DONE_HOUR.test(name) && now.getTime() - (Date.parse(`${name}:00:00Z`) + HOUR_MS) > retentionMs) {
+        deleted += await this.deleteHour(join(done, name));
+      }
+      // Spools written before messages were filed by hour have them in done/ itself.
       const id = AREA_FILE.exec(name)?.[1];
-      if (id === undefined) continue;
-      const names = files.get(id) ?? [];
-      names.push(name);
-      files.set(id, names);
+      if (id !== undefined && name.endsWith(".msg") && now.getTime() - (await this.receivedAt(join(done, name))) > retentionMs) {
+        await rm(join(done, `${id}.journal`), { force: true });
+        await rm(join(done, name), { force: true });
+        deleted++;
+      }
     }
-    // No directory fsync: a deletion a crash undoes is simply done again by the next sweep.
+    return deleted;
+  }
+
+  private async deleteHour(directory: string): Promise<number> {
     let deleted = 0;
-    for (const [id, names] of files) {
-      const messagePath = join(done, `${id}.msg`);
-      // Without its .msg a message is still being moved in (its journal comes first): not ours yet.
-      if (!names.includes(`${id}.msg`)) continue;
-      if (now.getTime() - (await this.receivedAt(messagePath)) <= retentionMs) continue;
-      // The .msg goes last, so that a sweep cut short finds the rest again next time.
-      for (const name of names) if (name !== `${id}.msg`) await rm(join(done, name), { force: true });
-      await rm(messagePath, { force: true });
-      deleted++;
+    // No directory fsync: a deletion a crash undoes is simply done again by the next sweep.
+    for (const name of await readdir(directory)) {
+      await rm(join(directory, name), { force: true });
+      if (name.endsWith(".msg")) deleted++;
     }
+    await rm(directory, { recursive: true, force: true });
     return deleted;
   }
 

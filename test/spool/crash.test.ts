@@ -3,7 +3,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { readFile, readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Processor } from "../../src/spool/processor.js";
@@ -77,10 +77,10 @@ async function markerLines(): Promise<string[]> {
 async function journaled(): Promise<Set<string>> {
   const recorded = new Set<string>();
   for (const area of ["queue", "done"]) {
-    for (const name of await readdir(join(spoolDir, area))) {
-      if (!name.endsWith(".journal")) continue;
-      const id = name.slice(0, 40);
-      for (const line of (await readFile(join(spoolDir, area, name), "utf8")).split("\n")) {
+    for (const path of await readdir(join(spoolDir, area), { recursive: true })) {
+      if (!path.endsWith(".journal")) continue;
+      const id = basename(path).slice(0, 40);
+      for (const line of (await readFile(join(spoolDir, area, path), "utf8")).split("\n")) {
         try {
           recorded.add(`${id} ${(JSON.parse(line) as { detail: { key: string } }).detail.key}`);
         } catch {
@@ -112,7 +112,7 @@ describe("after kill -9", () => {
 
     expect(await listDir(join(spoolDir, "queue"))).toEqual([]);
     expect(await listDir(join(spoolDir, "dead"))).toEqual([]);
-    const done = new Set(await readdir(join(spoolDir, "done")));
+    const done = new Set((await readdir(join(spoolDir, "done"), { recursive: true })).map((path) => basename(path)));
     for (const id of accepted) expect(done.has(`${id}.msg`)).toBe(true);
 
     const runs = new Map<string, number>();
@@ -144,7 +144,7 @@ describe("after kill -9", () => {
     await completed;
     expect(calls).toEqual(KEYS);
     for (const area of ["queue", "done", "dead"]) {
-      expect((await readdir(join(spoolDir, area))).some((n) => n.startsWith(stalled))).toBe(false);
+      expect((await readdir(join(spoolDir, area), { recursive: true })).some((path) => basename(path).startsWith(stalled))).toBe(false);
     }
   });
 });

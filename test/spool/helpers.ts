@@ -94,6 +94,15 @@ export async function listDir(path: string): Promise<string[]> {
   return (await readdir(path)).sort();
 }
 
+/** The files of finished messages in done/: `<UTC hour>/<name>`, sorted. */
+export async function doneFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const hour of (await readdir(join(dir, "done"))).filter((name) => /^\d{4}-\d{2}-\d{2}T\d{2}$/.test(name))) {
+    for (const name of await readdir(join(dir, "done", hour))) files.push(`${hour}/${name}`);
+  }
+  return files.sort();
+}
+
 /** Timers fired by the test, not by the clock. */
 export class ManualTimers {
   readonly pending: { callback: () => void; delayMs: number; cancelled: boolean }[] = [];

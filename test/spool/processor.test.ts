@@ -19,6 +19,7 @@ import {
   RECEIVED_AT,
   TOPIC,
   chunks,
+  doneFiles,
   doneTraces,
   listDir,
   messageBytes,
@@ -103,7 +104,8 @@ describe("processing", () => {
     await completed;
     expect(h.calls).toEqual(["first/0", "first/1", "second/0", "second/1"]);
     expect(await listDir(join(dir, "queue"))).toEqual([]);
-    const journal = (await readFile(join(dir, "done", `${id}.journal`), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+    const journalPath = (await doneFiles(dir)).find((path) => path.endsWith(`${id}.journal`))!;
+    const journal = (await readFile(join(dir, "done", journalPath), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
     expect(journal.map((o) => o.detail.key)).toEqual(h.calls);
     const { trace } = (await doneTraces(dir)).get(id) as { trace: { end: string } };
     expect(trace.end).toBe("completed");

@@ -11,6 +11,7 @@ import {
   RECEIVED_AT,
   chunks,
   defaultRuleSet,
+  doneFiles,
   doneTraces,
   listDir,
   messageBytes,
@@ -360,11 +361,27 @@ describe("open", () => {
     const id = await acceptOne(spool, snapshot);
     await spool.recordOutcome(id, { status: "done", detail: { n: 1 } });
     // The moves are not fsync'd: after a crash the journal's rename may survive without the rest.
-    await rename(join(dir, "queue", `${id}.journal`), join(dir, "done", `${id}.journal`));
+    await mkdir(join(dir, "done", "2026-11-23T09"));
+    await rename(join(dir, "queue", `${id}.journal`), join(dir, "done", "2026-11-23T09", `${id}.journal`));
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([`${id}.journal`, `${id}.msg`]);
-    expect(await listDir(join(dir, "done"))).toEqual([]);
+    expect(await doneFiles(dir)).toEqual([]);
     expect((await spool.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
+  });
+
+  it("sends a journal left in queue/ after its message to the done/ hour that has the message", async () => {
+    let spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(id, { status: "done" });
+    await spool.complete(id, trace(id));
+    const [hour] = await listDir(join(dir, "done")).then((names) => names.filter((name) => !name.startsWith("traces-")));
+    // As if a crash kept the message's rename and undid the journal's.
+    await rename(join(dir, "done", hour!, `${id}.journal`), join(dir, "queue", `${id}.journal`));
+    spool = await Spool.open({ dir });
+    expect(await listDir(join(dir, "queue"))).toEqual([]);
+    expect(await doneFiles(dir)).toEqual([`${hour}/${id}.journal`, `${hour}/${id}.msg`]);
+    expect(spool.depth()).toBe(0);
   });
 
   it("removes, when first read, a message whose content does not match its checksum (never committed)", async () => {
@@ -516,7 +533,7 @@ describe("journal", () => {
 });
 
 describe("complete, deadLetter and sweep", () => {
-  it("moves a finished message to done/ with its trace, an abandoned one to dead/ with the reason", async () => {
+  it("moves a finished message to done/<hour>/ with its trace, an abandoned one to dead/ with the reason", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
     const good = await acceptOne(spool, snapshot);
@@ -526,8 +543,9 @@ describe("complete, deadLetter and sweep", () => {
     await spool.deadLetter(bad, null, "permanent failure: NoSuchBucket");
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     const traces = await doneTraces(dir);
-    const day = traces.get(good)!.at.slice(0, 10);
-    expect(await listDir(join(dir, "done"))).toEqual([`${good}.journal`, `${good}.msg`, `traces-${day}.jsonl`].sort());
+    const { at } = traces.get(good)!;
+    expect(await listDir(join(dir, "done"))).toEqual([at.slice(0, 13), `traces-${at.slice(0, 10)}.jsonl`]);
+    expect(await doneFiles(dir)).toEqual([`${at.slice(0, 13)}/${good}.journal`, `${at.slice(0, 13)}/${good}.msg`]);
     expect(await listDir(join(dir, "dead"))).toEqual([`${bad}.msg`, `${bad}.trace.json`].sort());
     expect(traces.get(good)).toMatchObject({ messageId: good, trace: trace(good) });
     expect(JSON.parse(await readFile(join(dir, "dead", `${bad}.trace.json`), "utf8"))).toMatchObject({
@@ -555,24 +573,67 @@ describe("complete, deadLetter and sweep", () => {
     expect(fsync).toHaveBeenCalledTimes(1);
   });
 
-  it("sweep deletes only done/ messages received before the retention period, never dead/", async () => {
+  it("sweep deletes the done/ hours whose end is past the retention period, never dead/ or queue/", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
     const spool = await Spool.open({ dir });
     const snapshot = await spool.saveSnapshot(snapshotOf());
-    const now = new Date("2026-11-25T12:00:00Z");
+    const completeAt = async (at: string) => {
+      vi.setSystemTime(new Date(at));
+      const id = await acceptOne(spool, snapshot, new Date(at));
+      await spool.complete(id, trace(id));
+      return id;
+    };
+    await completeAt("2026-11-24T10:30:00Z");
+    await completeAt("2026-11-24T11:59:59Z");
+    const next = await completeAt("2026-11-24T12:00:00Z");
+    const dead = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
+    await spool.deadLetter(dead, null, "gone");
+    const pending = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
+    vi.useRealTimers();
+
+    // 24 hours after the end of 11:00-12:00, and not yet after the end of 12:00-13:00.
+    expect(await spool.sweep(new Date("2026-11-25T12:00:00.001Z"))).toBe(2);
+    expect(await doneFiles(dir)).toEqual([`2026-11-24T12/${next}.msg`]);
+    expect((await listDir(join(dir, "done"))).filter((name) => !name.startsWith("traces-"))).toEqual(["2026-11-24T12"]);
+    expect(await listDir(join(dir, "dead"))).toEqual([`${dead}.msg`, `${dead}.trace.json`].sort());
+    expect(await spool.pending()).toEqual([pending]);
+    expect(await spool.sweep(new Date("2026-11-25T12:00:00.001Z"), 60 * 60 * 1000)).toBe(1);
+    expect(await doneFiles(dir)).toEqual([]);
+  });
+
+  it("sweep reads no message: whole hours go by their name", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const ids = await Promise.all(Array.from({ length: 5 }, () => acceptOne(spool, snapshot)));
+    for (const id of ids) await spool.complete(id, trace(id));
+    const read = vi.spyOn(fs, "read");
+    expect(await spool.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000))).toBe(5);
+    expect(read).not.toHaveBeenCalled();
+    expect(await listDir(join(dir, "done"))).toEqual([]);
+  });
+
+  it("finishes a message into its hour after a sweep removed that hour's directory", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const first = await acceptOne(spool, snapshot);
+    await spool.complete(first, trace(first));
+    await spool.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000), 0);
+    const second = await acceptOne(spool, snapshot);
+    await spool.recordOutcome(second, { status: "done" });
+    await spool.complete(second, trace(second));
+    expect((await doneFiles(dir)).map((path) => path.slice(14))).toEqual([`${second}.journal`, `${second}.msg`]);
+  });
+
+  it("sweep deletes the messages a spool kept in done/ itself before they were filed by hour, by their receipt time", async () => {
+    const spool = await Spool.open({ dir });
+    const snapshot = await spool.saveSnapshot(snapshotOf());
     const old = await acceptOne(spool, snapshot, new Date("2026-11-24T11:00:00Z"));
     const recent = await acceptOne(spool, snapshot, new Date("2026-11-24T13:00:00Z"));
-    const oldDead = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
-    const oldPending = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
-    await spool.complete(old, trace(old));
-    await spool.complete(recent, trace(recent));
-    await spool.deadLetter(oldDead, null, "gone");
-    const messages = async () => (await listDir(join(dir, "done"))).filter((name) => name.endsWith(".msg"));
-    expect(await spool.sweep(now)).toBe(1);
-    expect(await messages()).toEqual([`${recent}.msg`]);
-    expect((await listDir(join(dir, "dead"))).length).toBe(2);
-    expect(await spool.pending()).toEqual([oldPending]);
-    expect(await spool.sweep(now, 60 * 60 * 1000)).toBe(1);
-    expect(await messages()).toEqual([]);
+    await spool.recordOutcome(old, { status: "done" });
+    for (const id of [old, recent]) await spool.complete(id, trace(id));
+    for (const path of await doneFiles(dir)) await rename(join(dir, "done", path), join(dir, "done", path.slice(14)));
+    expect(await spool.sweep(new Date("2026-11-25T12:00:00Z"))).toBe(1);
+    expect((await listDir(join(dir, "done"))).filter((name) => name.length > 40)).toEqual([`${recent}.msg`]);
   });
 
   it("sweep deletes a day's trace log once its last possible entry is past the retention period", async () => {
