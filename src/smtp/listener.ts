@@ -85,7 +85,7 @@ export interface SmtpListenerOptions {
   banner?: string;
   /** STARTTLS on plain listeners; required by implicitTls listeners. Without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer };
-  /** Load balancer IPs or CIDRs that must open each connection with a PROXY v1 header; nobody else may send one. */
+  /** Load balancer IPs or CIDRs that must open each connection with a PROXY header (v1 or v2); nobody else may send one. */
   proxyProtocolFrom?: string[];
   /** Open SMTP sessions in all. Default 1000. */
   maxConnections?: number;

@@ -1,8 +1,17 @@
 import net from "node:net";
 import type { Socket } from "node:net";
 
-/** PROXY protocol v1 (haproxy's proxy-protocol.txt, section 2.1): the longest header line is 107 bytes. */
+/**
+ * The PROXY protocol, both versions: haproxy's proxy-protocol.txt. A balancer sends one or the
+ * other (haproxy's send-proxy or send-proxy-v2; AWS's Network Load Balancer only v2), and the two
+ * cannot be mistaken for each other: v1 starts with "PROXY", v2 with a fixed binary signature.
+ */
+
+/** v1 (section 2.1): the longest header line is 107 bytes. */
 export const MAX_PROXY_HEADER_BYTES = 107;
+/** v2 (section 2.2): 12 bytes of signature, then version and command, family, and the length of what follows. */
+const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+const V2_FIXED_BYTES = 16;
 
 /** The client a load balancer forwards, or null for `PROXY UNKNOWN` (use the connection's own peer). */
 export type ProxiedClient = { ip: string; port: number } | null;
@@ -11,7 +20,7 @@ export class ProxyHeaderError extends Error {}
 
 const PORT = /^(0|[1-9]\d{0,4})$/;
 
-/** Parses one header line, CRLF included. */
+/** Parses one v1 header line, CRLF included. */
 export function parseProxyHeader(line: string): ProxiedClient {
   if (!line.endsWith("\r\n")) throw new ProxyHeaderError("PROXY header does not end in CRLF");
   const fields = line.slice(0, -2).split(" ");
@@ -32,7 +41,66 @@ export function parseProxyHeader(line: string): ProxiedClient {
 }
 
 /**
- * Reads the header a load balancer sends before anything else, leaving every byte after it
+ * Parses one whole v2 header: `header` is the 16 fixed bytes and the length they announce.
+ * Address families other than TCP over IPv4 or IPv6 carry no client to use (LOCAL, for the
+ * balancer's own health checks; UNSPEC; UNIX sockets), and give null as v1's UNKNOWN does.
+ * Whatever follows the addresses (TLVs: AWS's VPC endpoint ID, haproxy's TLS details) is skipped.
+ */
+export function parseProxyV2Header(header: Buffer): ProxiedClient {
+  if (header.length < V2_FIXED_BYTES || !header.subarray(0, V2_SIGNATURE.length).equals(V2_SIGNATURE)) {
+    throw new ProxyHeaderError("not a PROXY v2 header");
+  }
+  const versionAndCommand = header[12]!;
+  const familyAndTransport = header[13]!;
+  const length = header.readUInt16BE(14);
+  if (header.length !== V2_FIXED_BYTES + length) throw new ProxyHeaderError("PROXY v2 header length does not match");
+  if (versionAndCommand >> 4 !== 2) throw new ProxyHeaderError(`PROXY v2 header with version ${versionAndCommand >> 4}`);
+  const command = versionAndCommand & 0x0f;
+  if (command === 0x0) return null;
+  if (command !== 0x1) throw new ProxyHeaderError(`PROXY v2 header with unknown command ${command}`);
+  const family = familyAndTransport >> 4;
+  const transport = familyAndTransport & 0x0f;
+  if (family === 0x0 || family === 0x3) return null;
+  if (transport !== 0x1) throw new ProxyHeaderError(`PROXY v2 header for transport ${transport}, not TCP`);
+  const addresses = header.subarray(V2_FIXED_BYTES);
+  if (family === 0x1) {
+    if (addresses.length < 12) throw new ProxyHeaderError("PROXY v2 TCP4 header too short for its addresses");
+    return { ip: [...addresses.subarray(0, 4)].join("."), port: addresses.readUInt16BE(8) };
+  }
+  if (family === 0x2) {
+    if (addresses.length < 36) throw new ProxyHeaderError("PROXY v2 TCP6 header too short for its addresses");
+    return { ip: ipv6Text(addresses.subarray(0, 16)), port: addresses.readUInt16BE(32) };
+  }
+  throw new ProxyHeaderError(`PROXY v2 header with unknown address family ${family}`);
+}
+
+/**
+ * RFC 5952 text, the form Node gives a socket's remoteAddress in: lower case, the longest run of
+ * two or more zero groups as "::", and an IPv4-mapped address as ::ffff:a.b.c.d.
+ */
+function ipv6Text(bytes: Buffer): string {
+  if (bytes.subarray(0, 10).every((byte) => byte === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return `::ffff:${[...bytes.subarray(12)].join(".")}`;
+  }
+  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2));
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let start = 0; start < 8; ) {
+    let end = start;
+    while (end < 8 && groups[end] === 0) end++;
+    if (end - start > bestLength) {
+      bestStart = start;
+      bestLength = end - start;
+    }
+    start = end === start ? start + 1 : end;
+  }
+  const hex = groups.map((group) => group.toString(16));
+  if (bestStart === -1) return hex.join(":");
+  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLength).join(":")}`;
+}
+
+/**
+ * Reads the header (either version) a load balancer sends before anything else, leaving every byte after it
  * (SMTP commands, a TLS ClientHello) unread in the socket for whoever reads next.
  */
 export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<ProxiedClient> {
@@ -51,6 +119,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
     };
     const onData = (chunk: Buffer): void => {
       received = Buffer.concat([received, chunk]);
+      if (received[0] === V2_SIGNATURE[0]) return onVersion2();
       const lf = received.indexOf(0x0a);
       if (lf === -1) {
         if (received.length >= MAX_PROXY_HEADER_BYTES) finish(new ProxyHeaderError("PROXY header too long"));
@@ -59,6 +128,20 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       if (lf + 1 > MAX_PROXY_HEADER_BYTES) return finish(new ProxyHeaderError("PROXY header too long"));
       try {
         finish(null, parseProxyHeader(received.subarray(0, lf + 1).toString("latin1")), received.subarray(lf + 1));
+      } catch (error) {
+        finish(error as Error);
+      }
+    };
+    const onVersion2 = (): void => {
+      const known = Math.min(received.length, V2_SIGNATURE.length);
+      if (!received.subarray(0, known).equals(V2_SIGNATURE.subarray(0, known))) {
+        return finish(new ProxyHeaderError("neither a PROXY v1 nor a PROXY v2 header"));
+      }
+      if (received.length < V2_FIXED_BYTES) return;
+      const end = V2_FIXED_BYTES + received.readUInt16BE(14);
+      if (received.length < end) return;
+      try {
+        finish(null, parseProxyV2Header(received.subarray(0, end)), received.subarray(end));
       } catch (error) {
         finish(error as Error);
       }

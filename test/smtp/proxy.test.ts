@@ -3,7 +3,7 @@ import tls from "node:tls";
 import { describe, expect, it } from "vitest";
 import { REPLIES } from "../../src/rules/acceptance.js";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
-import { ProxyHeaderError, parseProxyHeader } from "../../src/smtp/proxy.js";
+import { ProxyHeaderError, parseProxyHeader, parseProxyV2Header } from "../../src/smtp/proxy.js";
 import { HOSTNAME, harnessPerTest, testCertificate } from "./fixture.js";
 
 const { start, connect } = harnessPerTest();
@@ -32,6 +32,86 @@ describe("PROXY v1 header parsing", () => {
   ]) {
     it(`refuses ${JSON.stringify(bad)}`, () => {
       expect(() => parseProxyHeader(bad)).toThrow(ProxyHeaderError);
+    });
+  }
+});
+
+const V2_SIGNATURE = Buffer.from("0d0a0d0a000d0a515549540a", "hex");
+
+/** A v2 header as proxy-protocol.txt section 2.2 lays it out, written out here byte by byte. */
+function v2Header(options: { command?: number; family?: number; version?: number; addresses?: Buffer; tlvs?: Buffer } = {}): Buffer {
+  const { command = 0x1, family = 0x11, version = 0x2, addresses = tcp4("198.51.100.7", "192.0.2.1", 56324, 25), tlvs = Buffer.alloc(0) } = options;
+  const fixed = Buffer.alloc(4);
+  fixed[0] = (version << 4) | command;
+  fixed[1] = family;
+  fixed.writeUInt16BE(addresses.length + tlvs.length, 2);
+  return Buffer.concat([V2_SIGNATURE, fixed, addresses, tlvs]);
+}
+
+function tcp4(source: string, destination: string, sourcePort: number, destinationPort: number): Buffer {
+  const ports = Buffer.alloc(4);
+  ports.writeUInt16BE(sourcePort, 0);
+  ports.writeUInt16BE(destinationPort, 2);
+  return Buffer.concat([Buffer.from(source.split(".").map(Number)), Buffer.from(destination.split(".").map(Number)), ports]);
+}
+
+function tcp6(source: Buffer, destination: Buffer, sourcePort: number, destinationPort: number): Buffer {
+  const ports = Buffer.alloc(4);
+  ports.writeUInt16BE(sourcePort, 0);
+  ports.writeUInt16BE(destinationPort, 2);
+  return Buffer.concat([source, destination, ports]);
+}
+
+const DOCUMENTATION_V6 = Buffer.from("20010db8000000000000000000000007", "hex");
+/** AWS's Network Load Balancer appends its VPC endpoint ID as a TLV of type 0xEA. */
+const AWS_TLV = Buffer.concat([Buffer.from([0xea, 0x00, 0x17, 0x01]), Buffer.from("vpce-08d2bf15fac5001c9")]);
+
+describe("PROXY v2 header parsing", () => {
+  it("reads TCP4 and TCP6 sources, skipping the TLVs after the addresses", () => {
+    expect(parseProxyV2Header(v2Header())).toEqual({ ip: "198.51.100.7", port: 56324 });
+    expect(parseProxyV2Header(v2Header({ family: 0x21, addresses: tcp6(DOCUMENTATION_V6, DOCUMENTATION_V6, 40000, 25), tlvs: AWS_TLV }))).toEqual({
+      ip: "2001:db8::7",
+      port: 40000,
+    });
+    const mapped = Buffer.from("00000000000000000000ffffcb007109", "hex");
+    expect(parseProxyV2Header(v2Header({ family: 0x21, addresses: tcp6(mapped, mapped, 1, 25) }))).toEqual({ ip: "::ffff:203.0.113.9", port: 1 });
+  });
+
+  it("writes IPv6 sources as the WHATWG URL parser does (RFC 5952)", () => {
+    const samples = ["00000000000000000000000000000000", "00010000000000000000000000000000", "20010db8000000000001000000000001", "20010db8000000010001000100010001"];
+    for (let i = 0; i < 300; i++) {
+      // Zero groups often, so that runs of them of every length and place come up.
+      samples.push(Array.from({ length: 8 }, () => (Math.random() < 0.5 ? "0000" : Math.floor(Math.random() * 0x10000).toString(16).padStart(4, "0"))).join(""));
+    }
+    for (const hex of samples) {
+      const address = Buffer.from(hex, "hex");
+      if (hex.startsWith("00000000000000000000ffff")) continue;
+      const expected = new URL(`http://[${hex.match(/.{4}/g)!.join(":")}]/`).hostname.slice(1, -1);
+      expect(parseProxyV2Header(v2Header({ family: 0x21, addresses: tcp6(address, address, 1, 25) }))?.ip, hex).toBe(expected);
+    }
+  });
+
+  it("LOCAL, UNSPEC and UNIX mean: use the connection's own peer", () => {
+    expect(parseProxyV2Header(v2Header({ command: 0x0, family: 0x00, addresses: Buffer.alloc(0) }))).toBeNull();
+    expect(parseProxyV2Header(v2Header({ command: 0x0 }))).toBeNull();
+    expect(parseProxyV2Header(v2Header({ family: 0x00, addresses: Buffer.alloc(0) }))).toBeNull();
+    expect(parseProxyV2Header(v2Header({ family: 0x31, addresses: Buffer.alloc(216) }))).toBeNull();
+  });
+
+  const refused: [string, Buffer][] = [
+    ["another signature", Buffer.concat([Buffer.from("0d0a0d0a000d0a515549540b", "hex"), v2Header().subarray(12)])],
+    ["version 1 in binary", v2Header({ version: 0x1 })],
+    ["an unknown command", v2Header({ command: 0x2 })],
+    ["UDP over IPv4", v2Header({ family: 0x12 })],
+    ["UDP over IPv6", v2Header({ family: 0x22, addresses: tcp6(DOCUMENTATION_V6, DOCUMENTATION_V6, 1, 25) })],
+    ["an unknown family", v2Header({ family: 0x41 })],
+    ["TCP4 with addresses cut short", v2Header({ addresses: Buffer.alloc(8) })],
+    ["TCP6 with IPv4-sized addresses", v2Header({ family: 0x21 })],
+    ["a length beyond the bytes", v2Header().subarray(0, 27)],
+  ];
+  for (const [what, header] of refused) {
+    it(`refuses ${what}`, () => {
+      expect(() => parseProxyV2Header(header)).toThrow(ProxyHeaderError);
     });
   }
 });
@@ -70,6 +150,34 @@ describe("PROXY protocol from listed load balancers", () => {
     expect(await fine.reply()).toMatch(/^220 /);
   });
 
+  it("a v2 header, as AWS's Network Load Balancer sends, with its TLV and a command behind it in the same segment", async () => {
+    const h = await start({ proxyProtocolFrom: ["127.0.0.1"] });
+    const client = await connect(h.port);
+    client.write(Buffer.concat([v2Header({ tlvs: AWS_TLV }), Buffer.from("EHLO client.test\r\n")]));
+    expect(await client.reply()).toBe(`220 ${HOSTNAME} ESMTP`);
+    expect(await client.reply()).toMatch(/^250-/);
+    expect(h.events).toContainEqual(expect.objectContaining({ type: "connect", ip: "198.51.100.7", port: 56324, proxiedBy: "127.0.0.1" }));
+  });
+
+  it("a v2 header arriving a byte at a time", async () => {
+    const h = await start({ proxyProtocolFrom: ["127.0.0.1"] });
+    const client = await connect(h.port);
+    for (const byte of v2Header({ family: 0x21, addresses: tcp6(DOCUMENTATION_V6, DOCUMENTATION_V6, 40000, 25) })) {
+      client.write(Buffer.from([byte]));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(await client.reply()).toMatch(/^220 /);
+    expect(h.events).toContainEqual(expect.objectContaining({ type: "connect", ip: "2001:db8::7", proxiedBy: "127.0.0.1" }));
+  });
+
+  it("a v2 LOCAL header (the balancer's health check) keeps the balancer's own address", async () => {
+    const h = await start({ proxyProtocolFrom: ["127.0.0.1"] });
+    const client = await connect(h.port);
+    client.write(v2Header({ command: 0x0, family: 0x00, addresses: Buffer.alloc(0) }));
+    expect(await client.reply()).toMatch(/^220 /);
+    expect(h.events).toContainEqual(expect.objectContaining({ type: "connect", ip: "127.0.0.1", proxiedBy: "127.0.0.1" }));
+  });
+
   it("bytes behind the header in the same segment are the session's first command", async () => {
     const h = await start({ proxyProtocolFrom: ["127.0.0.1/32"] });
     const client = await connect(h.port);
@@ -96,12 +204,16 @@ describe("PROXY protocol from listed load balancers", () => {
     const long = await connect(h.port);
     long.write(`PROXY TCP4 ${"1".repeat(200)}`);
     await long.closed();
-    for (const client of [garbage, silent, long]) expect(client.pendingReplies()).toEqual([]);
-    expect(h.events.filter((event) => event.type === "refused").map((event) => event.type === "refused" && event.reason)).toEqual([
-      "proxy-header-invalid",
-      "proxy-header-invalid",
-      "proxy-header-invalid",
-    ]);
+    const almostV2 = await connect(h.port);
+    almostV2.write("\r\n\r\nEHLO client.test\r\n");
+    await almostV2.closed();
+    const udp = await connect(h.port);
+    udp.write(v2Header({ family: 0x12 }));
+    await udp.closed();
+    for (const client of [garbage, silent, long, almostV2, udp]) expect(client.pendingReplies()).toEqual([]);
+    expect(h.events.filter((event) => event.type === "refused").map((event) => event.type === "refused" && event.reason)).toEqual(
+      Array(5).fill("proxy-header-invalid"),
+    );
   });
 
   it("the header, then TLS, on an implicit-TLS listener (the balancer passes TLS through)", async () => {
@@ -147,6 +259,17 @@ describe("PROXY header from a peer that is not listed", () => {
     expect(await client.command("PROXY TCP4 198.51.100.7 127.0.0.1 40000 25")).toBe(LISTENER_REPLIES.proxyNotAllowed);
     await client.closed();
     expect(h.events).toContainEqual(expect.objectContaining({ type: "refused", reason: "proxy-header-not-allowed", ip: "127.0.0.1" }));
+    expect(h.events.filter((event) => event.type === "connect").map((event) => event.type === "connect" && event.ip)).toEqual(["127.0.0.1"]);
+  });
+
+  it("a v2 header ends the session at the QUIT its signature holds; the claimed address is never used", async () => {
+    const h = await start({ proxyProtocolFrom: ["10.0.0.0/8"] });
+    const client = await connect(h.port);
+    expect(await client.reply()).toMatch(/^220 /);
+    client.write(Buffer.concat([v2Header(), Buffer.from("EHLO client.test\r\n")]));
+    await client.closed();
+    expect(client.pendingReplies().at(-1)).toMatch(/^221 /);
+    expect(client.pendingReplies().some((reply) => reply.startsWith("250"))).toBe(false);
     expect(h.events.filter((event) => event.type === "connect").map((event) => event.type === "connect" && event.ip)).toEqual(["127.0.0.1"]);
   });
 
