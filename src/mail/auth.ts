@@ -137,6 +137,23 @@ function withDeadline(resolver: DnsResolver, timeoutMs: number): DnsResolver {
 }
 
 /** `Name: value` lines, folded, CRLF-separated, as mailauth returns them. */
+/**
+ * mailauth's Received-SPF names only client-ip. RFC 7208 section 9.1 also has the envelope sender
+ * and the HELO name, and SES writes both (`envelope-from=...; helo=...;`), bare, so they are added
+ * here the way SES writes them. A value that is not made of the characters of a dot-atom and "@"
+ * is quoted, as the RFC's grammar requires, so that it cannot end the key-value list early. The
+ * null reverse-path has no envelope sender to name.
+ */
+function withSpfKeys(header: Header, input: AuthInput): Header {
+  if (header.name.toLowerCase() !== "received-spf" || /\benvelope-from=/.test(header.value)) return header;
+  const pairs = [...(input.mailFrom ? [`envelope-from=${spfKeyValue(input.mailFrom)};`] : []), `helo=${spfKeyValue(input.helo)};`];
+  return { name: header.name, value: `${header.value} ${pairs.join(" ")}` };
+}
+
+function spfKeyValue(value: string): string {
+  return /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+$/.test(value) ? value : `"${value.replace(/[\\"]/g, "\\$&")}"`;
+}
+
 function parseHeaderLines(block: string): Header[] {
   return block
     .split(/\r\n(?![ \t])/)
@@ -182,7 +199,7 @@ export async function authenticateMessage(input: AuthInput, options: AuthOptions
     });
     return {
       verdicts: { spf: spfVerdict(result.spf), dkim: dkimVerdict(result.dkim), ...dmarcVerdict(result.dmarc) },
-      headers: parseHeaderLines(result.headers),
+      headers: parseHeaderLines(result.headers).map((header) => withSpfKeys(header, input)),
     };
   } catch {
     const failed = "PROCESSING_FAILED";

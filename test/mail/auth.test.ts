@@ -90,7 +90,7 @@ describe("authenticateMessage", () => {
     const result = await authenticateMessage(input(await signed(message("sender@example.com"))), { resolver: dns() });
     expect(result.headers.map((h) => h.name)).toEqual(["Received-SPF", "Authentication-Results"]);
     const [spf, ar] = result.headers;
-    expect(spf?.value).toMatch(new RegExp(`^pass \\(${HOSTNAME}: .*\\) client-ip=${GOOD_IP};$`));
+    expect(spf?.value).toMatch(new RegExp(`^pass \\(${HOSTNAME}: .*\\) client-ip=${GOOD_IP}; envelope-from=bounce@example\\.com; helo=mail\\.example\\.com;$`));
     expect(ar?.value).toMatch(new RegExp(`^${HOSTNAME};`));
     expect(ar?.value).toContain("spf=pass");
     expect(ar?.value).toContain("smtp.mailfrom=bounce@example.com");
@@ -101,6 +101,14 @@ describe("authenticateMessage", () => {
       expect(h.value).not.toMatch(/[\r\n]/);
       expect(() => formatHeaderLine(h)).not.toThrow();
     }
+  });
+
+  it("names the envelope sender and HELO in Received-SPF as SES does, quoted where the RFC's grammar needs it", async () => {
+    const spfHeader = async (overrides: Partial<AuthInput>) =>
+      (await authenticateMessage(input(message("sender@example.com"), overrides), { resolver: dns() })).headers[0]?.value;
+    expect(await spfHeader({})).toMatch(/ envelope-from=bounce@example\.com; helo=mail\.example\.com;$/);
+    expect(await spfHeader({ mailFrom: "", helo: "[192.0.2.1]" })).toMatch(/ client-ip=[^;]+; helo="\[192\.0\.2\.1\]";$/);
+    expect(await spfHeader({ mailFrom: '"odd; \\"one"@example.com' })).toContain(' envelope-from="\\"odd; \\\\\\"one\\"@example.com"; helo=');
   });
 
   describe("SPF", () => {
