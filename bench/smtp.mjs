@@ -20,6 +20,7 @@
 // BENCH_SMTP_PROCESSES (1: receiptd's smtp.processes, its SMTP acceptor processes).
 // It needs root only when smtp-source is missing (it installs the postfix package) and to
 // run the private Postfix instance. All traffic stays on 127.0.0.1.
+import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, statfsSync } from "node:fs";
 import { cpus, release, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,6 +96,9 @@ const mib = (value) => (Number.isFinite(value) ? `${value.toFixed(0)} MB` : "?")
 /** One measured run of one workload against one server. */
 async function measure(smtpSourcePath, server, workload) {
   const outcome = { rate: NaN, coldRate: NaN, latencies: [], errors: [], notes: [], drainS: NaN, memory: null };
+  // What earlier runs wrote and the kernel has not written back yet (it may wait 30 s) would be
+  // written during this one: each run starts with nothing of another's left to write.
+  execFileSync("sync");
   try {
     await server.beginRun();
     const memReady = server.memory?.();

@@ -288,6 +288,24 @@ describe("receiptd serve", () => {
     expect(deadLettered.reason).toMatch(/exceeds the S3 action limit of 41943040 bytes/);
   });
 
+  it("files finished messages by hour, and at start sweeps the hours past the retention period", async () => {
+    const first = await start("retention");
+    const { response } = await transport(first.smtpPort).sendMail({ from: "a@example.org", to: "info@example.com", text: "x" });
+    await completed(first, idOf(response));
+    expect(await first.kill("SIGTERM")).toBe(0);
+    const done = join(first.dir, "data", "spool", "done");
+    const [hour] = (await readdir(done)).filter((name) => !name.startsWith("traces-"));
+    expect(await readdir(join(done, hour!))).toContain(`${idOf(response)}.msg`);
+    // Three days on, as far as the files can tell.
+    const aged = new Date(Date.parse(`${hour}:00:00Z`) - 3 * 24 * 60 * 60 * 1000).toISOString().slice(0, 13);
+    await rename(join(done, hour!), join(done, aged));
+
+    const second = await startDaemonProcess(testConfig(first.dir), first.dir);
+    daemons.push(second);
+    expect(await second.waitForLog((line) => line.event === "spool.swept")).toMatchObject({ removed: 1 });
+    expect((await readdir(done)).filter((name) => !name.startsWith("traces-"))).toEqual([]);
+  });
+
   it("reloads a changed rule set for the next message, refuses a broken one and keeps the old", async () => {
     const dir = join(work.dir, "reload");
     await mkdir(dir, { recursive: true });
