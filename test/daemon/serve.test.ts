@@ -46,9 +46,15 @@ async function completed(daemon: DaemonProcess, messageId: string) {
   return daemon.waitForLog((line) => line.event === "processing.message-completed" && line.messageId === messageId);
 }
 
-/** A bare SMTP client: each command resolves with its final reply line. */
-async function rawClient(port: number): Promise<{ socket: net.Socket; command(text: string): Promise<string> }> {
+/**
+ * A bare SMTP client: each command resolves with its final reply line. Socket errors are kept
+ * (a test that ends its session checks there were none) rather than thrown from nowhere.
+ */
+async function rawClient(port: number): Promise<{ socket: net.Socket; errors: Error[]; command(text: string): Promise<string>; quit(): Promise<void> }> {
   const socket = net.connect(port, "127.0.0.1");
+  const errors: Error[] = [];
+  socket.on("error", (error) => errors.push(error));
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   const replies: string[] = [];
   const waiters: ((line: string) => void)[] = [];
   let pending = "";
@@ -67,11 +73,19 @@ async function rawClient(port: number): Promise<{ socket: net.Socket; command(te
   });
   const reply = () => new Promise<string>((resolve) => (replies.length > 0 ? resolve(replies.shift()!) : waiters.push(resolve)));
   expect(await reply()).toMatch(/^220 /);
+  const command = (text: string) => {
+    socket.write(`${text}\r\n`);
+    return reply();
+  };
   return {
     socket,
-    command(text) {
-      socket.write(`${text}\r\n`);
-      return reply();
+    errors,
+    command,
+    async quit() {
+      expect(await command("QUIT")).toMatch(/^221 /);
+      socket.end();
+      await closed;
+      expect(errors).toEqual([]);
     },
   };
 }
@@ -256,7 +270,7 @@ describe("receiptd serve", () => {
       }
       const reply = await client.command(".");
       peak = Math.max(peak, await rss());
-      client.socket.end("QUIT\r\n");
+      await client.quit();
       return { peak, reply };
     };
 
