@@ -136,7 +136,6 @@ function withDeadline(resolver: DnsResolver, timeoutMs: number): DnsResolver {
   };
 }
 
-/** `Name: value` lines, folded, CRLF-separated, as mailauth returns them. */
 /**
  * mailauth's Received-SPF names only client-ip. RFC 7208 section 9.1 also has the envelope sender
  * and the HELO name, and SES writes both (`envelope-from=...; helo=...;`), bare, so they are added
@@ -154,6 +153,7 @@ function spfKeyValue(value: string): string {
   return /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+$/.test(value) ? value : `"${value.replace(/[\\"]/g, "\\$&")}"`;
 }
 
+/** `Name: value` lines, folded, CRLF-separated, as mailauth returns them. */
 function parseHeaderLines(block: string): Header[] {
   return block
     .split(/\r\n(?![ \t])/)
