@@ -616,8 +616,6 @@ export class Spool {
   private readonly queueSync: DirectorySync;
   private readonly reserved: ReservedFiles;
   private readonly deadSync: DirectorySync;
-  /** The done/<hour> directory made last, so that finishing a message costs no mkdir. */
-  private doneHourMade: string | null = null;
   private readonly snapshotSync: DirectorySync;
   /** Snapshots known to be on disk durably. */
   private readonly savedSnapshots = new Set<string>();
@@ -1104,10 +1102,6 @@ export class Spool {
       await rename(temporary, join(target, `${id}.trace.json`));
       await this.deadSync.sync();
     } else {
-      if (this.doneHourMade !== target) {
-        await mkdir(target, { recursive: true });
-        this.doneHourMade = target;
-      }
       // Not made durable (see the commit points above): a crash can lose the line, or leave it
       // torn at the end of the file, where readers skip it.
       await this.traces.append(record.at, JSON.stringify({ messageId: id, ...record }));
@@ -1119,12 +1113,17 @@ export class Spool {
     this.pendingIds.delete(id);
   }
 
-  /** Moves a file out of queue/; a done/<hour>/ that a sweep removed since it was made is made again. */
+  /**
+   * Moves a file out of queue/. A done/<hour>/ is made when the first file of its hour finds it
+   * missing (or a sweep has removed it since), which costs one failed rename an hour rather than a
+   * check for every message.
+   */
   private async moveInto(target: string, name: string): Promise<void> {
     try {
       await rename(join(this.queue, name), join(target, name));
     } catch (error) {
-      if (!isMissing(error) || target === this.areas.dead || (await exists(target))) throw error;
+      // Asked of the file, not the directory: another message of the hour may have made it since.
+      if (!isMissing(error) || target === this.areas.dead || !(await exists(join(this.queue, name)))) throw error;
       await mkdir(target, { recursive: true });
       await rename(join(this.queue, name), join(target, name));
     }
