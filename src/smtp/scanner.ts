@@ -3,59 +3,58 @@
  * normalised to CRLF. Fed the content smtp-server hands over (dot-unstuffed, without the final
  * `<CRLF>.<CRLF>`) chunk by chunk, so nothing here ever holds the message whole.
  *
- * smtp-server ends DATA only at `<CR><LF>.<CR><LF>` (or `.<CR><LF>` as the very first line), never
- * at the four sequences SEMANTICS names, so whatever a client puts behind one of them (a second
- * MAIL FROM, RCPT TO, DATA and message) stays inside this one DATA and reaches this scanner, never
- * the command parser: refusing the whole DATA refuses the "second message" with it.
+ * smtp-server ends DATA only at `<CR><LF>.<CR><LF>` (or `.<CR><LF>` as the very first line), so
+ * whatever a client puts behind any other line ending around a dot (a second MAIL FROM, RCPT TO,
+ * DATA and message) stays inside this one DATA and reaches this scanner, never the command
+ * parser: refusing the whole DATA refuses the "second message" with it. Some receiver ends DATA
+ * at each of those other endings, so every one is refused: a dot with a CR, LF or CRLF before it
+ * and after it, unless both are CRLF (a bare CR is one not followed by LF).
  *
- * The smuggling sequences are looked for in that content rather than on the wire. smtp-server
- * only removes a dot that follows an LF and precedes another dot, so none of the four sequences
- * can be hidden by unstuffing. Unstuffing can make one appear, though: a lone-dot line goes
- * `<CR><LF>..<CR><LF>` on the wire and is `<CR><LF>.<CR><LF>` in content, which is why
- * `<LF>.<CR><LF>` only counts with a bare LF. Next to a bare LF the two cannot be told apart, so
- * a dot-stuffed line beside a bare LF (`<LF>..<LF>` on the wire) is refused too: such a message
- * is malformed already.
+ * The sequences are looked for in that content rather than on the wire. smtp-server only removes
+ * a dot that follows an LF and precedes another dot, so none can be hidden by unstuffing.
+ * Unstuffing can make one appear, though: a lone-dot line goes `<CR><LF>..<CR><LF>` on the wire
+ * and is `<CR><LF>.<CR><LF>` in content, which is why only that one is let through. Next to a
+ * bare LF the two cannot be told apart, so a dot-stuffed line beside a bare LF (`<LF>..<LF>` on
+ * the wire) is refused too: such a message is malformed already. A dot whose CR is the last byte
+ * of the content is not judged: what follows is the end of DATA, so nothing is smuggled.
  */
 export type ScanViolation = "size" | "smuggling";
 
-/** `<CR><LF>.<LF>` contains it, so this one pattern covers two of the four sequences. */
-const LF_DOT_LF = Buffer.from("\n.\n");
-const CR_DOT_CR = Buffer.from("\r.\r");
-/** Smuggling only when the byte before is not a CR. */
-const LF_DOT_CRLF = Buffer.from("\n.\r\n");
-/** Bytes of previous content kept: the longest pattern less one, plus the byte before it. */
-const TAIL = LF_DOT_CRLF.length;
+const CR_DOT = Buffer.from("\r.");
+const LF_DOT = Buffer.from("\n.");
+/** Bytes of previous content kept: enough for the byte before an LF, the LF, the dot and the two after it. */
+const TAIL = 4;
 const CR = 0x0d;
 const LF = 0x0a;
-const DOT = 0x2e;
 const CRLF = Buffer.from("\r\n");
 
-/** Whether `data` holds a sequence; a match at index 0 is left to the caller, who knows the byte before. */
-function containsSmuggling(data: Buffer): boolean {
-  if (data.includes(LF_DOT_LF) || data.includes(CR_DOT_CR)) return true;
-  for (let at = data.indexOf(LF_DOT_CRLF, 1); at !== -1; at = data.indexOf(LF_DOT_CRLF, at + 1)) {
-    if (data[at - 1] !== CR) return true;
+/**
+ * Whether `data` holds a smuggling sequence, judging each dot by the bytes `data` has: one whose
+ * verdict needs a byte past the end is left to the next chunk's seam check. `lfAtZeroBare`: an
+ * LF at index 0 is bare (the byte before it was not a CR).
+ */
+function containsSmuggling(data: Buffer, lfAtZeroBare: boolean): boolean {
+  for (let at = data.indexOf(CR_DOT); at !== -1; at = data.indexOf(CR_DOT, at + 1)) {
+    const after = data[at + 2];
+    if (after === CR || after === LF) return true;
+  }
+  for (let at = data.indexOf(LF_DOT); at !== -1; at = data.indexOf(LF_DOT, at + 1)) {
+    const after = data[at + 2];
+    if (after === LF) return true;
+    if (after !== CR) continue;
+    const bare = at > 0 ? data[at - 1] !== CR : lfAtZeroBare;
+    if (bare || (at + 3 < data.length && data[at + 3] !== LF)) return true;
   }
   return false;
 }
 
-/**
- * One pass over the chunk's line feeds finds both what smuggling starts with an LF and every
- * bare LF; only `<CR>.<CR>` needs a search of its own. Sequences cut by the chunk's end are
- * found by the next chunk's seam check. `afterCr`: the byte before the chunk was a CR.
- */
-function scanLineFeeds(chunk: Buffer, afterCr: boolean): { smuggling: boolean; bareLf: number[] | null } {
-  if (chunk.includes(CR_DOT_CR)) return { smuggling: true, bareLf: null };
+/** Where the chunk has bare LFs; `afterCr`: the byte before the chunk was a CR. */
+function bareLineFeeds(chunk: Buffer, afterCr: boolean): number[] | null {
   let bareLf: number[] | null = null;
   for (let lf = chunk.indexOf(LF); lf !== -1; lf = chunk.indexOf(LF, lf + 1)) {
-    const bare = lf > 0 ? chunk[lf - 1] !== CR : !afterCr;
-    if (chunk[lf + 1] === DOT) {
-      const after = chunk[lf + 2];
-      if (after === LF || (bare && after === CR && chunk[lf + 3] === LF)) return { smuggling: true, bareLf: null };
-    }
-    if (bare) (bareLf ??= []).push(lf);
+    if (lf > 0 ? chunk[lf - 1] !== CR : !afterCr) (bareLf ??= []).push(lf);
   }
-  return { smuggling: false, bareLf };
+  return bareLf;
 }
 
 export class DataScanner {
@@ -78,14 +77,16 @@ export class DataScanner {
       this.violation = "size";
       return null;
     }
-    // The seam catches a sequence cut by a chunk boundary, and one at the chunk's first byte.
+    // The seam catches a sequence cut by a chunk boundary. An LF at its index 0 is taken as not
+    // bare: a sequence starting there lies wholly in earlier content, which was judged already.
     const afterCr = this.tail[this.tail.length - 1] === CR;
-    const found = containsSmuggling(Buffer.concat([this.tail, chunk.subarray(0, TAIL)])) ? null : scanLineFeeds(chunk, afterCr);
-    if (!found || found.smuggling) {
+    const seam = Buffer.concat([this.tail, chunk.subarray(0, TAIL)]);
+    if (containsSmuggling(seam, false) || containsSmuggling(chunk, !afterCr)) {
       this.violation = "smuggling";
       return null;
     }
-    const out = found.bareLf ? withCrlf(chunk, found.bareLf) : chunk;
+    const bareLf = bareLineFeeds(chunk, afterCr);
+    const out = bareLf ? withCrlf(chunk, bareLf) : chunk;
     this.tail = Buffer.from(Buffer.concat([this.tail, chunk.subarray(-TAIL)]).subarray(-TAIL));
     return out;
   }

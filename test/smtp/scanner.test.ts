@@ -28,6 +28,10 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     "<LF>.<CR><LF>": "\n.\r\n",
     "<CR><LF>.<LF>": "\r\n.\n",
     "<CR>.<CR>": "\r.\r",
+    "<CR>.<LF>": "\r.\n",
+    "<CR>.<CR><LF>": "\r.\r\n",
+    "<CR><LF>.<CR>": "\r\n.\r",
+    "<LF>.<CR>": "\n.\r",
   };
 
   for (const [name, sequence] of Object.entries(sequences)) {
@@ -42,6 +46,9 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     expect(scan(".\nMAIL FROM:<a@b>\r\n").violation).toBe("smuggling");
     expect(scan(".\n", [1]).violation).toBe("smuggling");
     expect(scan("\n.\r\nMAIL FROM:<a@b>\r\n").violation).toBe("smuggling");
+    expect(scan(".\rMAIL FROM:<a@b>\r\n").violation).toBe("smuggling");
+    expect(scan(".\rM", [1]).violation).toBe("smuggling");
+    expect(scan(".\rM", [2]).violation).toBe("smuggling");
   });
 
   it("lets a lone-dot line through: <CR><LF>..<CR><LF> on the wire is <CR><LF>.<CR><LF> in content", () => {
@@ -88,7 +95,8 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     /** The content as one piece, after the CRLF of the DATA command: SEMANTICS 4 read literally. */
     const reference = (content: string): { out: string; violation: string | null } => {
       const wire = `\r\n${content}`;
-      const smuggling = /\n\.\n|\r\.\r|[^\r]\n\.\r\n/.test(wire);
+      // A dot between line endings other than CRLF and CRLF; a CR at the very end awaits its next byte.
+      const smuggling = /\r\.[\r\n]|\n\.\n|[^\r]\n\.\r|\n\.\r(?!\n|$)/.test(wire);
       if (smuggling) return { out: "", violation: "smuggling" };
       return { out: wire.replace(/(?<!\r)\n/g, "\r\n").slice(2), violation: null };
     };
