@@ -56,6 +56,9 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),
   });
 
+  // First of all: a second daemon on the same directory must refuse before it touches the spool.
+  const spool = await Spool.open({ dir: serve.spool.dir });
+
   // The SMTP side, in this process or in acceptor processes; set once it listens.
   let smtp: SmtpSide | null = null;
 
@@ -70,7 +73,6 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     // Acceptor processes, if any, follow every change.
     onChange: (texts) => smtp?.policyChanged?.(texts),
   });
-  const spool = await Spool.open({ dir: serve.spool.dir });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
   const backend = backendFromConfig(config);

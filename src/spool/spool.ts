@@ -42,7 +42,8 @@
  *    finds half done, the trace beside a message in queue/ saying where it was going.
  *
  * The message ID (validated before it is used in a path) names every file of a message, so one
- * readdir tells what state each message is in. One process owns a spool at a time.
+ * readdir tells what state each message is in. One process owns a spool at a time: open() takes
+ * `lock`, which holds the owner's PID, before it touches anything, and close() gives it back.
  *
  * To retry a dead message, an operator moves its .msg and (to skip the actions already done)
  * .journal back into queue/ and deletes its .trace.json, which open() would otherwise take for an
@@ -50,7 +51,7 @@
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { promisify } from "node:util";
@@ -603,6 +604,63 @@ class ReservedFiles {
   }
 }
 
+/** Thrown by Spool.open when another live process owns the spool. */
+export class SpoolLocked extends Error {
+  constructor(
+    readonly dir: string,
+    readonly owner: number,
+  ) {
+    super(`spool ${dir} is in use by process ${owner} (is another receiptd serve running on it?)`);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the process exists, under another user.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function lockOwner(path: string): Promise<number | null> {
+  try {
+    const pid = Number.parseInt(await readFile(path, "utf8"), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch (error) {
+    if (isMissing(error)) return null;
+    throw error;
+  }
+}
+
+/**
+ * Makes this process the spool's owner. The lock is linked into place from a file already
+ * holding the PID, so that it is never seen empty; one naming a process that is gone (a crash)
+ * is taken over. This process's own PID counts as stale too: a spool opened again in-process
+ * after a simulated crash, or a PID reused since a real one.
+ */
+async function lockSpool(dir: string): Promise<string> {
+  const path = join(dir, "lock");
+  const mine = join(dir, `lock.${process.pid}`);
+  await writeFile(mine, `${process.pid}\n`);
+  try {
+    for (;;) {
+      try {
+        await link(mine, path);
+        return path;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      }
+      const owner = await lockOwner(path);
+      if (owner !== null && owner !== process.pid && isAlive(owner)) throw new SpoolLocked(dir, owner);
+      await rm(path, { force: true });
+    }
+  } finally {
+    await rm(mine, { force: true });
+  }
+}
+
 /** Tells apart the temporary files of concurrent snapshot saves in this process. */
 let temporaryFiles = 0;
 
@@ -634,6 +692,8 @@ export class Spool {
   private readonly traces: TraceLog;
   /** An acceptor process's spool: it only stores messages; the daemon's own spool tracks them. */
   private readonly acceptsOnly: boolean;
+  /** The lock file this spool owns the directory by; null for an acceptor's spool. */
+  private lock: string | null = null;
 
   private constructor(options: SpoolOptions, acceptsOnly = false) {
     this.acceptsOnly = acceptsOnly;
@@ -655,9 +715,24 @@ export class Spool {
    * moves to done/ or dead/ are finished.
    */
   static async open(options: SpoolOptions): Promise<Spool> {
+    await mkdir(options.dir, { recursive: true });
+    const lock = await lockSpool(options.dir);
     const spool = new Spool(options);
-    await spool.prepare();
+    spool.lock = lock;
+    try {
+      await spool.prepare();
+    } catch (error) {
+      await spool.unlock();
+      throw error;
+    }
     return spool;
+  }
+
+  private async unlock(): Promise<void> {
+    const lock = this.lock;
+    this.lock = null;
+    // Only while it is still ours: a spool reopened in this process may hold it now.
+    if (lock !== null && (await lockOwner(lock)) === process.pid) await rm(lock, { force: true });
   }
 
   /**
@@ -710,6 +785,7 @@ export class Spool {
   async close(): Promise<void> {
     await this.reserved.close();
     await Promise.all([this.queueSync, this.deadSync, this.snapshotSync, this.traces].map((open) => open.close()));
+    await this.unlock();
   }
 
   private async prepare(): Promise<void> {
