@@ -21,6 +21,8 @@ import { queryParameters, startSnsServer } from "../helpers/aws-sns-server.js";
 const TOPIC = "arn:aws:sns:us-east-1:123456789012:inbound";
 const RAW_TOPIC = "arn:aws:sns:us-east-1:123456789012:raw";
 const FILTER = "arn:aws:lambda:us-east-1:123456789012:function:filter";
+// Its handler throws: an Event invocation is accepted before the function runs, so on neither back end can it fail the rule.
+const BROKEN = "arn:aws:lambda:us-east-1:123456789012:function:broken";
 const RECEIVED_AT = new Date("2026-11-23T10:00:00.000Z");
 const NOW = new Date("2026-11-23T10:00:00.250Z");
 
@@ -35,6 +37,7 @@ const RULES = {
         { AddHeaderAction: { HeaderName: "X-Stage", HeaderValue: "stored" } },
         { S3Action: { BucketName: "inbound", ObjectKeyPrefix: "mail/", TopicArn: TOPIC } },
         { SNSAction: { TopicArn: RAW_TOPIC, Encoding: "Base64" } },
+        { LambdaAction: { FunctionArn: BROKEN, InvocationType: "Event" } },
         { LambdaAction: { FunctionArn: FILTER, InvocationType: "RequestResponse", TopicArn: TOPIC } },
         { SNSAction: { TopicArn: RAW_TOPIC } },
       ],
@@ -53,8 +56,14 @@ beforeAll(async () => {
   scratch = await mkdtemp(join(tmpdir(), "receiptd-agree-"));
   s3 = await startS3rver(["inbound"]);
   sns = await startSnsServer({ [TOPIC]: "ok", [RAW_TOPIC]: "ok" });
-  lambda = await startLambdaServer({ [FILTER]: () => JSON.stringify({ disposition: "STOP_RULE" }) });
+  lambda = await startLambdaServer({
+    [FILTER]: () => JSON.stringify({ disposition: "STOP_RULE" }),
+    [BROKEN]: () => {
+      throw new Error("broken");
+    },
+  });
   await writeFile(join(scratch, "filter.mjs"), 'export const handler = async () => ({ disposition: "STOP_RULE" });\n');
+  await writeFile(join(scratch, "broken.mjs"), 'export const handler = async () => { throw new Error("broken"); };\n');
   // The AWS back end takes credentials from the SDK's default chain, as in production.
   process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
@@ -78,7 +87,8 @@ async function replayWith(backend: "aws" | "local"): Promise<ReplayResult> {
         sns: { endpoint: sns.endpoint },
         lambda: { endpoint: lambda.endpoint },
       },
-      local: { lambdaHandlers: { [FILTER]: "./filter.mjs" } },
+      // Port 9 (discard) refuses: a subscriber that is down cannot fail a Publish either.
+      local: { lambdaHandlers: { [FILTER]: "./filter.mjs", [BROKEN]: "./broken.mjs" }, snsHttpSubscriptions: { "*": ["http://127.0.0.1:9/sns"] } },
     },
     { source: "test", baseDir: scratch, env: {}, backend },
   );
@@ -111,7 +121,7 @@ describe("the AWS and local back ends produce the same events", () => {
   it("both run the same actions with the same flow", () => {
     const outline = (r: ReplayResult) => r.trace!.rules.map((rule) => [rule.name, rule.stop, rule.actions.map((a) => a.outcome)]);
     expect(outline(aws)).toEqual([
-      ["store", "STOP_RULE", ["done", "done", "done", "done", "skipped"]],
+      ["store", "STOP_RULE", ["done", "done", "done", "done", "done", "skipped"]],
       ["after", "Stop", ["done"]],
     ]);
     expect(outline(local)).toEqual(outline(aws));

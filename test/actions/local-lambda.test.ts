@@ -124,10 +124,11 @@ describe("local back end: invoke", () => {
     expect(qualified.result).toMatchObject({ disposition: "STOP_RULE", context: { invokedFunctionArn: `${ARN}:live` } });
   });
 
-  it("fails transiently, with the error in the trace, when the handler throws", async () => {
-    const error = await actionFailure(backend({ [ARN]: fixture("throwing.mjs") }).invoke(request("Event")));
-    expect(error.failure).toBe("transient");
-    expect(error.message).toContain("TypeError: cannot read the message");
+  it("accepts an Event invocation whose handler throws, as Lambda does, reporting the error aside and in the trace", async () => {
+    const failures: unknown[] = [];
+    const { detail } = await backend({ [ARN]: fixture("throwing.mjs") }, { onBackgroundFailure: (f) => failures.push(f) }).invoke(request("Event"));
+    expect(detail).toMatchObject({ StatusCode: 202 });
+    expect(failures).toEqual([{ kind: "lambda-event", target: ARN, message: expect.stringContaining("TypeError: cannot read the message") }]);
     expect(await trace()).toEqual([
       {
         functionArn: ARN,
@@ -137,6 +138,12 @@ describe("local back end: invoke", () => {
         timestamp: "2024-05-01T12:34:56.789Z",
       },
     ]);
+  });
+
+  it("fails a RequestResponse invocation transiently when the handler throws", async () => {
+    const error = await actionFailure(backend({ [ARN]: fixture("throwing.mjs") }).invoke(request()));
+    expect(error.failure).toBe("transient");
+    expect(error.message).toContain("TypeError: cannot read the message");
   });
 
   it("fails transiently when a callback-style handler reports an error", async () => {

@@ -4,9 +4,11 @@ import { LineAppender } from "./files.js";
 import { lambdaInvoker } from "./lambda.js";
 import { deliverToMailbox } from "./maildir.js";
 import { putObject } from "./s3.js";
-import { publish } from "./sns.js";
+import { DELIVERY_RETRY_DELAYS_MS, publish } from "./sns.js";
+import type { BackgroundFailure } from "./sns.js";
 
 export type { LambdaContext } from "./lambda.js";
+export type { BackgroundFailure } from "./sns.js";
 
 export interface LocalBackendOptions {
   dataDir: string;
@@ -21,6 +23,13 @@ export interface LocalBackendOptions {
   /** The outbox directory or an SMTP relay, chosen by config. */
   sendDsn: (request: SendDsnRequest) => Promise<Record<string, unknown>>;
   clock?: () => Date;
+  /** Waits between retries of an SNS HTTP subscriber that failed transiently. */
+  snsDeliveryRetryDelaysMs?: readonly number[];
+  /**
+   * Told of failures that cannot fail the action (a throwing Event handler, a subscriber that
+   * stays down), as on SES; by default they are logged to stderr.
+   */
+  onBackgroundFailure?: (failure: BackgroundFailure) => void;
 }
 
 /**
@@ -38,7 +47,16 @@ export function localBackend(options: LocalBackendOptions): ActionBackend {
   const dataDir = resolve(options.dataDir);
   const clock = options.clock ?? (() => new Date());
   const lines = new LineAppender();
-  const sns = { root: join(dataDir, "sns"), lines, subscriptions: options.snsHttpSubscriptions ?? {}, clock };
+  const onBackgroundFailure =
+    options.onBackgroundFailure ?? ((failure: BackgroundFailure) => console.error(`receiptd: ${failure.kind}: ${failure.message}`));
+  const sns = {
+    root: join(dataDir, "sns"),
+    lines,
+    subscriptions: options.snsHttpSubscriptions ?? {},
+    clock,
+    retryDelaysMs: options.snsDeliveryRetryDelaysMs ?? DELIVERY_RETRY_DELAYS_MS,
+    onBackgroundFailure,
+  };
   const invoke = lambdaInvoker({
     root: join(dataDir, "lambda"),
     lines,
@@ -46,6 +64,7 @@ export function localBackend(options: LocalBackendOptions): ActionBackend {
     baseDir: resolve(options.baseDir ?? process.cwd()),
     timeoutMs: options.requestResponseTimeoutMs ?? 30_000,
     clock,
+    onBackgroundFailure,
   });
   return {
     putObject: (request) => putObject(join(dataDir, "s3"), request),

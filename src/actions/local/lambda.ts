@@ -5,6 +5,7 @@ import { inspect } from "node:util";
 import { ActionError } from "../backend.js";
 import type { InvokeRequest } from "../backend.js";
 import type { LineAppender } from "./files.js";
+import type { BackgroundFailure } from "./sns.js";
 import { functionName, resolveInside } from "./paths.js";
 
 type Callback = (error?: unknown, result?: unknown) => void;
@@ -30,6 +31,7 @@ export interface LambdaOptions {
   baseDir: string;
   timeoutMs: number;
   clock: () => Date;
+  onBackgroundFailure: (failure: BackgroundFailure) => void;
 }
 
 /** Lambda's error payload shape, so that the trace reads like a Lambda function error. */
@@ -144,8 +146,8 @@ export function lambdaInvoker(options: LambdaOptions): (request: InvokeRequest) 
       getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
       callbackWaitsForEmptyEventLoop: true,
     };
-    // Event invocations are awaited too (SES would not wait): their failures must reach the
-    // retry and dead-letter machinery instead of vanishing, and the next action keeps its order.
+    // Event invocations are awaited too, so that the next action keeps its order; but Lambda
+    // accepts them before the function runs, so their failures cannot fail the action.
     const outcome = await run(handler, event, context);
     await options.lines.append(log, {
       functionArn: request.functionArn,
@@ -154,12 +156,18 @@ export function lambdaInvoker(options: LambdaOptions): (request: InvokeRequest) 
       ...(outcome.ok ? { result: outcome.result } : { error: outcome.error }),
       timestamp: started.toISOString(),
     });
+    const detail = { functionArn: request.functionArn, awsRequestId, log };
+    if (request.invocationType === "Event") {
+      if (!outcome.ok) {
+        const message = `Lambda ${request.functionArn} failed: ${outcome.error.errorType}: ${outcome.error.errorMessage}`;
+        options.onBackgroundFailure({ kind: "lambda-event", target: request.functionArn, message });
+      }
+      return { result: null, detail: { StatusCode: 202, ...detail } };
+    }
     if (!outcome.ok) {
-      // Lambda retries a failed asynchronous invocation; a synchronous caller would retry too.
+      // SES retries a failed synchronous invocation.
       throw new ActionError("transient", `Lambda ${request.functionArn} failed: ${outcome.error.errorType}: ${outcome.error.errorMessage}`);
     }
-    const detail = { functionArn: request.functionArn, awsRequestId, log };
-    if (request.invocationType === "Event") return { result: null, detail: { StatusCode: 202, ...detail } };
     return { result: outcome.result, detail: { StatusCode: 200, ...detail } };
   };
 }

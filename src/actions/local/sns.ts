@@ -7,11 +7,24 @@ import { resolveInside, topicName } from "./paths.js";
 /** How long a subscriber has to answer (ours; a hung endpoint must not stall the message). */
 const HTTP_DELIVERY_TIMEOUT_MS = 15_000;
 
+/** Waits before each retry of a subscriber that failed transiently; SNS's HTTP policy also gives up after a few. */
+export const DELIVERY_RETRY_DELAYS_MS = [1_000, 10_000, 20_000] as const;
+
+/** A failure that happened after the action had succeeded, so that it can only be logged and counted. */
+export interface BackgroundFailure {
+  kind: "lambda-event" | "sns-delivery";
+  /** The function ARN or subscriber URL. */
+  target: string;
+  message: string;
+}
+
 export interface SnsContext {
   root: string;
   lines: LineAppender;
   subscriptions: Record<string, string[]>;
   clock: () => Date;
+  retryDelaysMs: readonly number[];
+  onBackgroundFailure: (failure: BackgroundFailure) => void;
 }
 
 /**
@@ -49,12 +62,7 @@ function subscriptionArn(topicArn: string, url: string): string {
   return `${topicArn}:${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
-interface Delivery {
-  url: string;
-  status: number;
-}
-
-async function deliver(url: string, topicArn: string, messageId: string, body: string): Promise<Delivery> {
+async function deliver(url: string, topicArn: string, messageId: string, body: string): Promise<void> {
   let response: Response;
   try {
     response = await fetch(url, {
@@ -76,7 +84,7 @@ async function deliver(url: string, topicArn: string, messageId: string, body: s
   }
   // Drain the body so that the connection can be reused.
   await response.arrayBuffer().catch(() => undefined);
-  if (response.status >= 200 && response.status < 300) return { url, status: response.status };
+  if (response.status >= 200 && response.status < 300) return;
   // Like SNS, retry server-side failures (and throttling); anything else is the endpoint refusing.
   const transient = response.status >= 500 || response.status === 408 || response.status === 429;
   throw new ActionError(transient ? "transient" : "permanent", `SNS HTTP subscription ${url} answered ${response.status}`);
@@ -99,13 +107,26 @@ export async function publish(context: SnsContext, request: PublishRequest): Pro
     ...new Set([...(context.subscriptions[request.topicArn] ?? []), ...(context.subscriptions["*"] ?? [])]),
   ];
   const body = JSON.stringify(notificationEnvelope({ ...request, messageId, timestamp }));
-  const outcomes = await Promise.allSettled(urls.map((url) => deliver(url, request.topicArn, messageId, body)));
-  const deliveries = outcomes.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value] : []));
-  const failures = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [outcome.reason as ActionError] : []));
-  if (failures.length > 0) {
-    // A retry repeats every delivery, so it is only worth it when no subscriber refused outright.
-    const failure = failures.some((error) => error.failure === "permanent") ? "permanent" : "transient";
-    throw new ActionError(failure, failures.map((error) => error.message).join("; "), { cause: failures[0] });
+  // A Publish succeeds whatever its subscribers do, so deliveries run on their own and never
+  // hold (or repeat) the message's actions.
+  for (const url of urls) void deliverWithRetries(context, url, request.topicArn, messageId, body);
+  return { MessageId: messageId, file, subscribers: urls };
+}
+
+async function deliverWithRetries(context: SnsContext, url: string, topicArn: string, messageId: string, body: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await deliver(url, topicArn, messageId, body);
+      return;
+    } catch (error) {
+      const failure = error as ActionError;
+      const delay = context.retryDelaysMs[attempt];
+      if (failure.failure === "permanent" || delay === undefined) {
+        context.onBackgroundFailure({ kind: "sns-delivery", target: url, message: failure.message });
+        return;
+      }
+      // Unref'd: a pending retry must not keep the process from exiting.
+      await new Promise((resolve) => setTimeout(resolve, delay).unref());
+    }
   }
-  return { MessageId: messageId, file, deliveries };
 }
