@@ -14,6 +14,8 @@ const network = (code: string, message: string) => Object.assign(new Error(messa
 const named = (name: string, message: string) => Object.assign(new Error(message), { name });
 
 const cases: [string, unknown, "transient" | "permanent"][] = [
+  // No credentials in the provider chain: configuration, not a passing condition.
+  ["CredentialsProviderError", named("CredentialsProviderError", "Could not load credentials from any providers"), "permanent"],
   // Throttling
   ["SNS Throttled (429)", new ThrottledException({ message: "Rate exceeded", ...meta(429) }), "transient"],
   ["Lambda TooManyRequestsException (429)", new TooManyRequestsException({ message: "Rate exceeded", ...meta(429) }), "transient"],

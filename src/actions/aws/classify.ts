@@ -98,6 +98,11 @@ export function classifyAwsError(error: unknown, context = "AWS request"): Actio
   const message = describe(error, names, status, context);
   const failure = (kind: "transient" | "permanent") => new ActionError(kind, message, { cause: error });
 
+  // No credentials anywhere in the provider chain is a configuration error that waiting does
+  // not cure (the SDK's CredentialsProviderError carries no status, so it would pass as network).
+  if (names.includes("CredentialsProviderError")) {
+    return new ActionError("permanent", `${message} (configuration: give the AWS back end credentials)`, { cause: error });
+  }
   if (names.some((n) => TRANSIENT_NAMES.has(n)) || fields.$retryable !== undefined) return failure("transient");
   if (names.some((n) => /^KMS/.test(n))) return failure("permanent");
   if (names.some((n) => PERMANENT_NAMES.has(n))) return failure("permanent");
