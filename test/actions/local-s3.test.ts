@@ -160,3 +160,11 @@ describe("local back end: putObject", () => {
     });
   });
 });
+
+describe("classifyFsError", () => {
+  it.each(["EACCES", "EPERM", "EROFS"])("keeps the mail on %s (the operator's to fix): transient", async (code) => {
+    const { classifyFsError } = await import("../../src/actions/local/files.js");
+    const error = classifyFsError(Object.assign(new Error(`${code}: denied`), { code }), "S3 object") as { failure?: string };
+    expect(error.failure).toBe("transient");
+  });
+});

@@ -72,14 +72,20 @@ export async function replaceFile(target: string, body: AsyncIterable<Buffer>, e
   }
 }
 
-const PERMANENT_FS_CODES = new Set(["EISDIR", "ENOTDIR", "EEXIST", "ENAMETOOLONG", "EACCES", "EPERM", "EROFS"]);
+const PERMANENT_FS_CODES = new Set(["EISDIR", "ENOTDIR", "EEXIST", "ENAMETOOLONG"]);
+/** The data directory's permissions or mount: the operator's to fix, so the mail is kept meanwhile. */
+const OPERATOR_FS_CODES = new Set(["EACCES", "EPERM", "EROFS"]);
 
 /**
  * Filesystem errors that retrying cannot fix (a key that collides with a directory, a name
- * too long, no permission) become permanent; others (ENOSPC, EIO) stay transient.
+ * too long) become permanent; others (ENOSPC, EIO, no permission, read-only) stay transient.
  */
 export function classifyFsError(error: unknown, what: string): unknown {
   const code = (error as NodeJS.ErrnoException | null)?.code;
+  if (code !== undefined && OPERATOR_FS_CODES.has(code)) {
+    console.error(`receiptd: ALERT: ${what}: ${(error as Error).message}: fix the data directory's permissions; the message is kept and retried`);
+    return new ActionError("transient", `${what}: ${(error as Error).message}`, { cause: error });
+  }
   if (code !== undefined && PERMANENT_FS_CODES.has(code)) {
     return new ActionError("permanent", `${what}: ${(error as Error).message}`, { cause: error });
   }
