@@ -35,10 +35,19 @@ export function fileMessage(path: string, head: Head, receipt: Receipt): Receive
     size: head.size,
     headers: head.headers,
     headerBlock: head.headerBlock,
-    // `end` is inclusive; a head always has at least one byte.
-    open: () => createReadStream(path, { start: 0, end: head.size - 1 }),
+    open: () => readPrefix(path, head.size),
     ...receipt,
   };
+}
+
+/**
+ * The file is opened on the first read and closed when reading ends, however it ends: a stream
+ * opened at once kept its descriptor when an action failed before reading (one leaked per
+ * failure, and per retry).
+ */
+async function* readPrefix(path: string, size: number): AsyncGenerator<Buffer> {
+  // `end` is inclusive; a head always has at least one byte.
+  for await (const chunk of createReadStream(path, { start: 0, end: size - 1 })) yield chunk as Buffer;
 }
 
 export function bufferMessage(bytes: Buffer, head: Head, receipt: Receipt): ReceivedMessage {
