@@ -107,6 +107,17 @@ describe("local back end: publish", () => {
     });
   });
 
+  it("stores topic names up to the 256 characters SES allows, keeping the full ARN in each line", async () => {
+    const local = backend();
+    const arns = [249, 250, 256].map((length) => `arn:aws:sns:us-east-1:123456789012:${"t".repeat(length)}`);
+    for (const topicArn of arns) await local.publish({ topicArn, subject: "s", message: "{}" });
+    const files = await readdir(join(dataDir, "sns"));
+    expect(files).toContain(`${"t".repeat(249)}.jsonl`);
+    expect(files.every((file) => Buffer.byteLength(file) <= 255)).toBe(true);
+    const stored = await Promise.all(files.map(async (file) => (await lines(file.slice(0, -".jsonl".length)))[0]?.topicArn));
+    expect(stored.sort()).toEqual([...arns].sort());
+  });
+
   it("keeps one file per topic", async () => {
     const local = backend();
     await local.publish({ topicArn: TOPIC, subject: "s", message: "{}" });

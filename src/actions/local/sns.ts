@@ -90,9 +90,21 @@ async function deliver(url: string, topicArn: string, messageId: string, body: s
   throw new ActionError(transient ? "transient" : "permanent", `SNS HTTP subscription ${url} answered ${response.status}`);
 }
 
+/** Most filesystems allow 255 bytes per name; SES allows topic names of 256 characters. */
+const MAX_FILE_NAME_BYTES = 255;
+
+/**
+ * `<name>.jsonl`, or for a name too long for that, a prefix of it and a hash of the whole
+ * (each line still carries the full topic ARN).
+ */
+export function topicFileName(name: string): string {
+  const plain = `${name}.jsonl`;
+  if (Buffer.byteLength(plain) <= MAX_FILE_NAME_BYTES) return plain;
+  return `${name.slice(0, 200)}-${createHash("sha256").update(name).digest("hex").slice(0, 32)}.jsonl`;
+}
+
 export async function publish(context: SnsContext, request: PublishRequest): Promise<Record<string, unknown>> {
-  const name = topicName(request.topicArn);
-  const file = resolveInside(context.root, [`${name}.jsonl`], "topic name", request.topicArn);
+  const file = resolveInside(context.root, [topicFileName(topicName(request.topicArn))], "topic name", request.topicArn);
   const messageId = randomUUID();
   const timestamp = context.clock().toISOString();
   await context.lines.append(file, {
