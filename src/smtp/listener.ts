@@ -184,7 +184,21 @@ export const LISTENER_REPLIES = {
   shuttingDown: "421 4.3.2 Service shutting down, try again later",
   localError: "451 4.3.0 Local error in processing, try again later",
   proxyNotAllowed: "554 5.7.1 PROXY header not accepted from this address",
+  unstorableRecipient: "553 5.1.3 Recipient local part not accepted here",
 } as const;
+
+/**
+ * A local part the mailbox back end cannot store as a name: a path separator, NUL, or a name of
+ * the directory itself or its parent. Refused at RCPT time, since after the 250 the message could
+ * only be dead-lettered.
+ */
+function unstorableLocalPart(address: string): boolean {
+  const at = address.lastIndexOf("@");
+  const local = at === -1 ? address : address.slice(0, at);
+  // smtp-server keeps the quotes of a quoted local part; the name stored is what is inside them.
+  const name = local.length > 1 && local.startsWith('"') && local.endsWith('"') ? local.slice(1, -1) : local;
+  return /[/\\\0]/.test(name) || name === "." || name === "..";
+}
 
 function replyError(reply: string): Error & { responseCode: number } {
   return Object.assign(new Error(reply.slice(4)), { responseCode: Number(reply.slice(0, 3)) });
@@ -608,7 +622,9 @@ export class SmtpListener {
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Error | null {
     const { policy } = this.options;
-    const decision = decideRecipient(address.address, {
+    const decision = unstorableLocalPart(address.address)
+      ? { accepted: false as const, reply: LISTENER_REPLIES.unstorableRecipient }
+      : decideRecipient(address.address, {
       ruleSet: policy.ruleSet(),
       identities: policy.identities(),
       tls: session.secure,

@@ -95,6 +95,16 @@ describe("RCPT TO (SEMANTICS 4)", () => {
     return client.command(`RCPT TO:<${recipient}>`);
   }
 
+  it("a local part the mailbox back end cannot store is refused at RCPT time, not dead-lettered later", async () => {
+    const h = await start();
+    for (const local of ["a/b", "a\\\\b", '"a\\\\\\0b"']) {
+      expect(await rcpt(h, `${local}@example.org`), local).toBe(LISTENER_REPLIES.unstorableRecipient);
+    }
+    // smtp-server refuses these bare as bad syntax already; quoted they reach us.
+    for (const local of [".", "..", '"."', '".."']) expect(await rcpt(h, `${local}@example.org`), local).toMatch(/^5\d\d /);
+    expect(await rcpt(h, "a.b@example.org")).toBe("250 Accepted");
+  });
+
   it("no active rule set: 550 5.1.1 mailbox unavailable", async () => {
     const h = await start();
     h.policy.ruleSet = null;
