@@ -24,6 +24,7 @@ import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
 import type { ActionType, Identities } from "../rules/model.js";
 import { identitiesFrom } from "../rules/recipients.js";
+import { SnapshotGone } from "./spool.js";
 import type { MessageState, Snapshot, Spool } from "./spool.js";
 
 export interface FailureReply {
@@ -313,6 +314,8 @@ export class Processor {
       } else if (!loaded && (error as NodeJS.ErrnoException | null)?.code === "ENOENT") {
         this.forget(id);
         this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
+      } else if (error instanceof SnapshotGone) {
+        await this.abandon(id, attempt, loaded, null, `snapshot missing: ${errorText(error)}`);
       } else if (isSystemError(error)) {
         // Reading failed on I/O, or the journal could not be written: the disk's trouble, not the message's.
         this.spoolTrouble(id, attempt, error);

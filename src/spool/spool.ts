@@ -604,6 +604,19 @@ class ReservedFiles {
   }
 }
 
+/**
+ * The rule-set snapshot a message is to be evaluated against is not on disk. No retry brings it
+ * back, so it is no disk trouble (it has no errno code) but the message's end.
+ */
+export class SnapshotGone extends Error {
+  constructor(
+    readonly hash: string,
+    path: string,
+  ) {
+    super(`snapshot ${hash} is missing (${path})`);
+  }
+}
+
 /** Thrown by Spool.open when another live process owns the spool. */
 export class SpoolLocked extends Error {
   constructor(
@@ -914,7 +927,13 @@ export class Spool {
   }
 
   private async readSnapshot(hash: string): Promise<Snapshot> {
-    const text = await readFile(join(this.snapshots, `${hash}.json`), "utf8");
+    const path = join(this.snapshots, `${hash}.json`);
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (error) {
+      throw isMissing(error) ? new SnapshotGone(hash, path) : error;
+    }
     const source = `snapshot ${hash}`;
     if (sha256(text) !== hash) throw new Error(`${source} does not match its hash`);
     const doc = JSON.parse(text) as { ruleSet?: unknown; identities?: { addresses?: unknown; domains?: unknown } };

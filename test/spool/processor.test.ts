@@ -1,7 +1,7 @@
 // The processor over a real spool: order, journaling and resume, retries with backoff, the
 // retry window, dead letters and their DSN, drain.
 import { simpleParser } from "mailparser";
-import { readFile } from "node:fs/promises";
+import { readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { SendDsnRequest } from "../../src/actions/backend.js";
@@ -377,6 +377,20 @@ describe("permanent failures", () => {
     h.processor.enqueue(id);
     expect(await dead).toMatchObject({ dsn: "message unreadable" });
     expect((await dead).reason).toMatch(/^unprocessable: /);
+  });
+
+  it("include messages whose snapshot is gone: dead-lettered with that reason and a DSN, not retried", async () => {
+    const id = await spoolMessage();
+    const [snapshot] = await readdir(join(dir, "snapshots"));
+    await rm(join(dir, "snapshots", snapshot!));
+    const h = harness();
+    const dead = h.events.next("message-dead-lettered", id);
+    h.processor.enqueue(id);
+    expect(await dead).toMatchObject({ dsn: "sending", reason: expect.stringMatching(/^snapshot missing: snapshot [0-9a-f]{64} is missing/) });
+    expect(h.events.all.filter((e) => e.event === "spool-error")).toEqual([]);
+    expect(h.timers.active()).toEqual([]);
+    while (h.dsns.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    expect(h.dsns[0]!.to).toBe(stateFor(id, "0".repeat(64)).envelope.mailFrom);
   });
 });
 
