@@ -185,7 +185,18 @@ export const LISTENER_REPLIES = {
   localError: "451 4.3.0 Local error in processing, try again later",
   proxyNotAllowed: "554 5.7.1 PROXY header not accepted from this address",
   unstorableRecipient: "553 5.1.3 Recipient local part not accepted here",
+  nonAsciiAddress: "553 5.6.7 Non-ASCII address without SMTPUTF8",
 } as const;
+
+/**
+ * RFC 6531: an address beyond ASCII needs SMTPUTF8 on MAIL FROM. smtp-server decodes commands
+ * as UTF-8, so invalid bytes show up here as U+FFFD, non-ASCII too.
+ */
+function needsSmtpUtf8(address: string, mailFrom: SMTPServerAddress | false | undefined): boolean {
+  const args = mailFrom ? (mailFrom.args as Record<string, unknown> | false) : false;
+  const utf8 = args !== false && args.SMTPUTF8 === true;
+  return !utf8 && /[^\x00-\x7f]/.test(address);
+}
 
 /**
  * A local part the mailbox back end cannot store as a name: a path separator, NUL, or a name of
@@ -616,15 +627,21 @@ export class SmtpListener {
       this.emit({ ...base, accepted: false, reply: LISTENER_REPLIES.shuttingDown });
       return replyError(LISTENER_REPLIES.shuttingDown);
     }
+    if (needsSmtpUtf8(address.address, address)) {
+      this.emit({ ...base, accepted: false, reply: LISTENER_REPLIES.nonAsciiAddress });
+      return replyError(LISTENER_REPLIES.nonAsciiAddress);
+    }
     this.emit({ ...base, accepted: true });
     return null;
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Error | null {
     const { policy } = this.options;
-    const decision = unstorableLocalPart(address.address)
-      ? { accepted: false as const, reply: LISTENER_REPLIES.unstorableRecipient }
-      : decideRecipient(address.address, {
+    const decision = needsSmtpUtf8(address.address, session.envelope.mailFrom)
+      ? { accepted: false as const, reply: LISTENER_REPLIES.nonAsciiAddress }
+      : unstorableLocalPart(address.address)
+        ? { accepted: false as const, reply: LISTENER_REPLIES.unstorableRecipient }
+        : decideRecipient(address.address, {
       ruleSet: policy.ruleSet(),
       identities: policy.identities(),
       tls: session.secure,

@@ -95,6 +95,17 @@ describe("RCPT TO (SEMANTICS 4)", () => {
     return client.command(`RCPT TO:<${recipient}>`);
   }
 
+  it("8-bit and invalid UTF-8 addresses without SMTPUTF8 get 553 5.6.7 (RFC 6531), with it they pass", async () => {
+    const h = await start();
+    const client = await session(h);
+    expect(await client.command("MAIL FROM:<j\u00fcrg@sender.test>")).toBe(LISTENER_REPLIES.nonAsciiAddress);
+    expect(await client.command("MAIL FROM:<a@sender.test>")).toBe("250 Accepted");
+    expect(await client.command("RCPT TO:<j\u00fcrg@example.org>")).toBe(LISTENER_REPLIES.nonAsciiAddress);
+    expect(await client.command("RSET")).toMatch(/^250 /);
+    expect(await client.command("MAIL FROM:<a@sender.test> SMTPUTF8")).toBe("250 Accepted");
+    expect(await client.command("RCPT TO:<j\u00fcrg@example.org>")).toBe("250 Accepted");
+  });
+
   it("a local part the mailbox back end cannot store is refused at RCPT time, not dead-lettered later", async () => {
     const h = await start();
     for (const local of ["a/b", "a\\\\b", '"a\\\\\\0b"']) {
