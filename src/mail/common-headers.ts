@@ -50,7 +50,7 @@ export function commonHeaders(headers: readonly Header[]): CommonHeaders {
     if (list !== undefined) (lists[list] ??= []).push(...displayAddresses(value));
     else if (lower === "return-path") returnPath ??= returnPathAddress(value);
     else if (lower === "date") date ??= value;
-    else if (lower === "message-id") messageId ??= value;
+    else if (lower === "message-id") messageId ??= value.trim();
     else if (lower === "subject") subject ??= decodeEncodedWords(value);
   }
   // Key order as in SES's notifications (returnPath, from, replyTo, date, to, messageId,

@@ -197,3 +197,9 @@ describe("destinationAddresses", () => {
     expect(common.cc).toContain('"O\'Brien, Niall" <niall@example.com>');
   });
 });
+
+describe("commonHeaders.messageId", () => {
+  it("drops the header's surrounding blanks", () => {
+    expect(commonHeaders([h("Message-ID", " <a@example.com> \t")]).messageId).toBe("<a@example.com>");
+  });
+});
