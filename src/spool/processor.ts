@@ -166,6 +166,8 @@ export class Processor {
   private readonly dsnWakers = new Set<() => void>();
   private readonly identities = new WeakMap<Snapshot, Identities>();
   private draining = false;
+  /** A journal write failed and none has succeeded since: no message starts meanwhile. */
+  private journalDown = false;
 
   constructor(options: ProcessorOptions) {
     this.spool = options.spool;
@@ -252,7 +254,7 @@ export class Processor {
       oldest !== undefined && this.now() - (this.readySince.get(oldest) ?? this.now()) > (this.whileBusy?.maxDeferMs ?? 30_000);
     const busy = this.whileBusy !== undefined && !overdue && this.whileBusy.isBusy();
     const limit = busy ? Math.min(this.whileBusy!.concurrency, this.concurrency) : this.concurrency;
-    while (!this.draining && this.running.size < limit) {
+    while (!this.draining && !this.journalDown && this.running.size < limit) {
       const id = this.ready.shift();
       if (id === undefined) return;
       this.readySince.delete(id);
@@ -370,7 +372,7 @@ export class Processor {
       const durationMs = this.now() - started;
       const about = { messageId: id, action: call.type, rule: call.rule.name, durationMs };
       if (outcome.status === "done") {
-        await this.spool.recordOutcome(id, outcome);
+        await this.record(id, outcome);
         this.emit({ event: "action-done", ...about });
       } else {
         this.emit({ event: "action-failed", ...about, failure: outcome.failure, error: outcome.error });
@@ -378,6 +380,32 @@ export class Processor {
       return outcome;
     };
     return Object.fromEntries(ACTION_TYPES.map((type) => [type, run])) as ActionExecutor<ReceivedMessage>;
+  }
+
+  /**
+   * Journals a done outcome, however long the spool takes to take it. While it cannot (disk
+   * full), no message starts and the outcome is written again with backoff: re-running the
+   * action instead would repeat it on every attempt without ever getting further.
+   */
+  private async record(id: string, outcome: ActionOutcome): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.spool.recordOutcome(id, outcome);
+      } catch (error) {
+        // drain() gives up: the action may run again after the restart, as after a crash.
+        if (this.draining) throw error;
+        this.journalDown = true;
+        const delayMs = this.backoffDelay(attempt);
+        this.emit({ event: "spool-error", messageId: id, error: errorText(error), delayMs });
+        await this.pause(delayMs);
+        continue;
+      }
+      if (this.journalDown) {
+        this.journalDown = false;
+        this.pump();
+      }
+      return;
+    }
   }
 
   private async failed(
@@ -463,7 +491,7 @@ export class Processor {
     this.dsnSends.add(sending);
   }
 
-  /** A timer drain() can cut short. */
+  /** A timer drain() can cut short (DSN retries, journal writes). */
   private pause(delayMs: number): Promise<void> {
     return new Promise((resolve) => {
       const wake = () => {

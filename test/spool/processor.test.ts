@@ -394,6 +394,39 @@ describe("permanent failures", () => {
   });
 });
 
+describe("a journal that cannot be written", () => {
+  it("pauses processing until a write succeeds, without running actions again", async () => {
+    const realTimers = { setTimer: (callback: () => void, ms: number) => {
+      const timer = setTimeout(callback, ms);
+      return () => clearTimeout(timer);
+    }, backoff: { initialMs: 1, maxMs: 5 } };
+    const first = await spoolMessage();
+    const h = harness(undefined, realTimers);
+    const completed = h.events.next("message-completed", first);
+    h.processor.enqueue(first);
+    await completed;
+    const perMessage = h.calls.length;
+    expect(perMessage).toBeGreaterThan(0);
+
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) ids.push(await spoolMessage());
+    const record = spool.recordOutcome.bind(spool);
+    let failures = 0;
+    vi.spyOn(spool, "recordOutcome").mockImplementation(async (id, outcome) => {
+      if (failures < 30) {
+        failures++;
+        throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+      }
+      return record(id, outcome);
+    });
+    const done = ids.map((id) => h.events.next("message-completed", id));
+    for (const id of ids) h.processor.enqueue(id);
+    await Promise.all(done);
+    expect(failures).toBe(30);
+    expect(h.calls.length).toBe(perMessage * 11);
+  });
+});
+
 describe("drain", () => {
   it("lets the action in flight finish and be journaled, starts no other, keeps the message pending", async () => {
     const id = await spoolMessage();
