@@ -1,6 +1,6 @@
-import { watch } from "node:fs";
+import { constants, watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { compileFilters } from "../rules/filters.js";
 import type { CompiledFilters } from "../rules/filters.js";
@@ -65,6 +65,8 @@ export interface WatchPolicyOptions {
   debounceMs?: number;
   /** Called after every change that took effect, with the new state's texts. */
   onChange?: (texts: PolicyTexts) => void;
+  /** How often the watched directories are checked for a dead watcher or a replaced directory. Default 5 s. */
+  watchCheckMs?: number;
 }
 
 /** The rule set or filters file was invalid at start; `errors` has one entry per invalid file. */
@@ -100,7 +102,20 @@ type Check<T> =
 /** Mirrors the loader's read, whose messages the validate command already prints. */
 async function readSource(path: string): Promise<{ text: string } | { error: RuleSetValidationError }> {
   try {
-    return { text: await readFile(path, "utf8") };
+    /*
+     * Only a regular file (a symlink to one is fine: ConfigMaps are symlinks). Reading a FIFO or
+     * a device would block a threadpool thread for good, and with it every later reload and the
+     * shutdown. The stat refuses early; O_NONBLOCK keeps open() from waiting for a FIFO's writer
+     * should one be swapped in meanwhile, and fstat checks what was opened.
+     */
+    if (!(await stat(path)).isFile()) throw new Error("not a regular file");
+    const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      if (!(await handle.stat()).isFile()) throw new Error("not a regular file");
+      return { text: await handle.readFile("utf8") };
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     const issue = { path: "", message: `cannot read the file: ${(error as Error).message}` };
     return { error: new RuleSetValidationError(path, [issue], { cause: error }) };
@@ -306,18 +321,66 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
     }, debounceMs);
     timer.unref();
   };
-  const watchers: FSWatcher[] = [];
-  const directories = new Set([rules.path, ...(filters ? [filters.path] : [])].map((path) => dirname(resolve(path))));
-  for (const directory of directories) {
-    try {
-      // Not persistent: a forgotten close() must not keep the process alive.
-      const watcher = watch(directory, { persistent: false }, schedule);
-      watcher.on("error", (error) => logger.warn("config.watch_failed", { directory, error }));
-      watchers.push(watcher);
-    } catch (error) {
-      logger.warn("config.watch_failed", { directory, error, fallback: "reload on SIGHUP only" });
-    }
+  /*
+   * A watcher can die (an error event) or go quiet without one when its directory is renamed
+   * away and another put in its place: each is watched by inode, checked on every event and
+   * every watchCheckMs, and watched again (logged) when it changed or its watcher failed.
+   */
+  interface DirectoryWatch {
+    directory: string;
+    watcher: FSWatcher | null;
+    ino: number | null;
   }
+  let closed = false;
+  const watches: DirectoryWatch[] = [
+    ...new Set([rules.path, ...(filters ? [filters.path] : [])].map((path) => dirname(resolve(path)))),
+  ].map((directory) => ({ directory, watcher: null, ino: null }));
+  const establish = async (entry: DirectoryWatch, restart: string | null): Promise<void> => {
+    entry.watcher?.close();
+    entry.watcher = null;
+    entry.ino = null;
+    try {
+      entry.ino = (await stat(entry.directory)).ino;
+      if (closed) return;
+      // Not persistent: a forgotten close() must not keep the process alive.
+      const watcher = watch(entry.directory, { persistent: false }, () => {
+        schedule();
+        void verify();
+      });
+      watcher.on("error", (error) => {
+        logger.warn("config.watch_failed", { directory: entry.directory, error });
+        if (entry.watcher === watcher) void establish(entry, "watcher failed");
+      });
+      entry.watcher = watcher;
+      if (restart) {
+        logger.warn("config.watch_restarted", { directory: entry.directory, reason: restart });
+        // What changed while nobody was watching.
+        schedule();
+      }
+    } catch (error) {
+      logger.warn("config.watch_failed", { directory: entry.directory, error, fallback: "retried every check" });
+    }
+  };
+  // One check at a time, so that an event and the interval cannot both watch a directory again.
+  let verifying: Promise<void> | null = null;
+  const verify = (): Promise<void> =>
+    (verifying ??= verifyAll().finally(() => {
+      verifying = null;
+    }));
+  const verifyAll = async (): Promise<void> => {
+    for (const entry of watches) {
+      const ino = await stat(entry.directory).then((found) => found.ino, () => null);
+      if (closed) return;
+      if (entry.watcher === null) {
+        if (ino !== null) await establish(entry, "directory back");
+      } else if (ino !== entry.ino) {
+        await establish(entry, ino === null ? "directory gone" : "directory replaced");
+      }
+    }
+  };
+  await Promise.all(watches.map((entry) => establish(entry, null)));
+  const checker = setInterval(() => void verify(), options.watchCheckMs ?? 5000);
+  checker.unref();
 
   function texts(): PolicyTexts {
     return { rules: rules.text, ...(filters ? { filters: filters.text } : {}), generation: current.generation };
@@ -328,8 +391,10 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
     texts,
     reload: () => enqueue("reload"),
     close() {
+      closed = true;
       clearTimeout(timer);
-      for (const watcher of watchers) watcher.close();
+      clearInterval(checker);
+      for (const entry of watches) entry.watcher?.close();
     },
   };
 }

@@ -1,4 +1,5 @@
-import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -295,5 +296,43 @@ describe("mirroring in another process (acceptors)", () => {
     expect(decideIp(mirror.filters(), "10.1.2.3").decision).toBe("none");
     expect(() => mirror.update({ rules: BROKEN_RULES, generation: 2 })).toThrow();
     expect(mirror.generation()).toBe(1);
+  });
+});
+
+describe("files and directories that would stop live reload", () => {
+  it("refuses a FIFO in place of the rules file without blocking, and reloads after it", async () => {
+    policy = await watchPolicy({ sources: { rules: rulesFile }, logger: logger() });
+    await rm(rulesFile);
+    execFileSync("mkfifo", [rulesFile]);
+    expect(await policy.reload()).toBe(false);
+    expect(events("config.reload_refused")[0]!.issues).toEqual([
+      { path: "", message: expect.stringContaining("not a regular file") },
+    ]);
+    await rm(rulesFile);
+    await writeFile(rulesFile, ruleSetJson("two", "example.org"));
+    expect(await policy.reload()).toBe(true);
+    expect(policy.ruleSet().name).toBe("two");
+  });
+
+  it("watches again, and says so, when the directory of the rules file is replaced", async () => {
+    const parent = await mkdtemp(join(tmpdir(), "receiptd-reload-dir-"));
+    try {
+      const live = join(parent, "live");
+      await mkdir(live);
+      const file = join(live, "rules.json");
+      await writeFile(file, ruleSetJson("one", "example.com"));
+      policy = await watchPolicy({ sources: { rules: file }, logger: logger(), debounceMs: 20, watchCheckMs: 50 });
+      const next = join(parent, "next");
+      await mkdir(next);
+      await writeFile(join(next, "rules.json"), ruleSetJson("two", "example.org"));
+      await rename(live, join(parent, "old"));
+      await rename(next, live);
+      await until(() => events("config.watch_restarted").length > 0, "the new watch");
+      await until(() => policy!.ruleSet().name === "two", "the new directory's file");
+      await writeFile(file, ruleSetJson("three", "example.org"));
+      await until(() => policy!.ruleSet().name === "three", "an edit in the new directory");
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
   });
 });
