@@ -5,8 +5,7 @@ import type { ReceiptdConfig } from "../config/config.js";
 import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
 import type { AuthResult } from "../mail/auth.js";
 import type { LivePolicy, PolicySnapshot } from "../ops/reload.js";
-import { receiptHeaders } from "../mail/stored.js";
-import type { Identities } from "../rules/model.js";
+import type { Header, Identities } from "../rules/model.js";
 import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
@@ -110,6 +109,13 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
     const started = performance.now();
     const snapshot = policy.snapshot();
     const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
+    const scanHeaders: Header[] =
+      scanned === "DISABLED"
+        ? []
+        : [
+            { name: "X-SES-Spam-Verdict", value: scanned },
+            { name: "X-SES-Virus-Verdict", value: scanned },
+          ];
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
     const state = {
       messageId: session.messageId,
@@ -118,7 +124,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
       client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
       verdicts: base,
       snapshot: await snapshotHash(snapshot),
-      receiptHeaders: receiptHeaders({ trace: session.receiptHeaders, scan: scanned, auth: AUTH_DISABLED }),
+      receiptHeaders: [...session.receiptHeaders, ...scanHeaders],
     };
     if (!authenticate) {
       // Everything is known up front, so the state is written while the body streams in.
@@ -130,7 +136,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
           const auth = await tee.result;
           return {
             verdicts: { ...base, ...auth.verdicts },
-            receiptHeaders: receiptHeaders({ trace: session.receiptHeaders, scan: scanned, auth }),
+            receiptHeaders: [...session.receiptHeaders, ...auth.headers, ...scanHeaders],
           };
         },
       });
