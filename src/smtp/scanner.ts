@@ -21,40 +21,47 @@
 export type ScanViolation = "size" | "smuggling";
 
 const CR_DOT = Buffer.from("\r.");
-const LF_DOT = Buffer.from("\n.");
 /** Bytes of previous content kept: enough for the byte before an LF, the LF, the dot and the two after it. */
 const TAIL = 4;
 const CR = 0x0d;
 const LF = 0x0a;
+const DOT = 0x2e;
 const CRLF = Buffer.from("\r\n");
 
-/**
- * Whether `data` holds a smuggling sequence, judging each dot by the bytes `data` has: one whose
- * verdict needs a byte past the end is left to the next chunk's seam check. `lfAtZeroBare`: an
- * LF at index 0 is bare (the byte before it was not a CR).
- */
-function containsSmuggling(data: Buffer, lfAtZeroBare: boolean): boolean {
+/** A CR before a dot is bare, so any line-end byte after that dot is smuggling. */
+function crDotSmuggles(data: Buffer): boolean {
   for (let at = data.indexOf(CR_DOT); at !== -1; at = data.indexOf(CR_DOT, at + 1)) {
     const after = data[at + 2];
     if (after === CR || after === LF) return true;
   }
-  for (let at = data.indexOf(LF_DOT); at !== -1; at = data.indexOf(LF_DOT, at + 1)) {
-    const after = data[at + 2];
-    if (after === LF) return true;
-    if (after !== CR) continue;
-    const bare = at > 0 ? data[at - 1] !== CR : lfAtZeroBare;
-    if (bare || (at + 3 < data.length && data[at + 3] !== LF)) return true;
-  }
   return false;
 }
 
-/** Where the chunk has bare LFs; `afterCr`: the byte before the chunk was a CR. */
-function bareLineFeeds(chunk: Buffer, afterCr: boolean): number[] | null {
+/**
+ * Whether a dot after the LF at `lf` is smuggling; `bare`: that LF has no CR before it. A dot
+ * whose verdict needs a byte past the end of `data` is left to the next chunk's seam check.
+ */
+function dotAfterLfSmuggles(data: Buffer, lf: number, bare: boolean): boolean {
+  if (data[lf + 1] !== DOT) return false;
+  const after = data[lf + 2];
+  if (after === LF) return true;
+  if (after !== CR) return false;
+  return bare || (lf + 3 < data.length && data[lf + 3] !== LF);
+}
+
+/**
+ * One pass over the line feeds finds both the smuggling that starts with an LF and every bare
+ * LF; only a CR before a dot needs a search of its own. `afterCr`: the byte before `data` was a CR.
+ */
+function scanLineFeeds(data: Buffer, afterCr: boolean): { smuggling: boolean; bareLf: number[] | null } {
+  if (crDotSmuggles(data)) return { smuggling: true, bareLf: null };
   let bareLf: number[] | null = null;
-  for (let lf = chunk.indexOf(LF); lf !== -1; lf = chunk.indexOf(LF, lf + 1)) {
-    if (lf > 0 ? chunk[lf - 1] !== CR : !afterCr) (bareLf ??= []).push(lf);
+  for (let lf = data.indexOf(LF); lf !== -1; lf = data.indexOf(LF, lf + 1)) {
+    const bare = lf > 0 ? data[lf - 1] !== CR : !afterCr;
+    if (dotAfterLfSmuggles(data, lf, bare)) return { smuggling: true, bareLf: null };
+    if (bare) (bareLf ??= []).push(lf);
   }
-  return bareLf;
+  return { smuggling: false, bareLf };
 }
 
 export class DataScanner {
@@ -77,16 +84,16 @@ export class DataScanner {
       this.violation = "size";
       return null;
     }
-    // The seam catches a sequence cut by a chunk boundary. An LF at its index 0 is taken as not
-    // bare: a sequence starting there lies wholly in earlier content, which was judged already.
+    // The seam catches a sequence cut by a chunk boundary. Its first LF is taken as not bare
+    // (afterCr): a sequence starting there lies wholly in earlier content, judged already.
     const afterCr = this.tail[this.tail.length - 1] === CR;
     const seam = Buffer.concat([this.tail, chunk.subarray(0, TAIL)]);
-    if (containsSmuggling(seam, false) || containsSmuggling(chunk, !afterCr)) {
+    const found = scanLineFeeds(seam, true).smuggling ? null : scanLineFeeds(chunk, afterCr);
+    if (!found || found.smuggling) {
       this.violation = "smuggling";
       return null;
     }
-    const bareLf = bareLineFeeds(chunk, afterCr);
-    const out = bareLf ? withCrlf(chunk, bareLf) : chunk;
+    const out = found.bareLf ? withCrlf(chunk, found.bareLf) : chunk;
     this.tail = Buffer.from(Buffer.concat([this.tail, chunk.subarray(-TAIL)]).subarray(-TAIL));
     return out;
   }
