@@ -211,6 +211,13 @@ function unstorableLocalPart(address: string): boolean {
   return /[/\\\0]/.test(name) || name === "." || name === "..";
 }
 
+/** What the listener refuses in a recipient before the rules are asked, or null. */
+function recipientRefusal(address: string, mailFrom: SMTPServerAddress | false | undefined): string | null {
+  if (needsSmtpUtf8(address, mailFrom)) return LISTENER_REPLIES.nonAsciiAddress;
+  if (unstorableLocalPart(address)) return LISTENER_REPLIES.unstorableRecipient;
+  return null;
+}
+
 function replyError(reply: string): Error & { responseCode: number } {
   return Object.assign(new Error(reply.slice(4)), { responseCode: Number(reply.slice(0, 3)) });
 }
@@ -637,17 +644,17 @@ export class SmtpListener {
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Error | null {
     const { policy } = this.options;
-    const decision = needsSmtpUtf8(address.address, session.envelope.mailFrom)
-      ? { accepted: false as const, reply: LISTENER_REPLIES.nonAsciiAddress }
-      : unstorableLocalPart(address.address)
-        ? { accepted: false as const, reply: LISTENER_REPLIES.unstorableRecipient }
+    const refusal = recipientRefusal(address.address, session.envelope.mailFrom);
+    const decision =
+      refusal !== null
+        ? { accepted: false as const, reply: refusal }
         : decideRecipient(address.address, {
-      ruleSet: policy.ruleSet(),
-      identities: policy.identities(),
-      tls: session.secure,
-      acceptedSoFar: session.envelope.rcptTo.length,
-      maxRecipients: this.maxRecipients,
-    });
+            ruleSet: policy.ruleSet(),
+            identities: policy.identities(),
+            tls: session.secure,
+            acceptedSoFar: session.envelope.rcptTo.length,
+            maxRecipients: this.maxRecipients,
+          });
     const base = { type: "rcpt", session: session.id, ip: session.remoteAddress, recipient: address.address } as const;
     if (decision.accepted) {
       this.emit({ ...base, accepted: true });
