@@ -4,6 +4,7 @@ import type { ActionExecutor } from "../rules/executor.js";
 import { awsBackend } from "./aws/index.js";
 import type { ActionBackend } from "./backend.js";
 import { localBackend } from "./local/index.js";
+import type { BackgroundFailure } from "./local/index.js";
 import type { ReceivedMessage } from "./message.js";
 import { sesExecutor } from "./ses-executor.js";
 import { directoryDsnSender, smtpDsnSender } from "./transports/dsn.js";
@@ -13,7 +14,10 @@ import { smtpMailboxDelivery } from "./transports/mailbox.js";
  * One back end made of the configured choice for each action type. Topic notifications go
  * where the SNS choice says, whichever action publishes them.
  */
-export function backendFromConfig(config: ReceiptdConfig): ActionBackend {
+export function backendFromConfig(
+  config: ReceiptdConfig,
+  options: { onBackgroundFailure?: (failure: BackgroundFailure) => void } = {},
+): ActionBackend {
   const { backends } = config;
   const sendDsn = backends.Bounce === "relay" ? smtpDsnSender(config.bounce.relay!) : directoryDsnSender(join(config.dataDir, "outbox"));
   const local = localBackend({
@@ -23,6 +27,7 @@ export function backendFromConfig(config: ReceiptdConfig): ActionBackend {
     baseDir: config.baseDir,
     ...(config.local.requestResponseTimeoutMs === undefined ? {} : { requestResponseTimeoutMs: config.local.requestResponseTimeoutMs }),
     sendDsn,
+    ...(options.onBackgroundFailure ? { onBackgroundFailure: options.onBackgroundFailure } : {}),
   });
   const deliverToMailbox =
     backends.WorkMail === "smtp" ? smtpMailboxDelivery(config.workmail.organizations) : local.deliverToMailbox;

@@ -75,7 +75,10 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
-  const backend = backendFromConfig(config);
+  // A failure after its action succeeded (an Event handler, an SNS subscriber) is only logged.
+  const backend = backendFromConfig(config, {
+    onBackgroundFailure: (failure) => logger.warn("actions.background_failed", { ...failure }),
+  });
   const processor = new Processor({
     spool,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),

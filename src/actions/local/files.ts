@@ -83,8 +83,9 @@ const OPERATOR_FS_CODES = new Set(["EACCES", "EPERM", "EROFS"]);
 export function classifyFsError(error: unknown, what: string): unknown {
   const code = (error as NodeJS.ErrnoException | null)?.code;
   if (code !== undefined && OPERATOR_FS_CODES.has(code)) {
-    console.error(`receiptd: ALERT: ${what}: ${(error as Error).message}: fix the data directory's permissions; the message is kept and retried`);
-    return new ActionError("transient", `${what}: ${(error as Error).message}`, { cause: error });
+    // The processor's action-failed warning carries this text (and counts it), once per attempt.
+    const hint = "fix the data directory's permissions or mount; the message is kept and retried";
+    return new ActionError("transient", `${what}: ${(error as Error).message}: ${hint}`, { cause: error });
   }
   if (code !== undefined && PERMANENT_FS_CODES.has(code)) {
     return new ActionError("permanent", `${what}: ${(error as Error).message}`, { cause: error });
