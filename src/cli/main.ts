@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { runReplay } from "./replay.js";
 import { runServe } from "./serve.js";
 import { runValidate } from "./validate.js";
@@ -11,6 +12,7 @@ Usage:
   receiptd replay <file-or-dir>... --rules <file> [options]   push .eml files through a rule set
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
   receiptd help [command]
+  receiptd --version                                          print the version
 
 Run "receiptd help replay" for the replay options.
 `;
@@ -21,8 +23,18 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   validate: runValidate,
 };
 
+/** Read when asked, from the package.json installed beside dist/, so it cannot go stale. */
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return manifest.version;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  if (command === "--version" || command === "-v") {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
   if (command === undefined || command === "help" || command === "--help" || command === "-h") {
     const topic = args[0];
     if (topic && COMMANDS[topic]) return COMMANDS[topic](["--help"]);
@@ -32,6 +44,15 @@ async function main(argv: string[]): Promise<number> {
   const run = COMMANDS[command];
   if (!run) throw new UsageError(`unknown command "${command}"`);
   return run(args);
+}
+
+// A reader that went away (`receiptd replay ... | head`) is not a failure: end quietly, as
+// coreutils do on SIGPIPE, instead of dying of an unhandled EPIPE with a stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(0);
+    throw error;
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -7,6 +7,7 @@ import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 import { ReplaySummary, replayJson, replayText } from "../replay/format.js";
 import { messageFiles, replayFiles } from "../replay/replay.js";
 import type { ReplaySettings } from "../replay/replay.js";
+import type { RuleSet } from "../rules/model.js";
 import { UsageError, parseCommandLine } from "./usage.js";
 import { reportValidationError } from "./validate.js";
 
@@ -35,7 +36,12 @@ Options:
   --config <file>             configuration for local and aws (JSON; see README)
   --json                      one JSON object per message per line
 
-Exit code: 0 all files replayed, 1 some file unreadable, 2 bad usage or invalid rule set.
+Exit codes:
+  0  every file replayed and no action failed
+  1  some file could not be read or parsed (wins over 3)
+  2  bad usage, an invalid rule set or configuration, or a --lambda-result
+     function that no Lambda action of the rule set calls
+  3  an action failed (e.g. no handler for a Lambda, no AWS credentials)
 `;
 
 const OPTIONS = {
@@ -63,6 +69,24 @@ function parseLambdaResults(entries: readonly string[]): Map<string, string> {
     results.set(entry.slice(0, eq), entry.slice(eq + 1));
   }
   return results;
+}
+
+/** Replay's exit codes, printed in its help and documented in the README. */
+const EXIT = { ok: 0, unreadable: 1, usage: 2, actionFailed: 3 } as const;
+
+/** A result for a function the rule set never calls is a typo that would silently change nothing. */
+function checkLambdaResults(results: ReadonlyMap<string, string>, ruleSet: RuleSet): void {
+  const called = new Set(
+    ruleSet.rules.flatMap((rule) => rule.actions.flatMap((action) => (action.type === "Lambda" ? [action.params.FunctionArn ?? ""] : []))),
+  );
+  for (const functionArn of results.keys()) {
+    if (called.has(functionArn)) continue;
+    const list = called.size === 0 ? " none" : [...called].map((arn) => `\n  ${arn}`).join("");
+    throw new UsageError(
+      `--lambda-result "${functionArn}": no Lambda action of rule set "${ruleSet.name}" calls that function; the functions its Lambda actions call:${list}`,
+      'Run "receiptd help replay" for usage.',
+    );
+  }
 }
 
 /** Progress for long runs, on stderr and only when a person is watching it. */
@@ -112,6 +136,7 @@ export async function runReplay(args: string[]): Promise<number> {
       loadRuleSetFile(values.rules),
       values.filters === undefined ? null : loadFiltersFile(values.filters),
     ]);
+    checkLambdaResults(lambdaResults, ruleSet);
     settings = {
       ruleSet,
       filters: filters ? compileFilters(filters) : null,
@@ -130,10 +155,10 @@ export async function runReplay(args: string[]): Promise<number> {
       settings.executor = executorFromConfig(config);
     }
   } catch (error) {
-    if (reportValidationError(error)) return 2;
+    if (reportValidationError(error)) return EXIT.usage;
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
-      return 2;
+      return EXIT.usage;
     }
     throw error;
   }
@@ -147,5 +172,6 @@ export async function runReplay(args: string[]): Promise<number> {
   }
   progress.done();
   if (!values.json) process.stdout.write(summary.toString());
-  return summary.errors > 0 ? 1 : 0;
+  if (summary.errors > 0) return EXIT.unreadable;
+  return summary.failed > 0 ? EXIT.actionFailed : EXIT.ok;
 }

@@ -31,10 +31,10 @@ export function replayJson(outcome: ReplayOutcome): Record<string, unknown> {
 
 const MARK: Record<ActionTrace["outcome"], string> = { done: "+", skipped: "-", failed: "!" };
 
-function actionSummary(action: ActionTrace): string {
+function actionSummary(action: ActionTrace, messageId: string): string {
   switch (action.type) {
     case "S3":
-      return `S3 s3://${action.params.BucketName}/${String(action.detail?.objectKey ?? `${action.params.ObjectKeyPrefix ?? ""}<messageId>`)}`;
+      return `S3 s3://${action.params.BucketName}/${String(action.detail?.objectKey ?? `${action.params.ObjectKeyPrefix ?? ""}${messageId}`)}`;
     case "SNS":
       return `SNS ${action.params.TopicArn} (${action.params.Encoding ?? "UTF-8"})`;
     case "Lambda": {
@@ -71,11 +71,15 @@ export function replayText(outcome: ReplayOutcome): string {
       const notified = action.detail?.notification as { topicArn?: string } | undefined;
       const notification = notified?.topicArn ? `, notifies ${notified.topicArn}` : "";
       const failure = action.outcome === "failed" ? `: ${action.failure} failure: ${action.error}` : "";
-      lines.push(`    ${MARK[action.outcome]} ${actionSummary(action)}${notification}${failure}`);
+      lines.push(`    ${MARK[action.outcome]} ${actionSummary(action, outcome.messageId)}${notification}${failure}`);
     }
     if (rule.stop) lines.push(`    stopped by ${rule.stop === "Stop" ? "a Stop action" : rule.stop}`);
   }
   return `${lines.join("\n")}\n`;
+}
+
+function hasFailedAction(outcome: ReplayResult): boolean {
+  return outcome.trace?.rules.some((rule) => rule.actions.some((action) => action.outcome === "failed")) ?? false;
 }
 
 export class ReplaySummary {
@@ -83,6 +87,8 @@ export class ReplaySummary {
   errors = 0;
   accepted = 0;
   refused = 0;
+  /** Messages with an action that failed. */
+  failed = 0;
   private readonly ruleHits = new Map<string, number>();
 
   add(outcome: ReplayOutcome): void {
@@ -93,6 +99,7 @@ export class ReplaySummary {
     }
     this.accepted += outcome.accepted.length;
     this.refused += outcome.refused.length;
+    if (hasFailedAction(outcome)) this.failed++;
     for (const rule of (outcome as ReplayResult).trace?.rules ?? []) {
       this.ruleHits.set(rule.name, (this.ruleHits.get(rule.name) ?? 0) + 1);
     }
@@ -102,7 +109,7 @@ export class ReplaySummary {
     const hits = [...this.ruleHits].map(([name, count]) => `  ${name}: ${count}`).join("\n");
     return (
       `${this.messages} message(s): ${this.accepted} recipient(s) accepted, ${this.refused} refused, ` +
-      `${this.errors} unreadable\n` +
+      `${this.errors} unreadable, ${this.failed} with a failed action\n` +
       (hits ? `rules matched (messages):\n${hits}\n` : "no rule matched\n")
     );
   }

@@ -145,7 +145,7 @@ describe("receiptd replay", () => {
     for (let i = 0; i < 42; i++) await file.write(chunk);
     await file.close();
     const { code, stdout } = await receiptd("replay", big, "--rules", "rules/example.json", "--json");
-    expect(code).toBe(0);
+    expect(code).toBe(3);
     const [line] = jsonLines(stdout) as [{ rules: { name: string; actions: { type: string; outcome: string; error?: string }[] }[] }];
     const sns = line.rules[0]!.actions[0]!;
     expect(sns).toMatchObject({ type: "SNS", outcome: "failed" });
@@ -209,6 +209,68 @@ describe("receiptd replay", () => {
     expect(result.stderr).toContain("Rules[0].Actions[0].BounceAction.SmtpReplyCode");
     expect(result.stderr).toContain("Rules[1].Name");
     expect(result.stderr).toContain("Rules[1].Actions[0].AddHeaderAction.HeaderValue");
+  });
+});
+
+describe("receiptd replay exit codes", () => {
+  const localConfig = async (name: string) => {
+    const config = join(scratch, `${name}.json`);
+    await writeFile(config, JSON.stringify({ dataDir: join(scratch, `${name}-data`) }));
+    return config;
+  };
+
+  it("an action that failed (no handler for a Lambda) exits 3, and the summary counts it", async () => {
+    const config = await localConfig("no-handlers");
+    const { code, stdout } = await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--executor", "local", "--config", config);
+    expect(code).toBe(3);
+    expect(stdout).toContain("! Lambda arn:aws:lambda:us-east-1:123456789012:function:index-message (Event): permanent failure: no Lambda handler");
+    expect(stdout).toContain("1 message(s): 1 recipient(s) accepted, 0 refused, 0 unreadable, 1 with a failed action");
+  });
+
+  it("an unreadable file exits 1 even when an action failed too; a clean replay exits 0", async () => {
+    const config = await localConfig("mixed-failures");
+    const both = await receiptd("replay", "samples/plain.eml", join(scratch, "absent.eml"), "--rules", "rules/example.json", "--executor", "local", "--config", config, "--json");
+    expect(both.code).toBe(1);
+    expect((await receiptd("replay", "samples/noreply.eml", "--rules", "rules/example.json")).code).toBe(0);
+  });
+
+  it("the help lists every exit code", async () => {
+    const { code, stdout } = await receiptd("help", "replay");
+    expect(code).toBe(0);
+    for (const line of [/^ {2}0 {2}every file replayed/m, /^ {2}1 {2}some file could not be read/m, /^ {2}2 {2}bad usage/m, /^ {2}3 {2}an action failed/m]) {
+      expect(stdout).toMatch(line);
+    }
+  });
+
+  it("a --lambda-result for a function no Lambda action calls is a usage error listing the rule set's functions", async () => {
+    const typo = "arn:aws:lambda:us-east-1:123456789012:function:triage-abuze";
+    const { code, stdout, stderr } = await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--lambda-result", `${typo}=STOP_RULE`);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toContain(`--lambda-result "${typo}"`);
+    for (const name of ["triage-abuse", "legacy-forward", "index-message"]) {
+      expect(stderr).toContain(`\n  arn:aws:lambda:us-east-1:123456789012:function:${name}\n`);
+    }
+  });
+
+  it("a failed S3 action's line shows the message's real object key, not a placeholder", async () => {
+    const rules = join(scratch, "s3-only.json");
+    await writeFile(
+      rules,
+      JSON.stringify({ Rules: [{ Name: "archive", Enabled: true, Recipients: ["example.com"], Actions: [{ S3Action: { BucketName: "archive", ObjectKeyPrefix: "in/" } }] }] }),
+    );
+    // Over SES's 40 MB S3 limit without writing 40 MB: the body is a hole in a sparse file.
+    const huge = join(scratch, "huge.eml");
+    await writeFile(huge, "From: a@example.net\r\nTo: info@example.com\r\nSubject: huge\r\n\r\n");
+    const file = await open(huge, "r+");
+    await file.truncate(41 * 1024 * 1024);
+    await file.close();
+    const { code, stdout } = await receiptd("replay", huge, "--rules", rules);
+    expect(code).toBe(3);
+    const messageId = stdout.split("\n")[0]!.split("  ")[1]!;
+    expect(messageId).toMatch(/^[0-9a-v]{40}$/);
+    expect(stdout).toContain(`! S3 s3://archive/in/${messageId}: permanent failure:`);
+    expect(stdout).not.toContain("<messageId>");
   });
 });
 
