@@ -47,11 +47,14 @@ async function main(argv: string[]): Promise<number> {
 }
 
 // A reader that went away (`receiptd replay ... | head`) is not a failure: end quietly, as
-// coreutils do on SIGPIPE, instead of dying of an unhandled EPIPE with a stack trace.
+// coreutils do on SIGPIPE, instead of dying of an unhandled EPIPE with a stack trace. The
+// daemon is the exception: a log reader that goes away must not stop it holding accepted
+// mail, so it keeps running and its lines are dropped.
+const serving = process.argv[2] === "serve";
 for (const stream of [process.stdout, process.stderr]) {
   stream.on("error", (error: NodeJS.ErrnoException) => {
-    if (error.code === "EPIPE") process.exit(0);
-    throw error;
+    if (error.code !== "EPIPE" && error.code !== "ERR_STREAM_DESTROYED") throw error;
+    if (!serving) process.exit(0);
   });
 }
 

@@ -1,10 +1,12 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startDaemonProcess, testConfig } from "../helpers/daemon.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const bin = join(root, "dist/cli/main.js");
@@ -39,5 +41,23 @@ describe("receiptd", () => {
     expect(stdout.trim().split("\n")).toHaveLength(1);
     expect(await readFile(stderr, "utf8")).toBe("");
     expect((await readFile(status, "utf8")).trim()).toBe("0");
+  });
+
+  it("serve keeps accepting mail when its log reader goes away, and still stops gracefully", async () => {
+    const dir = join(scratch, "serve");
+    await mkdir(dir, { recursive: true });
+    const daemon = await startDaemonProcess(testConfig(dir), dir);
+    // Closing our end makes the daemon's next log write fail with EPIPE.
+    daemon.child.stderr!.destroy();
+    const transport = nodemailer.createTransport({ host: "127.0.0.1", port: daemon.smtpPort, secure: false });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const info = await transport.sendMail({ from: "alice@example.org", to: "info@example.com", subject: `after ${i}`, text: "hello" });
+        expect(info.response).toMatch(/^250 /);
+      }
+    } finally {
+      transport.close();
+    }
+    expect(await daemon.kill("SIGTERM")).toBe(0);
   });
 });
