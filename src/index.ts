@@ -11,16 +11,9 @@ export type {
   RuleAction,
   RuleSet,
 } from "./rules/model.js";
-export {
-  RuleSetValidationError,
-  loadFiltersFile,
-  loadRuleSetFile,
-  parseFilters,
-  parseFiltersText,
-  parseRuleSet,
-  parseRuleSetText,
-} from "./rules/load.js";
-export type { Parsed, ValidationIssue } from "./rules/load.js";
+export { RuleSetValidationError, parseFilters, parseFiltersText, parseRuleSet, parseRuleSetText } from "./rules/parse.js";
+export type { Parsed, ValidationIssue } from "./rules/parse.js";
+export { loadFiltersFile, loadRuleSetFile } from "./config/rule-files.js";
 export {
   entryMatches,
   identitiesFrom,

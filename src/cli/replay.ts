@@ -2,7 +2,7 @@ import { isIP } from "node:net";
 import { executorFromConfig } from "../actions/compose.js";
 import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js";
 import { compileFilters } from "../rules/filters.js";
-import { loadFiltersFile, loadRuleSetFile } from "../rules/load.js";
+import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
 import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 import { ReplaySummary, replayJson, replayText } from "../replay/format.js";
 import { messageFiles, replayFiles } from "../replay/replay.js";

@@ -1,4 +1,5 @@
-import { RuleSetValidationError, loadFiltersFile, loadRuleSetFile } from "../rules/load.js";
+import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
+import { RuleSetValidationError } from "../rules/parse.js";
 import { UsageError, parseCommandLine } from "./usage.js";
 
 const HELP = `Usage: receiptd validate <rules.json> [--filters <filters.json>]

@@ -1,10 +1,11 @@
-import { constants, watch } from "node:fs";
+import { watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { compileFilters } from "../rules/filters.js";
 import type { CompiledFilters } from "../rules/filters.js";
-import { RuleSetValidationError, parseFiltersText, parseRuleSetText } from "../rules/load.js";
+import { readRuleFile } from "../config/rule-files.js";
+import { RuleSetValidationError, parseFiltersText, parseRuleSetText } from "../rules/parse.js";
 import type { Identities, IpFilter, RuleSet } from "../rules/model.js";
 import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 import type { Logger } from "./log.js";
@@ -99,26 +100,12 @@ type Check<T> =
   | { kind: "new"; text: string; value: T }
   | { kind: "refused"; key: string; error: RuleSetValidationError };
 
-/** Mirrors the loader's read, whose messages the validate command already prints. */
 async function readSource(path: string): Promise<{ text: string } | { error: RuleSetValidationError }> {
   try {
-    /*
-     * Only a regular file (a symlink to one is fine: ConfigMaps are symlinks). Reading a FIFO or
-     * a device would block a threadpool thread for good, and with it every later reload and the
-     * shutdown. The stat refuses early; O_NONBLOCK keeps open() from waiting for a FIFO's writer
-     * should one be swapped in meanwhile, and fstat checks what was opened.
-     */
-    if (!(await stat(path)).isFile()) throw new Error("not a regular file");
-    const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-    try {
-      if (!(await handle.stat()).isFile()) throw new Error("not a regular file");
-      return { text: await handle.readFile("utf8") };
-    } finally {
-      await handle.close();
-    }
+    return { text: await readRuleFile(path) };
   } catch (error) {
-    const issue = { path: "", message: `cannot read the file: ${(error as Error).message}` };
-    return { error: new RuleSetValidationError(path, [issue], { cause: error }) };
+    if (error instanceof RuleSetValidationError) return { error };
+    throw error;
   }
 }
 

@@ -62,7 +62,7 @@ import type { MessageHead } from "../mail/headers.js";
 import { isMessageId } from "../mail/message-id.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionOutcome } from "../rules/executor.js";
-import { RuleSetValidationError, parseRuleSet } from "../rules/load.js";
+import { RuleSetValidationError, parseRuleSet } from "../rules/parse.js";
 import type { Header, RuleSet } from "../rules/model.js";
 import { toDescribeJson } from "../rules/store.js";
 import type { Verdicts } from "../ses/verdicts.js";

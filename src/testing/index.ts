@@ -7,7 +7,8 @@ import type { ReplayResult } from "../replay/replay.js";
 import type { ReceivedMessage } from "../actions/message.js";
 import type { ActionTrace, RuleTrace } from "../rules/evaluate.js";
 import { compileFilters } from "../rules/filters.js";
-import { loadFiltersFile, loadRuleSetFile, parseFilters, parseRuleSet, RuleSetValidationError } from "../rules/load.js";
+import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
+import { parseFilters, parseRuleSet, RuleSetValidationError } from "../rules/parse.js";
 import type { ActionParamsByType, ActionType, IpFilter, RuleSet } from "../rules/model.js";
 import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 

@@ -10,7 +10,7 @@ import { executorFromConfig } from "../../src/actions/compose.js";
 import { parseConfig } from "../../src/config/config.js";
 import { replayMessage } from "../../src/replay/replay.js";
 import type { ReplayResult, ReplaySettings } from "../../src/replay/replay.js";
-import { parseRuleSet } from "../../src/rules/load.js";
+import { parseRuleSet } from "../../src/rules/parse.js";
 import { identitiesFrom } from "../../src/rules/recipients.js";
 import type { TestEndpoint } from "../helpers/aws-http.js";
 import { invokedFunction, startLambdaServer } from "../helpers/aws-lambda-server.js";

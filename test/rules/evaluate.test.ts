@@ -225,7 +225,7 @@ describe("evaluation of one message (SEMANTICS 1 and 3)", () => {
 
 describe("rule set snapshots (SEMANTICS 1)", () => {
   it("a loaded rule set cannot change under the messages evaluated against it", async () => {
-    const { parseRuleSet } = await import("../../src/rules/load.js");
+    const { parseRuleSet } = await import("../../src/rules/parse.js");
     const parsed = parseRuleSet({
       Rules: [{ Name: "a", Enabled: true, Recipients: ["example.com"], Actions: [{ S3Action: { BucketName: "bucket" } }] }],
     });

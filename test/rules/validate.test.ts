@@ -5,14 +5,13 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   RuleSetValidationError,
-  loadFiltersFile,
-  loadRuleSetFile,
   parseFilters,
   parseFiltersText,
   parseRuleSet,
   parseRuleSetText,
-} from "../../src/rules/load.js";
-import type { Parsed, ValidationIssue } from "../../src/rules/load.js";
+} from "../../src/rules/parse.js";
+import type { Parsed, ValidationIssue } from "../../src/rules/parse.js";
+import { loadFiltersFile, loadRuleSetFile } from "../../src/config/rule-files.js";
 import type { RuleSet } from "../../src/rules/model.js";
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/rules/${name}`, import.meta.url));
@@ -671,8 +670,8 @@ describe("files", () => {
     expect((error as RuleSetValidationError).message.startsWith(`${missing}: cannot read the file: ENOENT`)).toBe(true);
   });
 
-  it("reports an unreadable filters file", async () => {
-    await expect(loadFiltersFile(dir)).rejects.toThrow(/cannot read the file: EISDIR/);
+  it("reports a filters path that is not a regular file", async () => {
+    await expect(loadFiltersFile(dir)).rejects.toThrow(/cannot read the file: not a regular file/);
   });
 
   it("names the file in validation errors", async () => {

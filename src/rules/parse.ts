@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import type { IpFilter, RuleSet } from "./model.js";
 import { parseFilters, parseRuleSet } from "./validate.js";
 import type { Parsed, ValidationIssue } from "./validate.js";
@@ -103,21 +102,4 @@ export function parseRuleSetText(text: string, source: string): RuleSet {
 /** Parses the JSON text of `aws ses list-receipt-filters`; throws like parseRuleSetText. */
 export function parseFiltersText(text: string, source: string): IpFilter[] {
   return parseText(text, source, parseFilters);
-}
-
-async function readText(path: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (error) {
-    const issue = { path: "", message: `cannot read the file: ${(error as Error).message}` };
-    throw new RuleSetValidationError(path, [issue], { cause: error });
-  }
-}
-
-export async function loadRuleSetFile(path: string): Promise<RuleSet> {
-  return parseRuleSetText(await readText(path), path);
-}
-
-export async function loadFiltersFile(path: string): Promise<IpFilter[]> {
-  return parseFiltersText(await readText(path), path);
 }
