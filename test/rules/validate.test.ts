@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -672,6 +673,12 @@ describe("files", () => {
 
   it("reports a filters path that is not a regular file", async () => {
     await expect(loadFiltersFile(dir)).rejects.toThrow(/cannot read the file: not a regular file/);
+  });
+
+  it("refuses a FIFO instead of waiting for a writer", async () => {
+    const fifo = join(dir, "rules.fifo");
+    execFileSync("mkfifo", [fifo]);
+    await expect(loadRuleSetFile(fifo)).rejects.toThrow(/cannot read the file: not a regular file/);
   });
 
   it("names the file in validation errors", async () => {
