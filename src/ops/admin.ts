@@ -21,7 +21,7 @@ export interface AdminServerOptions {
   sns?: SnsEndpoints;
 }
 
-/** What the admin port serves of the local SNS (docs/behaviour.md §10). */
+/** What the admin port serves of the local SNS (docs/behaviour.md §11). */
 export interface SnsEndpoints {
   signingIdentity(): Promise<{ certificateName: string; certificatePem: string }>;
   unsubscribe(subscriptionArn: string): Promise<"unsubscribed" | "unknown">;

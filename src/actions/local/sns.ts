@@ -128,7 +128,7 @@ interface Unsubscribed {
 
 /**
  * The local SNS: topics are JSON Lines files, subscriptions come from the configuration, and
- * HTTP subscribers get envelopes signed as SNS signs them (docs/behaviour.md §10). A
+ * HTTP subscribers get envelopes signed as SNS signs them (docs/behaviour.md §11). A
  * subscription removed through its UnsubscribeURL stays removed across restarts.
  */
 export class LocalSns {
