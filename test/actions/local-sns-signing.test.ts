@@ -2,7 +2,7 @@
 // from SigningCertURL (served by the real admin server), the signature verified with
 // node:crypto following AWS's documented procedure, and with AWS's own sns-validator.
 import { createVerify, X509Certificate } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http, { createServer } from "node:http";
 import type { Server } from "node:http";
 import https from "node:https";
@@ -170,6 +170,13 @@ describe("local SNS: signed HTTP notifications", () => {
     for (const envelope of sub.envelopes) expect(await verifiesWithNodeCrypto(envelope)).toBe(true);
   });
 
+  it("two processes making the key at once end up with one", async () => {
+    const options = { dataDir: join(dir, "data"), sendDsn: async () => ({}) };
+    const [a, b] = await Promise.all([localBackend(options).sns.signingIdentity(), localBackend(options).sns.signingIdentity()]);
+    expect(a.certificatePem).toBe(b.certificatePem);
+    expect(await readFile(join(dir, "data", "sns", "signing.pem"), "utf8")).toContain(a.certificatePem);
+  });
+
   it("answers 404 for a certificate name that is not its own", async () => {
     const sub = await subscriber();
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } });
@@ -231,6 +238,14 @@ describe("local SNS: UnsubscribeURL", () => {
 
     await local.publish({ topicArn: TOPIC, subject: "s", message: "2" });
     await arrived(sub.envelopes, 2);
+  });
+  it("refuses to publish, naming the file, while unsubscribed.json is unreadable, and stores nothing", async () => {
+    const sub = await subscriber();
+    await mkdir(join(dir, "data", "sns"), { recursive: true });
+    await writeFile(join(dir, "data", "sns", "unsubscribed.json"), "[{not json");
+    const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } });
+    await expect(local.publish({ topicArn: TOPIC, subject: "s", message: "1" })).rejects.toThrow(/unsubscribed\.json/);
+    await expect(readFile(join(dir, "data", "sns", "inbound-mail.jsonl"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 });
 

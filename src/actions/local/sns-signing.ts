@@ -18,21 +18,15 @@ export interface SigningIdentity {
 }
 
 /**
- * The keys whose values SNS signs, in the order it signs them, each as "Key\nvalue\n" and
- * skipped when absent (Subject) ("Verifying the signatures of Amazon SNS messages", SNS
- * developer guide; the same lists as AWS's sns-validator).
+ * The keys of a Notification whose values SNS signs, in the order it signs them, each as
+ * "Key\nvalue\n" and skipped when absent (Subject) ("Verifying the signatures of Amazon SNS
+ * messages", SNS developer guide; the same list as AWS's sns-validator).
  */
-const SIGNED_KEYS: Record<string, readonly string[]> = {
-  Notification: ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"],
-  SubscriptionConfirmation: ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"],
-  UnsubscribeConfirmation: ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"],
-};
+const SIGNED_KEYS = ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"] as const;
 
 export function stringToSign(envelope: Record<string, string>): string {
-  const type = envelope.Type ?? "";
-  const keys = SIGNED_KEYS[type];
-  if (!keys) throw new Error(`SNS envelope Type: expected one of ${Object.keys(SIGNED_KEYS).join(", ")}, found ${JSON.stringify(type)}`);
-  return keys.flatMap((key) => (envelope[key] === undefined ? [] : [`${key}\n${envelope[key]}\n`])).join("");
+  if (envelope.Type !== "Notification") throw new Error(`SNS envelope Type: expected "Notification", found ${JSON.stringify(envelope.Type)}`);
+  return SIGNED_KEYS.flatMap((key) => (envelope[key] === undefined ? [] : [`${key}\n${envelope[key]}\n`])).join("");
 }
 
 /** The envelope's Signature: base64 of the RSA signature of its string to sign. */

@@ -150,6 +150,9 @@ export class LocalSns {
   async publish(request: PublishRequest): Promise<Record<string, unknown>> {
     const { context } = this;
     const file = resolveInside(context.root, [topicFileName(topicName(request.topicArn))], "topic name", request.topicArn);
+    // Before the append: a retry after an unreadable unsubscribed.json must not store the line twice.
+    const removed = await this.removedSubscriptions();
+    const urls = this.configuredUrls(request.topicArn).filter((url) => !removed.has(subscriptionArn(request.topicArn, url)));
     const messageId = randomUUID();
     const timestamp = context.clock().toISOString();
     await context.lines.append(file, {
@@ -160,8 +163,6 @@ export class LocalSns {
       timestamp,
     });
 
-    const removed = await this.removedSubscriptions();
-    const urls = this.configuredUrls(request.topicArn).filter((url) => !removed.has(subscriptionArn(request.topicArn, url)));
     if (urls.length > 0) {
       const envelope = notificationEnvelope({ ...request, messageId, timestamp, signatureVersion: context.signatureVersion });
       // A Publish succeeds whatever its subscribers do, so deliveries run on their own and never
