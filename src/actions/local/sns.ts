@@ -196,7 +196,13 @@ export class LocalSns {
       () => undefined,
       () => undefined,
     );
-    await save;
+    try {
+      await save;
+    } catch (error) {
+      // Not kept, not done: the subscriber may ask again.
+      removed.delete(arn);
+      throw error;
+    }
     return "unsubscribed";
   }
 
