@@ -1,10 +1,11 @@
 import { join } from "node:path";
+import { adminPublicUrl } from "../config/config.js";
 import type { ReceiptdConfig } from "../config/config.js";
 import type { ActionExecutor } from "../rules/executor.js";
 import { awsBackend } from "./aws/index.js";
 import type { ActionBackend } from "./backend.js";
 import { localBackend } from "./local/index.js";
-import type { BackgroundFailure } from "./local/index.js";
+import type { BackgroundFailure, LocalSns } from "./local/index.js";
 import type { ReceivedMessage } from "./message.js";
 import { sesExecutor } from "./ses-executor.js";
 import { directoryDsnSender, smtpDsnSender } from "./transports/dsn.js";
@@ -12,17 +13,21 @@ import { smtpMailboxDelivery } from "./transports/mailbox.js";
 
 /**
  * One back end made of the configured choice for each action type. Topic notifications go
- * where the SNS choice says, whichever action publishes them.
+ * where the SNS choice says, whichever action publishes them. `localSns` is the local SNS,
+ * for the admin port to serve its certificate and unsubscribe links; its URLs point at the
+ * configured admin address unless `snsPublicUrl` tells the bound one.
  */
 export function backendFromConfig(
   config: ReceiptdConfig,
-  options: { onBackgroundFailure?: (failure: BackgroundFailure) => void } = {},
-): ActionBackend {
+  options: { onBackgroundFailure?: (failure: BackgroundFailure) => void; snsPublicUrl?: () => string | null } = {},
+): ActionBackend & { localSns: LocalSns } {
   const { backends } = config;
   const sendDsn = backends.Bounce === "relay" ? smtpDsnSender(config.bounce.relay!) : directoryDsnSender(join(config.dataDir, "outbox"));
   const local = localBackend({
     dataDir: config.dataDir,
     snsHttpSubscriptions: config.local.snsHttpSubscriptions,
+    snsSignatureVersion: config.local.snsSignatureVersion,
+    snsPublicUrl: options.snsPublicUrl ?? (() => adminPublicUrl(config)),
     lambdaHandlers: config.local.lambdaHandlers,
     baseDir: config.baseDir,
     ...(config.local.requestResponseTimeoutMs === undefined ? {} : { requestResponseTimeoutMs: config.local.requestResponseTimeoutMs }),
@@ -50,6 +55,7 @@ export function backendFromConfig(
     invoke: (request) => pick(backends.Lambda).invoke(request),
     sendDsn,
     deliverToMailbox,
+    localSns: local.sns,
   };
 }
 

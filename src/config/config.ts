@@ -42,6 +42,8 @@ export interface ReceiptdConfig {
   };
   local: {
     snsHttpSubscriptions: Record<string, string[]>;
+    /** How HTTP subscribers' envelopes are signed: "1" RSA-SHA1 (SNS's default), "2" RSA-SHA256. */
+    snsSignatureVersion: "1" | "2";
     lambdaHandlers: Record<string, string>;
     requestResponseTimeoutMs?: number;
   };
@@ -97,8 +99,11 @@ export interface ServeConfig {
     backoffInitialMs: number;
     backoffMaxMs: number;
   };
-  /** Health, readiness and metrics over HTTP; null turns it off. */
-  admin: { host: string; port: number } | null;
+  /**
+   * Health, readiness and metrics over HTTP, and the local SNS's certificate and unsubscribe
+   * links; null turns it off. `url`: how SNS subscribers reach it, if not at http://host:port.
+   */
+  admin: { host: string; port: number; url?: string } | null;
   /** How long SIGTERM waits for sessions and actions to finish. */
   shutdownGraceMs: number;
 }
@@ -277,10 +282,13 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
   let admin: ServeConfig["admin"] = { host: "127.0.0.1", port: 9025 };
   if (raw.admin === null) admin = null;
   else if (raw.admin !== undefined) {
-    const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port"]);
+    const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port", "url"]);
+    const url = reader.url(adminRaw.url, "config.admin.url", ["http:", "https:"]);
     admin = {
       host: reader.string(adminRaw.host, "config.admin.host", HOST, "an IP address or host name") ?? "127.0.0.1",
       port: reader.integer(adminRaw.port, "config.admin.port", 0, 65535) ?? 9025,
+      // No trailing slash: paths are appended to it.
+      ...(url === undefined ? {} : { url: url.replace(/\/+$/, "") }),
     };
   }
 
@@ -321,6 +329,18 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     admin,
     shutdownGraceMs: reader.integer(raw.shutdownGraceMs, "config.shutdownGraceMs", 0, 3_600_000) ?? 30_000,
   };
+}
+
+/**
+ * Where SNS subscribers reach the admin port: `admin.url`, else http://host:port, with the
+ * daemon's hostname for a wildcard host; `port` is the bound one when the configured is 0.
+ */
+export function adminPublicUrl(config: Pick<ReceiptdConfig, "hostname" | "serve">, port?: number): string | null {
+  const { admin } = config.serve;
+  if (!admin) return null;
+  if (admin.url) return admin.url;
+  const host = admin.host === "0.0.0.0" || admin.host === "::" ? config.hostname : admin.host;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port ?? admin.port}`;
 }
 
 /** A configuration that names no rule set gets the example one shipped with the package. */
@@ -401,8 +421,18 @@ export function parseConfig(
   const awsTimeout = reader.integer(awsRaw.requestResponseTimeoutMs, "config.aws.requestResponseTimeoutMs", 1, 900_000);
   if (awsTimeout !== undefined) aws.requestResponseTimeoutMs = awsTimeout;
 
-  const localRaw = reader.object(raw.local, "config.local", ["snsHttpSubscriptions", "lambdaHandlers", "requestResponseTimeoutMs"]);
-  const local: ReceiptdConfig["local"] = { snsHttpSubscriptions: {}, lambdaHandlers: {} };
+  const localRaw = reader.object(raw.local, "config.local", [
+    "snsHttpSubscriptions",
+    "snsSignatureVersion",
+    "lambdaHandlers",
+    "requestResponseTimeoutMs",
+  ]);
+  const signatureVersion = reader.oneOf(
+    typeof localRaw.snsSignatureVersion === "number" ? String(localRaw.snsSignatureVersion) : localRaw.snsSignatureVersion,
+    "config.local.snsSignatureVersion",
+    ["1", "2"] as const,
+  );
+  const local: ReceiptdConfig["local"] = { snsHttpSubscriptions: {}, snsSignatureVersion: signatureVersion ?? "1", lambdaHandlers: {} };
   const subscriptions = isObject(localRaw.snsHttpSubscriptions) ? localRaw.snsHttpSubscriptions : {};
   if (localRaw.snsHttpSubscriptions !== undefined && !isObject(localRaw.snsHttpSubscriptions)) {
     reader.issues.push("config.local.snsHttpSubscriptions: expected an object of topic ARN (or \"*\") to a list of URLs");

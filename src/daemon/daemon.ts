@@ -1,5 +1,6 @@
 import { backendFromConfig } from "../actions/compose.js";
 import { sesExecutor } from "../actions/ses-executor.js";
+import { adminPublicUrl } from "../config/config.js";
 import type { ReceiptdConfig } from "../config/config.js";
 import { startAdminServer } from "../ops/admin.js";
 import type { AdminServer } from "../ops/admin.js";
@@ -75,9 +76,12 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
+  // Set once the admin port listens, which is before processing starts.
+  let admin: AdminServer | null = null;
   // A failure after its action succeeded (an Event handler, an SNS subscriber) is only logged.
   const backend = backendFromConfig(config, {
     onBackgroundFailure: (failure) => logger.warn("actions.background_failed", { ...failure }),
+    snsPublicUrl: () => adminPublicUrl(config, admin?.address().port),
   });
   const processor = new Processor({
     spool,
@@ -92,11 +96,27 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     onEvent: (event) => reportProcessing(event, logger, metrics),
   });
 
+  let started = false;
+  let stopping = false;
+  // Before processing, so that the certificate and unsubscribe URLs in signed SNS envelopes work.
+  admin = serve.admin
+    ? await startAdminServer({
+        host: serve.admin.host,
+        port: serve.admin.port,
+        metrics,
+        logger,
+        ready: () =>
+          stopping ? { ready: false, reason: "shutting down" } : started ? { ready: true } : { ready: false, reason: "starting" },
+        ...(config.backends.SNS === "local" ? { sns: backend.localSns } : {}),
+      })
+    : null;
+
   smtp =
     serve.smtp.processes === 1
       ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
       : await acceptInProcesses(config, { policy, spool, processor, logger, metrics });
   await processor.start();
+  started = true;
 
   const sweep = async () => {
     try {
@@ -109,17 +129,6 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   const sweeper = setInterval(() => void sweep(), HOUR_MS);
   sweeper.unref();
   void sweep();
-
-  let stopping = false;
-  const admin: AdminServer | null = serve.admin
-    ? await startAdminServer({
-        host: serve.admin.host,
-        port: serve.admin.port,
-        metrics,
-        logger,
-        ready: () => (stopping ? { ready: false, reason: "shutting down" } : { ready: true }),
-      })
-    : null;
 
   logger.info("daemon.started", {
     smtp: smtp.addresses().map((a) => `${a.host}:${a.port}${a.implicitTls ? " (TLS)" : ""}`),

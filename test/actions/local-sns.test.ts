@@ -11,6 +11,8 @@ import { actionFailure } from "../helpers/action-error.js";
 
 const TOPIC = "arn:aws:sns:us-east-1:123456789012:inbound-mail";
 const NOW = new Date("2024-05-01T12:34:56.789Z");
+// Deliveries wait for the signing key to be made on first use (RSA 2048), slow on a busy machine.
+const SIGNING = { timeout: 15_000 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 let dir: string;
@@ -141,7 +143,7 @@ describe("local back end: publish", () => {
     expect(detail).toMatchObject({ MessageId: messageId, subscribers: [forTopic.url, forAll.url] });
 
     for (const { received } of [forTopic, forAll]) {
-      await vi.waitFor(() => expect(received).toHaveLength(1));
+      await vi.waitFor(() => expect(received).toHaveLength(1), SIGNING);
       expect(received).toHaveLength(1);
       const [post] = received;
       expect(post?.method).toBe("POST");
@@ -172,7 +174,8 @@ describe("local back end: publish", () => {
         Message: message,
         Timestamp: "2024-05-01T12:34:56.789Z",
         SignatureVersion: "1",
-        Signature: "",
+        // Signed (test/actions/local-sns-signing.test.ts verifies it); no admin port, so no URLs.
+        Signature: expect.stringMatching(/^[A-Za-z0-9+/]{300,}={0,2}$/),
         SigningCertURL: "",
         UnsubscribeURL: "",
       });
@@ -183,7 +186,7 @@ describe("local back end: publish", () => {
   it("leaves Subject out of the envelope when there is none, as SNS does", async () => {
     const sub = await subscriber();
     await backend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } }).publish({ topicArn: TOPIC, subject: "", message: "{}" });
-    await vi.waitFor(() => expect(sub.received).toHaveLength(1));
+    await vi.waitFor(() => expect(sub.received).toHaveLength(1), SIGNING);
     expect(JSON.parse(sub.received[0]?.body ?? "")).not.toHaveProperty("Subject");
   });
 
@@ -203,7 +206,7 @@ describe("local back end: publish", () => {
     const local = backend({ snsHttpSubscriptions: { [TOPIC]: [down.url] }, snsDeliveryRetryDelaysMs: [10, 10], onBackgroundFailure: (f) => failures.push(f) });
     await expect(local.publish({ topicArn: TOPIC, subject: "s", message: "{}" })).resolves.toMatchObject({ subscribers: [down.url] });
     expect(await lines("inbound-mail")).toHaveLength(1);
-    await vi.waitFor(() => expect(failures).toHaveLength(1));
+    await vi.waitFor(() => expect(failures).toHaveLength(1), SIGNING);
     expect(down.received).toHaveLength(3);
     expect(failures).toEqual([{ kind: "sns-delivery", target: down.url, message: expect.stringContaining("answered 503") }]);
   });
@@ -213,7 +216,7 @@ describe("local back end: publish", () => {
     const failures: unknown[] = [];
     const local = backend({ snsHttpSubscriptions: { [TOPIC]: [refusing.url] }, snsDeliveryRetryDelaysMs: [10], onBackgroundFailure: (f) => failures.push(f) });
     await local.publish({ topicArn: TOPIC, subject: "s", message: "{}" });
-    await vi.waitFor(() => expect(failures).toHaveLength(1));
+    await vi.waitFor(() => expect(failures).toHaveLength(1), SIGNING);
     expect(refusing.received).toHaveLength(1);
   });
 
@@ -224,7 +227,7 @@ describe("local back end: publish", () => {
     const failures: { message: string }[] = [];
     const local = backend({ snsHttpSubscriptions: { "*": [sub.url] }, snsDeliveryRetryDelaysMs: [], onBackgroundFailure: (f) => failures.push(f) });
     await local.publish({ topicArn: TOPIC, subject: "s", message: "{}" });
-    await vi.waitFor(() => expect(failures).toHaveLength(1));
+    await vi.waitFor(() => expect(failures).toHaveLength(1), SIGNING);
     expect(failures[0]?.message).toContain(sub.url);
   });
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, defaultConfig, loadConfigFile, parseConfig } from "../../src/config/config.js";
+import { adminPublicUrl, ConfigError, defaultConfig, loadConfigFile, parseConfig } from "../../src/config/config.js";
 
 const ORG = "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7";
 const parse = (doc: unknown, env: NodeJS.ProcessEnv = {}) => parseConfig(doc, { source: "test.json", baseDir: "/srv/receiptd", env });
@@ -65,6 +65,21 @@ describe("configuration", () => {
       "config.smtp.listen: an implicitTls listener needs config.smtp.tls",
     );
     expect(issuesOf({ smtp: { listen: [] } })[0]).toMatch(/^config.smtp.listen: expected a non-empty list/);
+  });
+
+  it("local SNS signing: SignatureVersion 1 by default, 1 or 2; the admin URL that signed envelopes point at", () => {
+    expect(parse({}).local.snsSignatureVersion).toBe("1");
+    expect(parse({ local: { snsSignatureVersion: 2 } }).local.snsSignatureVersion).toBe("2");
+    expect(parse({ local: { snsSignatureVersion: "2" } }).local.snsSignatureVersion).toBe("2");
+    expect(issuesOf({ local: { snsSignatureVersion: 3 } })[0]).toMatch(/^config\.local\.snsSignatureVersion: expected one of "1", "2"/);
+
+    expect(adminPublicUrl(parse({ admin: { host: "127.0.0.1", port: 9025 } }))).toBe("http://127.0.0.1:9025");
+    expect(adminPublicUrl(parse({ admin: { host: "127.0.0.1", port: 0 } }), 4321)).toBe("http://127.0.0.1:4321");
+    expect(adminPublicUrl(parse({ hostname: "mx.example.com", admin: { host: "0.0.0.0", port: 9025 } }))).toBe("http://mx.example.com:9025");
+    expect(adminPublicUrl(parse({ admin: { host: "::1", port: 9025 } }))).toBe("http://[::1]:9025");
+    expect(adminPublicUrl(parse({ admin: { port: 9025, url: "https://receiptd.example.com/admin/" } }))).toBe("https://receiptd.example.com/admin");
+    expect(adminPublicUrl(parse({ admin: null }))).toBeNull();
+    expect(issuesOf({ admin: { url: "ftp://x" } })[0]).toMatch(/^config\.admin\.url: expected a URL starting with http:\/\/ or https:\/\//);
   });
 
   it("a preset and per-action choices, relative paths against the file's folder", () => {

@@ -114,3 +114,47 @@ describe("admin HTTP server", () => {
     expect(Date.now() - started).toBeLessThan(1000);
   });
 });
+
+describe("admin HTTP server: the local SNS's certificate and Unsubscribe", () => {
+  const identity = { certificateName: "SimpleNotificationService-0123456789abcdef0123456789abcdef.pem", certificatePem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" };
+  const unsubscribed: string[] = [];
+  const sns = {
+    signingIdentity: async () => identity,
+    unsubscribe: async (arn: string) => {
+      if (!arn.endsWith(":known")) return "unknown" as const;
+      unsubscribed.push(arn);
+      return "unsubscribed" as const;
+    },
+  };
+
+  it("serves the certificate under its own name only, cacheable", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true, sns });
+    const certificate = await call("GET", `/sns/${identity.certificateName}`);
+    expect(certificate).toMatchObject({ status: 200, type: "application/x-pem-file", body: identity.certificatePem });
+    expect(certificate.headers["cache-control"]).toBe("public, max-age=86400");
+    expect((await call("HEAD", `/sns/${identity.certificateName}`)).status).toBe(200);
+    expect((await call("GET", "/sns/SimpleNotificationService-other.pem")).status).toBe(404);
+  });
+
+  it("answers Unsubscribe with SNS's XML: done, NotFound, InvalidAction, InvalidParameter", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true, sns });
+    const arn = "arn:aws:sns:us-east-1:123456789012:topic:known";
+    const done = await call("GET", `/sns/?Action=Unsubscribe&SubscriptionArn=${encodeURIComponent(arn)}`);
+    expect(done).toMatchObject({ status: 200, type: "text/xml" });
+    expect(done.body).toContain("<UnsubscribeResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\">");
+    expect(unsubscribed).toEqual([arn]);
+    const unknown = await call("GET", "/sns/?Action=Unsubscribe&SubscriptionArn=arn:aws:sns:us-east-1:123456789012:topic:x");
+    expect(unknown).toMatchObject({ status: 404, type: "text/xml" });
+    expect(unknown.body).toMatch(/<Type>Sender<\/Type>\s*<Code>NotFound<\/Code>/);
+    expect((await call("GET", "/sns/?Action=Publish")).body).toContain("<Code>InvalidAction</Code>");
+    expect((await call("GET", "/sns/?Action=Unsubscribe")).body).toContain("<Code>InvalidParameter</Code>");
+    expect((await call("HEAD", `/sns/?Action=Unsubscribe&SubscriptionArn=${encodeURIComponent(arn)}`)).status).toBe(405);
+    expect(unsubscribed).toEqual([arn]);
+  });
+
+  it("serves none of it without a local SNS", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true });
+    expect((await call("GET", `/sns/${identity.certificateName}`)).status).toBe(404);
+    expect((await call("GET", "/sns/?Action=Unsubscribe&SubscriptionArn=a")).status).toBe(404);
+  });
+});

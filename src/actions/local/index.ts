@@ -4,11 +4,14 @@ import { LineAppender } from "./files.js";
 import { lambdaInvoker } from "./lambda.js";
 import { deliverToMailbox } from "./maildir.js";
 import { putObject } from "./s3.js";
-import { DELIVERY_RETRY_DELAYS_MS, publish } from "./sns.js";
+import { DELIVERY_RETRY_DELAYS_MS, LocalSns } from "./sns.js";
 import type { BackgroundFailure } from "./sns.js";
+import type { SignatureVersion } from "./sns-signing.js";
 
 export type { LambdaContext } from "./lambda.js";
 export type { BackgroundFailure } from "./sns.js";
+export { LocalSns } from "./sns.js";
+export type { SignatureVersion } from "./sns-signing.js";
 
 export interface LocalBackendOptions {
   dataDir: string;
@@ -23,6 +26,13 @@ export interface LocalBackendOptions {
   /** The outbox directory or an SMTP relay, chosen by config. */
   sendDsn: (request: SendDsnRequest) => Promise<Record<string, unknown>>;
   clock?: () => Date;
+  /** How HTTP subscribers' envelopes are signed: "1" (RSA-SHA1, SNS's default) or "2" (RSA-SHA256). */
+  snsSignatureVersion?: SignatureVersion;
+  /**
+   * The admin port's URL (`http://host:port`), which serves SigningCertURL and UnsubscribeURL;
+   * null (the default) leaves those two empty.
+   */
+  snsPublicUrl?: () => string | null;
   /** Waits between retries of an SNS HTTP subscriber that failed transiently. */
   snsDeliveryRetryDelaysMs?: readonly number[];
   /**
@@ -38,25 +48,29 @@ export interface LocalBackendOptions {
  *
  * - `s3/<bucket>/<key>`: objects, written atomically and durably;
  * - `sns/<topic name>.jsonl`: one line per notification ({topicArn, subject, message, messageId, timestamp});
+ * - `sns/signing.pem`: the key and certificate that sign HTTP subscribers' envelopes;
+ * - `sns/unsubscribed.json`: subscriptions removed through their UnsubscribeURL;
  * - `lambda/<function name>.jsonl`: one line per invocation ({functionArn, invocationType, event, result|error, timestamp});
  * - `workmail/<organization ID>/<address>/{tmp,new,cur}`: a Maildir per recipient.
  *
  * No name from a rule or a message can reach outside these directories.
  */
-export function localBackend(options: LocalBackendOptions): ActionBackend {
+export function localBackend(options: LocalBackendOptions): ActionBackend & { sns: LocalSns } {
   const dataDir = resolve(options.dataDir);
   const clock = options.clock ?? (() => new Date());
   const lines = new LineAppender();
   const onBackgroundFailure =
     options.onBackgroundFailure ?? ((failure: BackgroundFailure) => console.error(`receiptd: ${failure.kind}: ${failure.message}`));
-  const sns = {
+  const sns = new LocalSns({
     root: join(dataDir, "sns"),
     lines,
     subscriptions: options.snsHttpSubscriptions ?? {},
     clock,
     retryDelaysMs: options.snsDeliveryRetryDelaysMs ?? DELIVERY_RETRY_DELAYS_MS,
     onBackgroundFailure,
-  };
+    signatureVersion: options.snsSignatureVersion ?? "1",
+    publicUrl: options.snsPublicUrl ?? (() => null),
+  });
   const invoke = lambdaInvoker({
     root: join(dataDir, "lambda"),
     lines,
@@ -68,9 +82,10 @@ export function localBackend(options: LocalBackendOptions): ActionBackend {
   });
   return {
     putObject: (request) => putObject(join(dataDir, "s3"), request),
-    publish: (request) => publish(sns, request),
+    publish: (request) => sns.publish(request),
     invoke,
     sendDsn: (request) => options.sendDsn(request),
     deliverToMailbox: (request) => deliverToMailbox(join(dataDir, "workmail"), request, clock),
+    sns,
   };
 }
