@@ -123,7 +123,7 @@ export const DEFAULT_FAILURE_REPLY: FailureReply = Object.freeze({
   message: "This message could not be delivered due to a recipient error.",
 });
 
-const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail"];
+const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail", "Connect"];
 
 /** Thrown into the evaluator by drain() to stop a message between two actions. */
 class Interrupted extends Error {}
