@@ -1,6 +1,7 @@
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
 import type { ActionParamsByType, ActionType, Header } from "../rules/model.js";
 import { sizeLimitError } from "../ses/limits.js";
+import { connectUnsupported } from "./ses-executor.js";
 
 export interface RecordedCall {
   type: ActionType;
@@ -111,6 +112,10 @@ export function recordingExecutor<M>(options: RecordingOptions<M> = {}): Recordi
     },
     async WorkMail(call) {
       return record(call, { organizationArn: call.params.OrganizationArn });
+    },
+    // What the daemon would do with it: fail for good, so replay shows the message dead-lettered.
+    async Connect(call) {
+      return { status: "failed", failure: "permanent", error: connectUnsupported(call.params) };
     },
   };
 }

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { buildDsn } from "../mail/dsn.js";
 import { prependHeadersStream, prependedHeaderBytes } from "../mail/edit.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
-import type { ActionType } from "../rules/model.js";
+import type { ActionParamsByType, ActionType } from "../rules/model.js";
 import {
   NOTIFICATION_SUBJECT,
   lambdaEvent,
@@ -30,6 +30,17 @@ export interface SesExecutorOptions {
 }
 
 type Call<T extends ActionType> = ActionCall<T, ReceivedMessage>;
+
+/**
+ * Why a ConnectAction fails: SES hands the message to Amazon Connect, which receiptd has no back
+ * end for. Permanent, since no retry changes that (docs/behaviour.md §8).
+ */
+export function connectUnsupported(params: ActionParamsByType["Connect"]): string {
+  return (
+    "ConnectAction is not supported by receiptd: it has no Amazon Connect back end, " +
+    `so no email contact can be started in ${String(params.InstanceARN)}`
+  );
+}
 
 /** Size of the message as this action sees it: every header prepended so far, then the stored bytes. */
 function currentSize(call: Call<ActionType>): number {
@@ -195,6 +206,8 @@ export function sesExecutor(options: SesExecutorOptions): ActionExecutor<Receive
     AddHeader: run(async (call) => ({ status: "done", detail: await notify(call) })),
 
     Stop: run(async (call) => ({ status: "done", detail: await notify(call) })),
+
+    Connect: async (call) => ({ status: "failed", failure: "permanent", error: connectUnsupported(call.params) }),
   };
 }
 

@@ -52,6 +52,8 @@ function actionSummary(action: ActionTrace, messageId: string): string {
       return "Stop";
     case "WorkMail":
       return `WorkMail ${action.params.OrganizationArn}`;
+    case "Connect":
+      return `Connect ${action.params.InstanceARN} (role ${action.params.IAMRoleARN})`;
   }
 }
 

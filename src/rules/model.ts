@@ -1,6 +1,7 @@
 import type {
   AddHeaderAction,
   BounceAction,
+  ConnectAction,
   LambdaAction,
   ReceiptAction,
   S3Action,
@@ -30,7 +31,7 @@ export interface Rule {
   actions: RuleAction[];
 }
 
-export type ActionType = "S3" | "SNS" | "Lambda" | "Bounce" | "AddHeader" | "Stop" | "WorkMail";
+export type ActionType = "S3" | "SNS" | "Lambda" | "Bounce" | "AddHeader" | "Stop" | "WorkMail" | "Connect";
 
 export interface ActionParamsByType {
   S3: S3Action;
@@ -40,6 +41,7 @@ export interface ActionParamsByType {
   AddHeader: AddHeaderAction;
   Stop: StopAction;
   WorkMail: WorkmailAction;
+  Connect: ConnectAction;
 }
 
 /** One action of a rule: its type and its parameters exactly as in the SES JSON. */
@@ -56,6 +58,7 @@ export const ACTION_KEYS = {
   AddHeader: "AddHeaderAction",
   Stop: "StopAction",
   WorkMail: "WorkmailAction",
+  Connect: "ConnectAction",
 } as const satisfies Record<ActionType, keyof ReceiptAction>;
 
 export interface IpFilter {

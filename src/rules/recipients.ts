@@ -1,6 +1,10 @@
+import { canonicalDomain } from "../mail/addresses.js";
 import type { Identities, Rule } from "./model.js";
 
-/** An address split at its last `@`, lower-cased: comparison ignores case (SEMANTICS section 2). */
+/**
+ * An address split at its last `@`, lower-cased, the domain in its canonical form: comparison
+ * ignores case and IDN spelling (docs/behaviour.md §2).
+ */
 export interface Address {
   local: string;
   domain: string;
@@ -9,7 +13,17 @@ export interface Address {
 export function splitAddress(address: string): Address | null {
   const at = address.lastIndexOf("@");
   if (at <= 0 || at === address.length - 1) return null;
-  return { local: address.slice(0, at).toLowerCase(), domain: address.slice(at + 1).toLowerCase() };
+  return { local: address.slice(0, at).toLowerCase(), domain: canonicalDomain(address.slice(at + 1)) };
+}
+
+/**
+ * A Recipients entry or identity in the form recipients are compared in: lower case, its domain
+ * canonical; a leading `.` stays.
+ */
+function canonicalEntry(entry: string): string {
+  const at = entry.lastIndexOf("@");
+  if (at >= 0) return `${entry.slice(0, at).toLowerCase()}@${canonicalDomain(entry.slice(at + 1))}`;
+  return entry.startsWith(".") ? `.${canonicalDomain(entry.slice(1))}` : canonicalDomain(entry);
 }
 
 function isSubdomainOf(domain: string, parent: string): boolean {
@@ -21,9 +35,9 @@ export function identitiesFrom(entries: Iterable<string>): Identities {
   const addresses = new Set<string>();
   const domains = new Set<string>();
   for (const entry of entries) {
-    const lower = entry.trim().toLowerCase();
-    if (lower.includes("@")) addresses.add(lower);
-    else if (lower) domains.add(lower.replace(/^\./, ""));
+    const canonical = canonicalEntry(entry.trim());
+    if (canonical.includes("@")) addresses.add(canonical);
+    else if (canonical) domains.add(canonical.replace(/^\./, ""));
   }
   return { addresses, domains };
 }
@@ -65,16 +79,16 @@ export function isInsideIdentity(recipient: string, identities: Identities): boo
 export function entryMatches(entry: string, recipient: string): boolean {
   const address = splitAddress(recipient);
   if (!address) return false;
-  const lowerEntry = entry.toLowerCase();
-  const at = lowerEntry.lastIndexOf("@");
+  const canonical = canonicalEntry(entry);
+  const at = canonical.lastIndexOf("@");
   if (at >= 0) {
-    const entryLocal = lowerEntry.slice(0, at);
-    if (lowerEntry.slice(at + 1) !== address.domain) return false;
+    const entryLocal = canonical.slice(0, at);
+    if (canonical.slice(at + 1) !== address.domain) return false;
     if (entryLocal === address.local) return true;
     return !entryLocal.includes("+") && address.local.startsWith(`${entryLocal}+`);
   }
-  if (lowerEntry.startsWith(".")) return isSubdomainOf(address.domain, lowerEntry.slice(1));
-  return address.domain === lowerEntry;
+  if (canonical.startsWith(".")) return isSubdomainOf(address.domain, canonical.slice(1));
+  return address.domain === canonical;
 }
 
 export function ruleMatchesRecipient(rule: Rule, recipient: string, identities: Identities): boolean {
@@ -118,15 +132,15 @@ function buildIndex(rules: readonly Rule[]): RecipientIndex {
   rules.forEach((rule, ruleIndex) => {
     if (rule.recipients.length === 0) index.catchAll.push(ruleIndex);
     for (const entry of rule.recipients) {
-      const lower = entry.toLowerCase();
-      const at = lower.lastIndexOf("@");
+      const canonical = canonicalEntry(entry);
+      const at = canonical.lastIndexOf("@");
       if (at >= 0) {
-        addTo(index.exact, lower, ruleIndex);
-        if (!lower.slice(0, at).includes("+")) addTo(index.unlabelled, lower, ruleIndex);
-      } else if (lower.startsWith(".")) {
-        addTo(index.subdomainsOf, lower.slice(1), ruleIndex);
+        addTo(index.exact, canonical, ruleIndex);
+        if (!canonical.slice(0, at).includes("+")) addTo(index.unlabelled, canonical, ruleIndex);
+      } else if (canonical.startsWith(".")) {
+        addTo(index.subdomainsOf, canonical.slice(1), ruleIndex);
       } else {
-        addTo(index.domain, lower, ruleIndex);
+        addTo(index.domain, canonical, ruleIndex);
       }
     }
   });

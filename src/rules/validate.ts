@@ -262,6 +262,13 @@ const ORGANIZATION_ARN = arn(
   "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7",
 );
 
+const CONNECT_INSTANCE_ARN = arn(
+  "connect",
+  true,
+  "instance/[\\w-]{1,128}",
+  "arn:aws:connect:us-east-1:123456789012:instance/a1b2c3d4-5678-90ab-cdef-111122223333",
+);
+
 // S3 keys are at most 1024 bytes and SES appends the 40-character message ID to the prefix.
 const MAX_PREFIX_BYTES = 1024 - 40;
 
@@ -340,15 +347,17 @@ const ACTION_SHAPES: { [T in ActionType]: Check } = {
     OrganizationArn: required(ORGANIZATION_ARN),
     TopicArn: optional(TOPIC_ARN),
   }),
+  // Accepted so that a real SES rule set loads; running it fails by name (docs/behaviour.md §8).
+  Connect: object<ActionParamsByType["Connect"]>(ACTION_KEYS.Connect, {
+    InstanceARN: required(CONNECT_INSTANCE_ARN),
+    IAMRoleARN: required(IAM_ROLE_ARN),
+  }),
 };
 
 const TYPE_BY_KEY = new Map<string, ActionType>(
   (Object.keys(ACTION_KEYS) as ActionType[]).map((type) => [ACTION_KEYS[type], type]),
 );
 const ACTION_KEY_LIST = [...TYPE_BY_KEY.keys()].join(", ");
-
-/** SES types that receiptd has no back end for; the SDK knows them, so they are not mere typos. */
-const UNSUPPORTED_ACTIONS = new Set(["ConnectAction"]);
 
 /** A ReceiptAction: an object with exactly one action key. */
 const receiptAction: Check = (value, path, issues) => {
@@ -357,7 +366,7 @@ const receiptAction: Check = (value, path, issues) => {
     return;
   }
   const keys = Object.keys(value);
-  const actionKeys = keys.filter((key) => TYPE_BY_KEY.has(key) || UNSUPPORTED_ACTIONS.has(key));
+  const actionKeys = keys.filter((key) => TYPE_BY_KEY.has(key));
   if (keys.length === 0 || actionKeys.length > 1) {
     const found = keys.length === 0 ? "none" : `${actionKeys.length}: ${actionKeys.join(", ")}`;
     issues.push({ path, message: `expected exactly one action key (${ACTION_KEY_LIST}), found ${found}` });
@@ -365,8 +374,7 @@ const receiptAction: Check = (value, path, issues) => {
   for (const key of keys) {
     const type = TYPE_BY_KEY.get(key);
     if (type) ACTION_SHAPES[type](value[key], keyPath(path, key), issues);
-    else if (!UNSUPPORTED_ACTIONS.has(key)) issues.push(unknownKey(path, key, "ReceiptAction", ACTION_KEY_LIST));
-    else issues.push({ path: keyPath(path, key), message: `${key} is not supported by receiptd` });
+    else issues.push(unknownKey(path, key, "ReceiptAction", ACTION_KEY_LIST));
   }
 };
 

@@ -83,6 +83,14 @@ export interface SesAddHeaderReceiptAction {
   type: "AddHeader";
 }
 
+/**
+ * Connect has no topic either, and SES documents no `receipt.action` for it; receiptd cannot
+ * run it (docs/behaviour.md §8), so this too only keeps the mapping total.
+ */
+export interface SesConnectReceiptAction {
+  type: "Connect";
+}
+
 export type SesReceiptAction =
   | SesS3ReceiptAction
   | SesSnsReceiptAction
@@ -90,7 +98,8 @@ export type SesReceiptAction =
   | SesLambdaReceiptAction
   | SesStopReceiptAction
   | SesWorkMailReceiptAction
-  | SesAddHeaderReceiptAction;
+  | SesAddHeaderReceiptAction
+  | SesConnectReceiptAction;
 
 export interface SesReceipt {
   timestamp: string;
@@ -221,6 +230,8 @@ export function sesReceiptAction(
     }
     case "AddHeader":
       return { type: "AddHeader" };
+    case "Connect":
+      return { type: "Connect" };
   }
 }
 

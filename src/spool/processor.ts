@@ -11,13 +11,15 @@
  *  - Scheduled retries: on start every pending message is simply tried at once. The retry
  *    window still counts from `receivedAt` (persisted), only the backoff starts over.
  *  - Failure DSNs: one is sent after the message is dead-lettered, retried a few times with
- *    backoff, then given up (reported through onEvent); a restart in between loses it. The
- *    message and its trace stay in dead/ either way.
+ *    backoff, then given up (reported through onEvent); a restart in between loses it. A
+ *    permanent refusal (a 5xx from the sender's side) is given up at once. The message and its
+ *    trace stay in dead/ either way.
  */
 import { prependedHeaderBytes } from "../mail/edit.js";
 import { buildDsn } from "../mail/dsn.js";
 import { isMessageId } from "../mail/message-id.js";
 import type { ReceivedMessage } from "../actions/message.js";
+import { ActionError } from "../actions/backend.js";
 import type { SendDsnRequest } from "../actions/backend.js";
 import { evaluate } from "../rules/evaluate.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
@@ -100,7 +102,16 @@ export type ProcessorEvent =
   /** The spool itself failed (disk full, I/O error); the message is retried for as long as it takes. */
   | { event: "spool-error"; messageId: string; error: string; delayMs: number }
   | { event: "dsn-sent"; messageId: string; to: string }
-  | { event: "dsn-failed"; messageId: string; to: string; attempt: number; error: string; final: boolean };
+  | {
+      event: "dsn-failed";
+      messageId: string;
+      to: string;
+      attempt: number;
+      error: string;
+      /** No further attempt follows: attempts used up, draining, or refused for good. */
+      final: boolean;
+      failure: "transient" | "permanent";
+    };
 
 const DEFAULT_CONCURRENCY = 8;
 const DEFAULT_RETRY_WINDOW_MS = 4 * 60 * 60 * 1000;
@@ -112,7 +123,7 @@ export const DEFAULT_FAILURE_REPLY: FailureReply = Object.freeze({
   message: "This message could not be delivered due to a recipient error.",
 });
 
-const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail"];
+const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail", "Connect"];
 
 /** Thrown into the evaluator by drain() to stop a message between two actions. */
 class Interrupted extends Error {}
@@ -471,7 +482,15 @@ export class Processor {
           ...originalMessageId(message),
         });
       } catch (error) {
-        this.emit({ event: "dsn-failed", messageId: id, to, attempt: 0, error: errorText(error), final: true });
+        this.emit({
+          event: "dsn-failed",
+          messageId: id,
+          to,
+          attempt: 0,
+          error: errorText(error),
+          final: true,
+          failure: "permanent",
+        });
         return;
       }
       for (let attempt = 1; ; attempt++) {
@@ -480,8 +499,10 @@ export class Processor {
           this.emit({ event: "dsn-sent", messageId: id, to });
           return;
         } catch (error) {
-          const final = attempt >= this.dsnAttempts || this.draining;
-          this.emit({ event: "dsn-failed", messageId: id, to, attempt, error: errorText(error), final });
+          // A refusal for good (a 5xx, docs/behaviour.md §8) would only be refused again.
+          const failure = error instanceof ActionError ? error.failure : "transient";
+          const final = failure === "permanent" || attempt >= this.dsnAttempts || this.draining;
+          this.emit({ event: "dsn-failed", messageId: id, to, attempt, error: errorText(error), final, failure });
           if (final) return;
         }
         await this.pause(this.backoffDelay(attempt));

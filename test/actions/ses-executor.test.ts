@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { executorFromConfig } from "../../src/actions/compose.js";
+import { recordingExecutor } from "../../src/actions/record.js";
 import { bufferMessage } from "../../src/actions/message.js";
 import type { ReceivedMessage } from "../../src/actions/message.js";
 import { sesExecutor } from "../../src/actions/ses-executor.js";
@@ -146,6 +147,30 @@ describe("WorkMail", () => {
     const [mail] = mailHost.received;
     expect(mail!.rcptTo).toEqual(["info@example.com", "sales@example.com"]);
     expect(mail!.data.equals(Buffer.concat([Buffer.from("X-Route: mailbox\r\n"), RAW]))).toBe(true);
+  });
+});
+
+describe("Connect", () => {
+  const connect: RuleAction = {
+    type: "Connect",
+    params: {
+      InstanceARN: "arn:aws:connect:us-east-1:123456789012:instance/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+      IAMRoleARN: "arn:aws:iam::123456789012:role/ses-start-email-contact",
+    },
+  };
+
+  it.each([
+    ["the SES executor", () => localExecutor("connect")],
+    ["the recording executor of replay", () => recordingExecutor<ReceivedMessage>()],
+  ])("fails for good, by name, in %s, and the rest of the rule does not run", async (_, executor) => {
+    const trace = await run([connect, { type: "S3", params: { BucketName: "after-connect" } }], executor());
+    expect(trace.end).toBe("failed");
+    expect(trace.rules[0]!.actions[0]).toMatchObject({ type: "Connect", outcome: "failed", failure: "permanent" });
+    expect(trace.rules[0]!.actions[0]!.error).toBe(
+      "ConnectAction is not supported by receiptd: it has no Amazon Connect back end, so no email contact can be " +
+        "started in arn:aws:connect:us-east-1:123456789012:instance/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+    );
+    expect(trace.rules[0]!.actions[1]!.outcome).toBe("skipped");
   });
 });
 

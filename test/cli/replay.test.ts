@@ -185,6 +185,35 @@ describe("receiptd replay", () => {
     expect(stdout).toMatch(/2 message\(s\): \d+ recipient\(s\) accepted, 1 refused, 0 unreadable/);
   });
 
+  it("replays a ConnectAction as the daemon runs it: a permanent failure by name, later actions skipped", async () => {
+    const rules = join(scratch, "connect.json");
+    const instance = "arn:aws:connect:us-east-1:123456789012:instance/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111";
+    const role = "arn:aws:iam::123456789012:role/ses-connect";
+    await writeFile(
+      rules,
+      JSON.stringify({
+        Rules: [
+          {
+            Name: "contact",
+            Enabled: true,
+            Recipients: ["example.com"],
+            Actions: [{ ConnectAction: { InstanceARN: instance, IAMRoleARN: role } }, { S3Action: { BucketName: "after" } }],
+          },
+        ],
+      }),
+    );
+    const text = await receiptd("replay", "samples/noreply.eml", "--rules", rules);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain(
+      `! Connect ${instance} (role ${role}): permanent failure: ConnectAction is not supported by receiptd: `,
+    );
+    expect(text.stdout).toContain("- S3 s3://after/");
+    const json = await receiptd("replay", "samples/noreply.eml", "--rules", rules, "--json");
+    const [line] = jsonLines(json.stdout);
+    const [action] = (line!.rules as { actions: Record<string, unknown>[] }[])[0]!.actions;
+    expect(action).toMatchObject({ type: "Connect", outcome: "failed", failure: "permanent", InstanceARN: instance, IAMRoleARN: role });
+  });
+
   it("bad usage and invalid rule sets exit 2 with the reason", async () => {
     expect((await receiptd("replay", "samples")).code).toBe(2);
     expect((await receiptd("replay", "--rules", "rules/example.json")).code).toBe(2);

@@ -56,6 +56,19 @@ describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
     expect(decideRecipient("anyone@example.org", base)).toEqual({ accepted: true });
   });
 
+  it("accepts an IDN domain's mail in A-label or U-label form, whichever form rules and identities use", () => {
+    // smtp-server hands RCPT TO:<info@xn--mnchen-3ya.test> over as info@münchen.test.
+    for (const ruleDomain of ["xn--mnchen-3ya.test", "münchen.test"]) {
+      for (const identity of ["xn--mnchen-3ya.test", "münchen.test"]) {
+        const context = { ruleSet: ruleSet(rule("idn", [ruleDomain])), identities: identitiesFrom([identity]), tls: false, acceptedSoFar: 0 };
+        for (const recipient of ["info@xn--mnchen-3ya.test", "info@münchen.test", "info@MÜNCHEN.TEST"]) {
+          expect(decideRecipient(recipient, context), `${ruleDomain} / ${identity} / ${recipient}`).toEqual({ accepted: true });
+        }
+        expect(decideRecipient("info@munchen.test", context)).toEqual({ accepted: false, reply: REPLIES.relayingDenied });
+      }
+    }
+  });
+
   it("over the recipient limit (default 100) answers 452 4.5.3", () => {
     expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 99 })).toEqual({ accepted: true });
     expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 100 })).toEqual({

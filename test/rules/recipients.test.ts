@@ -85,6 +85,53 @@ describe("recipient matching (SEMANTICS 2)", () => {
     expect(identities.addresses.size).toBe(0);
   });
 
+  describe("an IDN domain is one domain in its A-label and U-label spellings", () => {
+    const A = "xn--mnchen-3ya.test";
+    const U = "münchen.test";
+    it.each([
+      [A, `info@${A}`],
+      [A, `info@${U}`],
+      [U, `info@${A}`],
+      [U, `info@MÜNCHEN.test`],
+      [`XN--MNCHEN-3YA.TEST`, `info@${U}`],
+      [`info@${U}`, `info+x@${A}`],
+      [`info@${A}`, `INFO@${U}`],
+      [`.${U}`, `info@mail.${A}`],
+      [`.${A}`, `info@mail.${U}`],
+    ])("entry %s matches %s", (entry, recipient) => {
+      expect(entryMatches(entry, recipient)).toBe(true);
+      expect(rulesMatchingRecipient([rule("r", [entry])], recipient, identitiesFrom([]))).toEqual([0]);
+    });
+
+    it.each([
+      [A, `info@mail.${U}`],
+      [U, "info@munchen.test"],
+      [`.${U}`, `info@${A}`],
+    ])("entry %s does not match %s", (entry, recipient) => {
+      expect(entryMatches(entry, recipient)).toBe(false);
+      expect(rulesMatchingRecipient([rule("r", [entry])], recipient, identitiesFrom([]))).toEqual([]);
+    });
+
+    it.each([
+      [[A], `info@${U}`],
+      [[U], `info@${A}`],
+      [[U], `info@sub.${A}`],
+      [[`info@${A}`], `info@${U}`],
+      [[`Info@${U}`], `info@${A}`],
+    ])("identities %j take %s", (entries, recipient) => {
+      const identities = identitiesFrom(entries);
+      expect(isInsideIdentity(recipient, identities)).toBe(true);
+      expect(rulesMatchingRecipient([rule("all", [])], recipient, identities)).toEqual([0]);
+    });
+
+    it("a rule set's own identities take its IDN domains in either spelling", () => {
+      const identities = identitiesOfRules([rule("a", [U]), rule("b", [`info@${A}`])]);
+      expect([...identities.domains]).toEqual([A]);
+      expect(isInsideIdentity(`x@${A}`, identities)).toBe(true);
+      expect(isInsideIdentity(`x@${U}`, identities)).toBe(true);
+    });
+  });
+
   it("the index answers exactly as a scan of every entry of every rule", () => {
     const entries = [
       "user@example.com",

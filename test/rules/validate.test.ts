@@ -20,7 +20,10 @@ const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/rul
 const TOPIC = "arn:aws:sns:us-east-1:123456789012:mail";
 const FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:triage";
 const ORGANIZATION = "arn:aws:workmail:us-west-2:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7";
-const ACTION_KEYS = "S3Action, SNSAction, LambdaAction, BounceAction, AddHeaderAction, StopAction, WorkmailAction";
+const ACTION_KEYS =
+  "S3Action, SNSAction, LambdaAction, BounceAction, AddHeaderAction, StopAction, WorkmailAction, ConnectAction";
+const CONNECT_INSTANCE = "arn:aws:connect:us-east-1:123456789012:instance/a1b2c3d4-5678-90ab-cdef-EXAMPLE11111";
+const CONNECT_ROLE = "arn:aws:iam::123456789012:role/ses-start-email-contact";
 const NAME_RULE = "a name of 1 to 63 ASCII letters, digits, '.', '_' or '-' that starts and ends with a letter or digit";
 const RECIPIENT_RULE =
   "expected an address (user@example.com), a domain (example.com) or a dot-prefixed domain (.example.com)";
@@ -362,15 +365,53 @@ describe("recipients", () => {
 });
 
 describe("actions", () => {
-  it("rejects ConnectAction as unsupported", () => {
-    const connect = {
-      InstanceARN: "arn:aws:connect:us-east-1:123456789012:instance/x",
-      IAMRoleARN: "arn:aws:iam::123456789012:role/r",
+  it("accepts a real SES rule set with a ConnectAction, its fields as written", () => {
+    // As `aws ses describe-active-receipt-rule-set` prints a set that hands mail to Amazon Connect.
+    const described = {
+      Metadata: { Name: "contact-center", CreatedTimestamp: "2025-01-14T10:20:30.123000+00:00" },
+      Rules: [
+        {
+          Name: "to-connect",
+          Enabled: true,
+          TlsPolicy: "Optional",
+          Recipients: ["support@example.com"],
+          Actions: [
+            { S3Action: { BucketName: "contact-archive", ObjectKeyPrefix: "support/" } },
+            { ConnectAction: { InstanceARN: CONNECT_INSTANCE, IAMRoleARN: CONNECT_ROLE } },
+          ],
+          ScanEnabled: true,
+        },
+      ],
     };
+    const parsed = parseRuleSet(described);
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
+    expect(parsed.value.rules[0]?.actions[1]).toEqual({
+      type: "Connect",
+      params: { InstanceARN: CONNECT_INSTANCE, IAMRoleARN: CONNECT_ROLE },
+    });
+  });
+
+  it("refuses a ConnectAction without its required fields, naming each", () => {
+    expect(actionIssues({ ConnectAction: {} })).toEqual([
+      { path: "Rules[0].Actions[0].ConnectAction.InstanceARN", message: "missing required key InstanceARN in ConnectAction" },
+      { path: "Rules[0].Actions[0].ConnectAction.IAMRoleARN", message: "missing required key IAMRoleARN in ConnectAction" },
+    ]);
+  });
+
+  it("refuses a ConnectAction with fields that are not ARNs of their kind, naming each", () => {
+    const issues = actionIssues({
+      ConnectAction: { InstanceARN: "arn:aws:connect:us-east-1:123456789012:queue/q", IAMRoleARN: "ses-role" },
+    });
+    expect(issues.map((issue) => issue.path)).toEqual([
+      "Rules[0].Actions[0].ConnectAction.InstanceARN",
+      "Rules[0].Actions[0].ConnectAction.IAMRoleARN",
+    ]);
+    expect(issues[0]?.message).toContain("expected an ARN like arn:aws:connect:us-east-1:123456789012:instance/");
+    expect(issues[1]?.message).toContain("expected an ARN like arn:aws:iam::123456789012:role/");
     expectOneIssue(
-      actionIssues({ ConnectAction: connect }),
-      "Rules[0].Actions[0].ConnectAction",
-      "ConnectAction is not supported by receiptd",
+      actionIssues({ ConnectAction: { InstanceARN: CONNECT_INSTANCE, IAMRoleARN: CONNECT_ROLE, TopicArn: TOPIC } }),
+      "Rules[0].Actions[0].ConnectAction.TopicArn",
+      'unknown key "TopicArn" in ConnectAction; allowed keys: InstanceARN, IAMRoleARN',
     );
   });
 
@@ -562,7 +603,8 @@ describe("all issues at once", () => {
       "Rules[0].Actions[1].BounceAction.Message",
       "Rules[0].Actions[1].BounceAction.Sender",
       "Rules[0].Actions[1].BounceAction.StatusCode",
-      "Rules[0].Actions[2].ConnectAction",
+      "Rules[0].Actions[2].ConnectAction.InstanceARN",
+      "Rules[0].Actions[2].ConnectAction.IAMRoleARN",
       "Rules[0].Actions[3]",
       "Rules[1].Enabled",
       "Rules[1].Name",

@@ -172,6 +172,6 @@ export function scriptedExecutor(script: Script = () => ({ status: "done" })): {
     calls.push(key);
     return script(call, key);
   };
-  const types: ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail"];
+  const types: ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "AddHeader", "Stop", "WorkMail", "Connect"];
   return { executor: Object.fromEntries(types.map((t) => [t, run])) as ActionExecutor<ReceivedMessage>, calls };
 }

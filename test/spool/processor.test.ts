@@ -5,6 +5,7 @@ import { readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { SendDsnRequest } from "../../src/actions/backend.js";
+import { smtpDsnSender } from "../../src/actions/transports/dsn.js";
 import type { ActionOutcome } from "../../src/rules/executor.js";
 import type { RuleSet } from "../../src/rules/model.js";
 import { Processor } from "../../src/spool/processor.js";
@@ -12,6 +13,7 @@ import type { ProcessorOptions } from "../../src/spool/processor.js";
 import type { MessageState } from "../../src/spool/spool.js";
 import { Spool } from "../../src/spool/spool.js";
 import { addHeader, lambda, rule, ruleSet, s3, sns } from "../helpers/rules.js";
+import { startSmtpServer } from "../helpers/smtp-server.js";
 import {
   Events,
   FUNCTION,
@@ -366,6 +368,31 @@ describe("permanent failures", () => {
     expect(await third).toMatchObject({ attempt: 3, final: true, error: "relay refused" });
     expect(tries).toBe(3);
     expect(h.timers.active()).toEqual([]);
+  });
+
+  it("give up a failure DSN the sender's side refuses with a 5xx after that one attempt", async () => {
+    const refusals: string[] = [];
+    const relay = await startSmtpServer({
+      rcptReply: (address) => {
+        refusals.push(address);
+        return { code: 550, text: "5.1.1 No such user" };
+      },
+    });
+    try {
+      const id = await spoolMessage();
+      const h = harness(() => permanent(), { sendFailureDsn: smtpDsnSender(`smtp://127.0.0.1:${relay.port}`) });
+      const failed = h.events.next("dsn-failed", id);
+      h.processor.enqueue(id);
+      const event = await failed;
+      expect(event).toMatchObject({ attempt: 1, final: true, failure: "permanent", to: "carol@example.net" });
+      expect(event.error).toContain("550 5.1.1 No such user");
+      expect(refusals).toEqual(["carol@example.net"]);
+      expect(h.timers.active()).toEqual([]);
+      expect(await listDir(join(dir, "dead"))).toContain(`${id}.trace.json`);
+      expect(h.events.of("dsn-failed")).toHaveLength(1);
+    } finally {
+      await relay.close();
+    }
   });
 
   it("include messages that cannot be parsed: dead-lettered, not retried forever", async () => {
