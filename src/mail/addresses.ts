@@ -1,4 +1,3 @@
-import { domainToASCII } from "node:url";
 import libmime from "libmime";
 import addressparser from "nodemailer/lib/addressparser";
 import type { MailboxAddress } from "nodemailer/lib/addressparser";
@@ -183,18 +182,4 @@ export function dedupeAddresses(addresses: readonly string[]): string[] {
     out.push(address);
   }
   return out;
-}
-
-/**
- * The one form in which domains are compared (docs/behaviour.md §2): lower case, IDN labels as
- * A-labels (`xn--`), so that `münchen.test`, `MÜNCHEN.test` and `xn--mnchen-3ya.test` are one
- * domain however a rule, an identity or a client spells it (smtp-server even turns an RCPT's
- * A-labels into Unicode). A name that is not a valid IDN keeps its lower-cased spelling, and so
- * still equals only itself.
- */
-export function canonicalDomain(domain: string): string {
-  const lower = domain.toLowerCase();
-  // For ASCII, domainToASCII would only lower-case it again; it is the slow path.
-  if (!/[^\x00-\x7f]/.test(lower)) return lower;
-  return domainToASCII(lower) || lower;
 }
