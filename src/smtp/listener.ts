@@ -3,7 +3,6 @@ import type { AddressInfo, Server, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { Readable, finished } from "node:stream";
 import tls from "node:tls";
-import { domainToASCII } from "node:url";
 import { SMTPServer } from "smtp-server";
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from "smtp-server";
 import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
@@ -196,21 +195,7 @@ export const LISTENER_REPLIES = {
 function needsSmtpUtf8(address: string, mailFrom: SMTPServerAddress | false | undefined): boolean {
   const args = mailFrom ? (mailFrom.args as Record<string, unknown> | false) : false;
   const utf8 = args !== false && args.SMTPUTF8 === true;
-  return !utf8 && !sendableInAscii(address);
-}
-
-const NON_ASCII = /[^\x00-\x7f]/;
-
-/**
- * smtp-server turns an address's A-labels (xn--) into Unicode before we see it, so a domain that
- * is a valid IDN may well have come as plain ASCII and passes; a domain that is no IDN (U+FFFD)
- * or a non-ASCII local part does not (docs/behaviour.md §4).
- */
-function sendableInAscii(address: string): boolean {
-  const at = address.lastIndexOf("@");
-  const local = at === -1 ? address : address.slice(0, at);
-  const domain = at === -1 ? "" : address.slice(at + 1);
-  return !NON_ASCII.test(local) && (!NON_ASCII.test(domain) || domainToASCII(domain) !== "");
+  return !utf8 && /[^\x00-\x7f]/.test(address);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { domainToUnicode } from "node:url";
 import type { SMTPServer } from "smtp-server";
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { SMTPStream } from "smtp-server/lib/smtp-stream.js";
@@ -33,6 +34,7 @@ type ParsedAddress = Parameters<SMTPConnection["_validateMailParams"]>[0];
 
 interface PatchableConnection {
   init(this: SMTPConnection): void;
+  _parseAddressCommand(this: SMTPConnection, name: string, command: string): ParsedAddress | false;
   _validateMailParams(this: SMTPConnection, parsed: ParsedAddress): ReturnType<SMTPConnection["_validateMailParams"]>;
   _getHandler(this: SMTPConnection, command: string): CommandHandler | undefined;
 }
@@ -81,7 +83,7 @@ function verify(proto: PatchableConnection): void {
 export function patchSmtpConnection(proto: PatchableConnection = SMTPConnection.prototype): void {
   if (patched.has(proto)) return;
   verify(proto);
-  const { init, _validateMailParams: validateMailParams } = proto;
+  const { init, _validateMailParams: validateMailParams, _parseAddressCommand: parseAddressCommand } = proto;
 
   proto.init = function (this: SMTPConnection): void {
     const tweak = tweaks.get(this._server);
@@ -109,8 +111,30 @@ export function patchSmtpConnection(proto: PatchableConnection = SMTPConnection.
     return { code: tweak.declaredSizeRefusal.code, message: tweak.declaredSizeRefusal.message, enhancedCode: null };
   };
 
+  proto._parseAddressCommand = function (this: SMTPConnection, name, command) {
+    const parsed = parseAddressCommand.call(this, name, command);
+    if (!parsed || !tweaks.has(this._server)) return parsed;
+    return { ...parsed, address: addressAsSent(parsed.address, command) };
+  };
+
   patched.add(proto);
 }
+
+/**
+ * smtp-server turns a domain's A-labels (`xn--`) into Unicode. SES reports an address as the
+ * client sent it, and a Unicode domain that came as ASCII would pass for one that needs
+ * SMTPUTF8, so the domain's spelling in the command is put back whenever it is the same domain.
+ */
+export function addressAsSent(address: string, command: string): string {
+  const at = address.lastIndexOf("@");
+  if (at === -1 || !NON_ASCII.test(address.slice(at + 1))) return address;
+  const sent = /<([^<>]*)>/.exec(command)?.[1] ?? "";
+  const domain = sent.slice(sent.lastIndexOf("@") + 1);
+  if (NON_ASCII.test(domain) || !domain.toLowerCase().includes("xn--")) return address;
+  return domainToUnicode(domain) === domainToUnicode(address.slice(at + 1)) ? `${address.slice(0, at)}@${domain}` : address;
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 export function tweakServer(server: SMTPServer, tweak: ConnectionTweaks): void {
   patchSmtpConnection();

@@ -1,6 +1,6 @@
 // IDN domains through `receiptd serve`: rules, identities and clients may each spell a domain as
 // A-label or U-label, and the daemon takes its mail either way (docs/behaviour.md §2).
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -81,6 +81,25 @@ describe("an IDN domain", () => {
     expect(await client.command(`MAIL FROM:<carol@${KOELN_A}>`)).toBe("250 Accepted");
     expect(await client.command(`RCPT TO:<info@${MUENCHEN_A}>`)).toBe("250 Accepted");
     await client.command("QUIT");
+  });
+
+  it("keeps an A-label recipient as the client sent it, as SES reports it", async () => {
+    const client = await RawSmtp.connect(daemon.smtpPort);
+    await client.reply();
+    await client.command("EHLO client.test");
+    await client.command("MAIL FROM:<carol@example.net>");
+    expect(await client.command(`RCPT TO:<info@${MUENCHEN_A}>`)).toBe("250 Accepted");
+    await client.command("DATA");
+    const reply = await client.command("Subject: as sent\r\n\r\nhello\r\n.");
+    await client.command("QUIT");
+    const messageId = /^250 Ok (\S+)/.exec(reply)![1]!;
+    await daemon.waitForLog((line) => line.event === "processing.message-completed" && line.messageId === messageId);
+    const stored = await readFile(join(work.dir, "data", "s3", "muenchen", messageId), "utf8");
+    expect(stored).toContain(`for info@${MUENCHEN_A};`);
+  });
+
+  it("refuses a U-label domain without SMTPUTF8 (RFC 6531)", async () => {
+    expect(await rcpt(`info@${MUENCHEN_U}`, false)).toBe("553 5.6.7 Non-ASCII address without SMTPUTF8");
   });
 
   it("still refuses what no rule or identity names, in either spelling", async () => {
