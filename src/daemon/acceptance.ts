@@ -5,7 +5,8 @@ import type { ReceiptdConfig } from "../config/config.js";
 import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
 import type { AuthResult } from "../mail/auth.js";
 import type { LivePolicy, PolicySnapshot } from "../ops/reload.js";
-import type { Header, Identities } from "../rules/model.js";
+import { receiptHeaders } from "../mail/stored.js";
+import type { Identities } from "../rules/model.js";
 import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
@@ -109,13 +110,6 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
     const started = performance.now();
     const snapshot = policy.snapshot();
     const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
-    const scanHeaders: Header[] =
-      scanned === "DISABLED"
-        ? []
-        : [
-            { name: "X-SES-Spam-Verdict", value: scanned },
-            { name: "X-SES-Virus-Verdict", value: scanned },
-          ];
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
     const state = {
       messageId: session.messageId,
@@ -124,7 +118,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
       client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
       verdicts: base,
       snapshot: await snapshotHash(snapshot),
-      receiptHeaders: [...session.receiptHeaders, ...scanHeaders],
+      receiptHeaders: receiptHeaders({ trace: session.receiptHeaders, scan: scanned, auth: AUTH_DISABLED }),
     };
     if (!authenticate) {
       // Everything is known up front, so the state is written while the body streams in.
@@ -136,7 +130,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
           const auth = await tee.result;
           return {
             verdicts: { ...base, ...auth.verdicts },
-            receiptHeaders: [...session.receiptHeaders, ...auth.headers, ...scanHeaders],
+            receiptHeaders: receiptHeaders({ trace: session.receiptHeaders, scan: scanned, auth }),
           };
         },
       });
