@@ -77,7 +77,7 @@ async function* storedBodyStream(raw: AsyncIterable<Buffer>): AsyncGenerator<Buf
 const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from("\r\n");
-/** A field name longer than this is not Return-Path, whatever follows. */
+/** A line start still undecided after this many bytes (a run of blanks after the name) is kept. */
 const UNDECIDED_LIMIT = 998;
 
 type Line = "undecided" | "keep" | "drop";
@@ -109,9 +109,8 @@ class StoredBody {
   }
 
   end(): Buffer[] {
-    const out: Buffer[] = [];
-    if (this.last !== -1 && this.last !== LF) out.push(...this.push(this.last === CR ? Buffer.from("\n") : CRLF));
-    return out;
+    if (this.last === -1 || this.last === LF) return [];
+    return this.push(this.last === CR ? Buffer.from("\n") : CRLF);
   }
 
   private crlf(chunk: Buffer): Buffer {
