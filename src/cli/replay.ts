@@ -25,7 +25,9 @@ Options:
   --from <addr>               envelope sender (default: Return-Path, else From)
   --to <addr>                 envelope recipient (repeatable; default: Delivered-To or
                               X-Original-To, else To + Cc + Bcc)
-  --client-ip <ip>            client address, checked against the IP filters
+  --client-ip <ip>            client address, checked against the IP filters and
+                              named in Received (default 127.0.0.1)
+  --helo <name>               the client's EHLO name, for Received (default localhost)
   --tls                       the session was under TLS
   --lambda-result <arn>=<disposition>
                               what a RequestResponse Lambda returns (repeatable),
@@ -51,6 +53,7 @@ const OPTIONS = {
   from: { type: "string" },
   to: { type: "string", multiple: true },
   "client-ip": { type: "string" },
+  helo: { type: "string" },
   tls: { type: "boolean" },
   "lambda-result": { type: "string", multiple: true },
   executor: { type: "string" },
@@ -146,6 +149,7 @@ export async function runReplay(args: string[]): Promise<number> {
       ...(values.from === undefined ? {} : { mailFrom: values.from }),
       ...(values.to === undefined ? {} : { recipients: values.to }),
       ...(clientIp === undefined ? {} : { clientIp }),
+      ...(values.helo === undefined ? {} : { helo: values.helo }),
     };
     if (executorKind !== "record") {
       const config =
@@ -153,6 +157,7 @@ export async function runReplay(args: string[]): Promise<number> {
           ? await defaultConfig({ backend: executorKind })
           : await loadConfigFile(values.config, { backend: executorKind });
       settings.executor = executorFromConfig(config);
+      settings.hostname = config.hostname;
     }
   } catch (error) {
     if (reportValidationError(error)) return EXIT.usage;

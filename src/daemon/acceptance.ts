@@ -5,7 +5,8 @@ import type { ReceiptdConfig } from "../config/config.js";
 import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
 import type { AuthResult } from "../mail/auth.js";
 import type { LivePolicy, PolicySnapshot } from "../ops/reload.js";
-import type { Header, Identities } from "../rules/model.js";
+import { storedMessage } from "../mail/stored.js";
+import type { Identities } from "../rules/model.js";
 import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
@@ -109,36 +110,30 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
     const started = performance.now();
     const snapshot = policy.snapshot();
     const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
-    const scanHeaders: Header[] =
-      scanned === "DISABLED"
-        ? []
-        : [
-            { name: "X-SES-Spam-Verdict", value: scanned },
-            { name: "X-SES-Virus-Verdict", value: scanned },
-          ];
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
+    const envelope = { mailFrom: session.mailFrom, recipients: session.recipients };
+    const receipt = { messageId: session.messageId, receivedAt: session.receivedAt, client: session.client, hostname: config.hostname, scan: scanned };
     const state = {
       messageId: session.messageId,
       receivedAt: session.receivedAt.toISOString(),
-      envelope: { mailFrom: session.mailFrom, recipients: session.recipients },
+      envelope,
       client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
       verdicts: base,
       snapshot: await snapshotHash(snapshot),
-      receiptHeaders: [...session.receiptHeaders, ...scanHeaders],
     };
     if (!authenticate) {
       // Everything is known up front, so the state is written while the body streams in.
-      await spool.accept(state, body);
+      const stored = storedMessage(envelope, body, { ...receipt, auth: AUTH_DISABLED });
+      await spool.accept({ ...state, receiptHeaders: await stored.headers }, stored.body);
     } else {
+      // Authentication reads the message as the client sent it, before it is made the stored one.
       const tee = teeForAuthentication(body, authenticate(session));
-      await spool.accept(state, tee.body, {
-        completeState: async () => {
-          const auth = await tee.result;
-          return {
-            verdicts: { ...base, ...auth.verdicts },
-            receiptHeaders: [...session.receiptHeaders, ...auth.headers, ...scanHeaders],
-          };
-        },
+      const stored = storedMessage(envelope, tee.body, { ...receipt, auth: tee.result });
+      await spool.accept(state, stored.body, {
+        completeState: async () => ({
+          verdicts: { ...base, ...(await tee.result).verdicts },
+          receiptHeaders: await stored.headers,
+        }),
       });
     }
     onAccepted((performance.now() - started) / 1000);

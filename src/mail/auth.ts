@@ -153,6 +153,35 @@ function spfKeyValue(value: string): string {
   return /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+$/.test(value) ? value : `"${value.replace(/[\\"]/g, "\\$&")}"`;
 }
 
+/**
+ * Received-SPF as mailauth writes it with SES's keys added, and Authentication-Results as SES
+ * writes it (docs/behaviour.md §5) rather than as mailauth does (smtp.mailfrom=, header.s=,
+ * header.b=, policy comments): `<hostname>; spf=<the Received-SPF value> dkim=<result>
+ * header.i=<identity>; dmarc=<result> header.from=<domain>;`. One dkim= per signature checked,
+ * none for an unsigned message; no dmarc= when DMARC could not be evaluated.
+ */
+function sesHeaders(lines: Header[], dkim: DKIMVerifyResult, dmarc: DMARCResult | false, input: AuthInput): Header[] {
+  const receivedSpf = lines.filter((h) => h.name.toLowerCase() === "received-spf").map((h) => withSpfKeys(h, input));
+  const methods = receivedSpf.map((h) => `spf=${h.value}`);
+  for (const signature of dkim.results) {
+    if (signature.status.result === "none") continue;
+    const identity = (signature.status.header as { i?: unknown } | undefined)?.i;
+    methods.push(`dkim=${resultKeyword(signature.status.result)} header.i=${typeof identity === "string" ? identity : `@${signature.signingDomain}`};`);
+  }
+  if (dmarc) {
+    const from = (dmarc.status.header as { from?: unknown } | undefined)?.from;
+    methods.push(`dmarc=${resultKeyword(dmarc.status.result)} header.from=${typeof from === "string" ? from : dmarc.domain};`);
+  }
+  // The signature's own i= could carry a folded line end; a header value must not.
+  const value = [`${input.hostname};`, ...methods].join(" ").replace(/[\r\n]/g, "");
+  return [...receivedSpf, { name: "Authentication-Results", value }];
+}
+
+/** RFC 8601's keyword; mailauth spells one of them its own way. */
+function resultKeyword(result: string): string {
+  return result === "temperr" ? "temperror" : result;
+}
+
 /** `Name: value` lines, folded, CRLF-separated, as mailauth returns them. */
 function parseHeaderLines(block: string): Header[] {
   return block
@@ -199,7 +228,7 @@ export async function authenticateMessage(input: AuthInput, options: AuthOptions
     });
     return {
       verdicts: { spf: spfVerdict(result.spf), dkim: dkimVerdict(result.dkim), ...dmarcVerdict(result.dmarc) },
-      headers: parseHeaderLines(result.headers).map((header) => withSpfKeys(header, input)),
+      headers: sesHeaders(parseHeaderLines(result.headers), result.dkim, result.dmarc, input),
     };
   } catch {
     const failed = "PROCESSING_FAILED";

@@ -1,13 +1,18 @@
 import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
+import { hostname as osHostname } from "node:os";
 import { join } from "node:path";
-import { bufferMessage, fileMessage } from "../actions/message.js";
-import type { ReceivedMessage } from "../actions/message.js";
+import { bufferMessage } from "../actions/message.js";
+import type { Receipt, ReceivedMessage } from "../actions/message.js";
 import { recordingExecutor } from "../actions/record.js";
-import { readMessageHead } from "../mail/headers.js";
+import { AUTH_DISABLED } from "../mail/auth.js";
+import { parseMessageHead, readMessageHead } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
 import { envelopeFromHeaders } from "../mail/envelope.js";
 import { messageIdFromBytes } from "../mail/message-id.js";
+import { storedMessage } from "../mail/stored.js";
+import type { ReceiptFacts } from "../mail/stored.js";
 import { REPLIES, decideRecipients } from "../rules/acceptance.js";
 import type { EnvelopeDecision } from "../rules/acceptance.js";
 import { evaluate } from "../rules/evaluate.js";
@@ -27,7 +32,12 @@ export interface ReplaySettings {
   mailFrom?: string;
   /** Envelope recipients; taken from the message when absent or empty. */
   recipients?: string[];
+  /** The client's address, checked against the IP filters; 127.0.0.1 in Received when absent. */
   clientIp?: string;
+  /** The client's EHLO name for Received; `localhost` by default. */
+  helo?: string;
+  /** Our host name for Received, as the daemon's `hostname`; the machine's name by default. */
+  hostname?: string;
   tls: boolean;
   maxRecipients?: number;
   /** Runs the actions; by default every message gets a new recording executor, and nothing runs. */
@@ -67,13 +77,41 @@ export async function replayMessage(file: string, settings: ReplaySettings): Pro
   return replayHead(file, head, settings);
 }
 
+interface StoredSource {
+  envelope: Envelope;
+  facts: ReceiptFacts;
+  receipt: Receipt;
+}
+
+function storedBufferMessage(bytes: Buffer, source: StoredSource): ReceivedMessage {
+  const body = storedMessage(source.envelope, bytes, source.facts).body;
+  return bufferMessage(body, parseMessageHead(body), source.receipt);
+}
+
+/**
+ * A file's stored message, made afresh from the file on every read rather than held: a file may
+ * be tens of megabytes. Its size takes one pass; `headerBlock` is its stored header block.
+ */
+async function storedFileMessage(file: string, headerBlock: Buffer, source: StoredSource): Promise<ReceivedMessage> {
+  const open = async function* (): AsyncGenerator<Buffer> {
+    const raw = createReadStream(file) as AsyncIterable<Buffer>;
+    yield* storedMessage(source.envelope, raw, source.facts).body;
+  };
+  let size = 0;
+  for await (const chunk of open()) size += chunk.length;
+  const storedHead = parseMessageHead(headerBlock);
+  return { size, headers: storedHead.headers, headerBlock: storedHead.headerBlock, open, ...source.receipt };
+}
+
 /** Replay has no SMTP session or DNS: SPF, DKIM and DMARC are GRAY (not determined). */
-function replayVerdicts(settings: ReplaySettings, accepted: readonly string[]): Verdicts {
-  const scanned = scanVerdict(settings.ruleSet, settings.identities, accepted);
+function replayVerdicts(scanned: "GRAY" | "DISABLED"): Verdicts {
   return { spam: scanned, virus: scanned, spf: "GRAY", dkim: "GRAY", dmarc: "GRAY" };
 }
 
-/** Replays a message whose head is already read: from `bytes` when given, else from the file. */
+/**
+ * Replays a message whose head is already read: from `bytes` when given, else from the file,
+ * streamed through `storedMessage` as the daemon streams DATA.
+ */
 export async function replayHead(
   file: string,
   head: MessageHead,
@@ -103,8 +141,24 @@ export async function replayHead(
   });
   if (accepted.length === 0) return { file, messageId, envelope, ipFilter, accepted, refused, trace: null };
 
-  const receipt = { receivedAt: (settings.clock ?? (() => new Date()))(), verdicts: replayVerdicts(settings, accepted) };
-  const message = bytes ? bufferMessage(bytes, head, receipt) : fileMessage(file, head, receipt);
+  // The message the daemon would have stored: replayed events must match real ones.
+  const receivedAt = (settings.clock ?? (() => new Date()))();
+  const scanned = scanVerdict(settings.ruleSet, settings.identities, accepted);
+  const stored: StoredSource = {
+    envelope: { mailFrom: envelope.mailFrom, recipients: accepted },
+    facts: {
+      messageId,
+      receivedAt,
+      client: { ip: settings.clientIp ?? "127.0.0.1", helo: settings.helo ?? "localhost", reverseDns: null },
+      hostname: settings.hostname ?? osHostname(),
+      scan: scanned,
+      auth: AUTH_DISABLED,
+    },
+    receipt: { receivedAt, verdicts: replayVerdicts(scanned) },
+  };
+  // The header block alone gives the headers on top, and the stored message's own header block.
+  const top = storedMessage(stored.envelope, head.headerBlock, stored.facts);
+  const message = bytes ? storedBufferMessage(bytes, stored) : await storedFileMessage(file, top.body, stored);
   const executor =
     settings.executor ??
     recordingExecutor<ReceivedMessage>({
@@ -119,6 +173,7 @@ export async function replayHead(
       envelope: { mailFrom: envelope.mailFrom, recipients: accepted },
       messageId,
       message,
+      prependedHeaders: await top.headers,
     },
     executor,
   );

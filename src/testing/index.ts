@@ -77,7 +77,12 @@ export interface EvaluateOptions {
   /** Envelope recipients; default: from the message (Delivered-To/X-Original-To, else To+Cc+Bcc). */
   recipients?: string[];
   tls?: boolean;
+  /** The client's address, checked against `filters`; 127.0.0.1 in Received when absent. */
   clientIp?: string;
+  /** The client's EHLO name for Received; `localhost` by default. */
+  helo?: string;
+  /** Our host name for Received, as the daemon's `hostname`; the machine's name by default. */
+  hostname?: string;
   filters?: IpFilter[];
   maxRecipients?: number;
   /** What each RequestResponse Lambda returns, by function ARN. */
@@ -91,7 +96,12 @@ export interface Evaluation extends ReplayResult {
   calls: RecordedCall[];
 }
 
-/** Evaluates one message as receiptd would on receipt, with every action recorded instead of run. */
+/**
+ * Evaluates one message as receiptd would on receipt, with every action recorded instead of run.
+ * The actions see the message the daemon would store (docs/behaviour.md §5): Return-Path,
+ * Received and the scan verdict headers on top (`calls[i].prependedHeaders`), CRLF line ends,
+ * the message's own Return-Path removed.
+ */
 export async function evaluateMessage(
   ruleSet: RuleSet,
   raw: Buffer | string,
@@ -116,6 +126,8 @@ export async function evaluateMessage(
       ...(options.mailFrom === undefined ? {} : { mailFrom: options.mailFrom }),
       ...(options.recipients === undefined ? {} : { recipients: options.recipients }),
       ...(options.clientIp === undefined ? {} : { clientIp: options.clientIp }),
+      ...(options.helo === undefined ? {} : { helo: options.helo }),
+      ...(options.hostname === undefined ? {} : { hostname: options.hostname }),
       ...(options.maxRecipients === undefined ? {} : { maxRecipients: options.maxRecipients }),
     },
     bytes,

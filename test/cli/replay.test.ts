@@ -137,7 +137,7 @@ describe("receiptd replay", () => {
     expect(jsonLines(stdout)[0]).toMatchObject({ accepted: [], refused: [{ recipient: "info@example.com", reply: "550 5.7.1 Relaying denied" }] });
   });
 
-  it("a message of tens of megabytes is replayed from its header alone, and strict mode flags SES's action limits", async () => {
+  it("a message of tens of megabytes is replayed without being held whole, and strict mode flags SES's action limits", async () => {
     const big = join(scratch, "big.eml");
     const file = await open(big, "w");
     await file.write("From: a@example.net\r\nTo: info@example.com\r\nSubject: big\r\n\r\n");

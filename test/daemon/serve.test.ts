@@ -134,18 +134,22 @@ describe("receiptd serve", () => {
     expect(JSON.parse(lambda[0]!).event.Records[0].ses.mail.messageId).toBe(messageId);
   });
 
-  it("authenticates while the message streams in: Received-SPF and Authentication-Results below Received", async () => {
+  it("authenticates while the message streams in; the top headers are in SES's order, Authentication-Results in SES's form", async () => {
     const daemon = await start("auth", { authentication: { enabled: true, dnsTimeoutMs: 500 } });
-    const info = await transport(daemon.smtpPort).sendMail({ from: "alice@example.org", to: "info@example.com", subject: "auth", text: "x" });
+    // abuse-reports scans, so the X-SES verdict headers are there too.
+    const info = await transport(daemon.smtpPort).sendMail({ from: "alice@example.org", to: "abuse@example.org", subject: "auth", text: "x" });
     const messageId = idOf(info.response);
-    await completed(daemon, messageId);
+    await daemon.waitForLog((line) => line.event === "processing.message-stopped" && line.messageId === messageId);
     const data = join(daemon.dir, "data");
-    const names = (await readFile(join(data, "s3", "receiptd-archive", "all", messageId), "utf8"))
-      .split("\r\n")
-      .slice(0, 4)
-      .map((line) => line.slice(0, line.indexOf(":")));
-    expect(names).toEqual(["Return-Path", "Received", "Received-SPF", "Authentication-Results"]);
-    const [line] = (await readFile(join(data, "sns", "inbound.jsonl"), "utf8")).trim().split("\n");
+    const top = (await readFile(join(data, "s3", "receiptd-abuse", "abuse", messageId), "utf8")).split("\r\n").slice(0, 6);
+    const names = top.map((line) => line.slice(0, line.indexOf(":")));
+    expect(names).toEqual(["Return-Path", "Received", "X-SES-Spam-Verdict", "X-SES-Virus-Verdict", "Received-SPF", "Authentication-Results"]);
+    const receivedSpf = top[4]!.slice("Received-SPF: ".length);
+    expect(receivedSpf).toMatch(/ client-ip=127\.0\.0\.1; envelope-from=alice@example\.org; helo=[^;]+;$/);
+    // SES's form: the SPF part repeats Received-SPF; unsigned, so no dkim=; none of mailauth's own properties.
+    expect(top[5]!.startsWith(`Authentication-Results: mx.receiptd.test; spf=${receivedSpf}`)).toBe(true);
+    expect(top[5]).not.toMatch(/smtp\.mailfrom|dkim=|header\.[sb]=/);
+    const [line] = (await readFile(join(data, "sns", "abuse-stored.jsonl"), "utf8")).trim().split("\n");
     const { receipt } = JSON.parse((JSON.parse(line!) as { message: string }).message);
     for (const verdict of ["spfVerdict", "dkimVerdict", "dmarcVerdict"]) {
       expect(["PASS", "FAIL", "GRAY", "PROCESSING_FAILED"]).toContain(receipt[verdict].status);
