@@ -1,4 +1,5 @@
 import { backendFromConfig } from "../actions/compose.js";
+import { removeLeftoverTemporaries } from "../actions/local/leftovers.js";
 import { sesExecutor } from "../actions/ses-executor.js";
 import type { ReceiptdConfig } from "../config/config.js";
 import { startAdminServer } from "../ops/admin.js";
@@ -14,6 +15,7 @@ import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
 import { startAcceptance } from "./acceptance.js";
 import { AcceptorPool } from "./acceptors.js";
+import { preflight } from "./preflight.js";
 import { pooledRandomBytes } from "./random.js";
 
 export interface Daemon {
@@ -52,11 +54,12 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   const clock = options.clock ?? (() => new Date());
   const random = options.random ?? pooledRandomBytes;
   const { serve } = config;
+  await preflight(config);
   const metrics: Metrics = createMetrics({
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),
   });
 
-  // First of all: a second daemon on the same directory must refuse before it touches the spool.
+  // First of all, after the configuration checks that touch nothing: a second daemon on the same directory must refuse before it touches the spool.
   const spool = await Spool.open({ dir: serve.spool.dir });
 
   // The SMTP side, in this process or in acceptor processes; set once it listens.
@@ -70,15 +73,22 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     },
     logger,
     metrics,
+    tlsOffered: serve.smtp.tls !== undefined,
     // Acceptor processes, if any, follow every change.
     onChange: (texts) => smtp?.policyChanged?.(texts),
   });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
-  // A failure after its action succeeded (an Event handler, an SNS subscriber) is only logged.
+  // A failure after its action succeeded (an Event handler, an SNS subscriber) is logged and counted.
   const backend = backendFromConfig(config, {
-    onBackgroundFailure: (failure) => logger.warn("actions.background_failed", { ...failure }),
+    onBackgroundFailure: (failure) => {
+      metrics.actionBackgroundFailures.inc({ type: failure.kind === "lambda-event" ? "Lambda" : "SNS" });
+      logger.warn("actions.background_failed", { ...failure });
+    },
   });
+  // A crash mid-write leaves temp files in the local back end's directories; no action runs yet.
+  const leftovers = await removeLeftoverTemporaries(config.dataDir);
+  if (leftovers.length > 0) logger.info("actions.temporaries_removed", { files: leftovers.length });
   const processor = new Processor({
     spool,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),
