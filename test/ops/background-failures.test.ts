@@ -53,8 +53,8 @@ describe("receiptd_action_background_failures_total", () => {
       expect(text).toMatch(/^# TYPE receiptd_action_background_failures_total counter$/m);
       expect(text).toMatch(/^receiptd_action_background_failures_total\{type="Lambda"\} 1$/m);
       expect(text).toMatch(/^receiptd_action_background_failures_total\{type="SNS"\} 0$/m);
-      // The action itself succeeded, as it does on SES.
-      expect(text).toMatch(/^receiptd_actions_total\{type="Lambda",outcome="done"\} 1$/m);
+      // The action itself succeeded, as it does on SES (reported once invoke has returned).
+      await expect.poll(metrics, { timeout: 10_000 }).toMatch(/^receiptd_actions_total\{type="Lambda",outcome="done"\} 1$/m);
     } finally {
       await daemon.stop(0);
     }
