@@ -76,6 +76,10 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     tlsOffered: serve.smtp.tls !== undefined,
     // Acceptor processes, if any, follow every change.
     onChange: (texts) => smtp?.policyChanged?.(texts),
+  }).catch(async (error: unknown) => {
+    // A refused rule set at start: give the spool's lock back to whoever starts next.
+    await spool.close();
+    throw error;
   });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
@@ -87,8 +91,11 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     },
   });
   // A crash mid-write leaves temp files in the local back end's directories; no action runs yet.
-  const leftovers = await removeLeftoverTemporaries(config.dataDir);
-  if (leftovers.length > 0) logger.info("actions.temporaries_removed", { files: leftovers.length });
+  // Housekeeping only: a directory that cannot be read is the action's to report, not start-up's.
+  await removeLeftoverTemporaries(config.dataDir).then(
+    (removed) => removed.length > 0 && logger.info("actions.temporaries_removed", { files: removed.length }),
+    (error: unknown) => logger.warn("actions.temporaries_not_removed", { error }),
+  );
   const processor = new Processor({
     spool,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),

@@ -80,6 +80,8 @@ describe("TLS at start", () => {
     expect(stderr).not.toMatch(NO_STACK);
 
     await expect(start(configFor(dir, { rules: SECURE_ONLY }))).rejects.toThrow(/"payroll-requires-tls" requires TLS.*config\.smtp\.tls/);
+    // The refusal gave the spool's lock back.
+    expect(await readdir(join(dir, "data", "spool"))).not.toContain("lock");
   });
 
   it("refuses a missing certificate or key file with the file and the field, no stack trace", async () => {
@@ -167,5 +169,15 @@ describe("leftover temporary files", () => {
     expect(await left(join(mailbox, "tmp"))).toEqual(["written-by-another-delivery-agent"]);
     expect(await left(join(mailbox, "new"))).toHaveLength(1);
     expect(out.records().find((record) => record.event === "actions.temporaries_removed")).toMatchObject({ files: 3 });
+  });
+
+  it("starts all the same when the leftovers cannot be looked for, and says so", async () => {
+    const dir = await directory("leftovers-unreadable");
+    await mkdir(join(dir, "data"), { recursive: true });
+    // Not a directory: reading it fails with ENOTDIR, as an unreadable one would for another user.
+    await writeFile(join(dir, "data", "s3"), "x");
+    const out = new Capture();
+    await start(configFor(dir, { admin: null }), out);
+    expect(out.records().find((record) => record.event === "actions.temporaries_not_removed")).toMatchObject({ level: "warn" });
   });
 });
