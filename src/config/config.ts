@@ -1,7 +1,9 @@
 import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
 import { hostname as osHostname } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEFAULTS } from "./defaults.js";
 
 /** Where each action type's effects go. */
 export interface BackendChoice {
@@ -138,9 +140,10 @@ class Reader {
     return value;
   }
 
-  string(value: unknown, path: string, pattern?: RegExp, expected?: string): string | undefined {
+  string(value: unknown, path: string, pattern?: RegExp | ((text: string) => boolean), expected?: string): string | undefined {
     if (value === undefined) return undefined;
-    if (typeof value !== "string" || value === "" || (pattern && !pattern.test(value))) {
+    const valid = (text: string) => (pattern === undefined ? true : typeof pattern === "function" ? pattern(text) : pattern.test(text));
+    if (typeof value !== "string" || value === "" || !valid(value)) {
       this.issues.push(`${path}: expected ${expected ?? "a non-empty string"}, found ${JSON.stringify(value)}`);
       return undefined;
     }
@@ -203,10 +206,16 @@ function readAwsService(reader: Reader, value: unknown, path: string, s3: boolea
   return config;
 }
 
-const HOST = /^(?:[0-9.]+|[0-9A-Fa-f:.]+|[A-Za-z0-9.-]+)$/;
+/** RFC 1123 labels: letters, digits and inner hyphens, 63 at most; no empty label, no dot at either end. */
+const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${LABEL}(?:\\.${LABEL})*$`);
+/** A host name, whose last label is not all digits (that would be a mistyped IPv4 address). */
+const isHostname = (text: string): boolean => HOSTNAME.test(text) && !/(?:^|\.)\d+$/.test(text);
+/** Where to listen: an IPv4 or IPv6 address, or a host name. */
+const isHost = (text: string): boolean => isIP(text) !== 0 || isHostname(text);
 
 function readListen(reader: Reader, value: unknown): ListenAddress[] {
-  if (value === undefined) return [{ host: "127.0.0.1", port: 2525, implicitTls: false }];
+  if (value === undefined) return [{ ...DEFAULTS.smtp.listen, implicitTls: false }];
   if (!Array.isArray(value) || value.length === 0) {
     reader.issues.push("config.smtp.listen: expected a non-empty list of {host, port, implicitTls?}");
     return [];
@@ -214,7 +223,7 @@ function readListen(reader: Reader, value: unknown): ListenAddress[] {
   return value.flatMap((entry, i) => {
     const path = `config.smtp.listen[${i}]`;
     const raw = reader.object(entry, path, ["host", "port", "implicitTls"]);
-    const host = reader.string(raw.host, `${path}.host`, HOST, "an IP address or host name");
+    const host = reader.string(raw.host, `${path}.host`, isHost, "an IP address or host name");
     const port = reader.integer(raw.port, `${path}.port`, 0, 65535);
     const implicitTls = reader.boolean(raw.implicitTls, `${path}.implicitTls`) ?? false;
     if (raw.host === undefined) reader.issues.push(`${path}.host: required`);
@@ -279,14 +288,14 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     "backoffInitialMs",
     "backoffMaxMs",
   ]);
-  let admin: ServeConfig["admin"] = { host: "127.0.0.1", port: 9025 };
+  let admin: ServeConfig["admin"] = { ...DEFAULTS.admin };
   if (raw.admin === null) admin = null;
   else if (raw.admin !== undefined) {
     const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port", "url"]);
     const url = reader.url(adminRaw.url, "config.admin.url", ["http:", "https:"]);
     admin = {
-      host: reader.string(adminRaw.host, "config.admin.host", HOST, "an IP address or host name") ?? "127.0.0.1",
-      port: reader.integer(adminRaw.port, "config.admin.port", 0, 65535) ?? 9025,
+      host: reader.string(adminRaw.host, "config.admin.host", isHost, "an IP address or host name") ?? DEFAULTS.admin.host,
+      port: reader.integer(adminRaw.port, "config.admin.port", 0, 65535) ?? DEFAULTS.admin.port,
       // No trailing slash: paths are appended to it.
       ...(url === undefined ? {} : { url: url.replace(/\/+$/, "") }),
     };
@@ -301,33 +310,36 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
       ...(banner === undefined ? {} : { banner }),
       ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
       proxyProtocolFrom,
-      maxConnections: reader.integer(smtpRaw.maxConnections, "config.smtp.maxConnections", 1, 1_000_000) ?? 1000,
-      maxConnectionsPerIp: reader.integer(smtpRaw.maxConnectionsPerIp, "config.smtp.maxConnectionsPerIp", 1, 1_000_000) ?? 50,
-      socketTimeoutMs: reader.integer(smtpRaw.socketTimeoutMs, "config.smtp.socketTimeoutMs", 1000, 3_600_000) ?? 300_000,
-      maxMessageBytes: reader.integer(smtpRaw.maxMessageBytes, "config.smtp.maxMessageBytes", 1024, 2 ** 40) ?? 40 * 1024 * 1024,
-      maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? 100,
-      earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? 0,
-      reverseDns: reader.boolean(smtpRaw.reverseDns, "config.smtp.reverseDns") ?? true,
-      processes: reader.integer(smtpRaw.processes, "config.smtp.processes", 1, 64) ?? 1,
+      maxConnections: reader.integer(smtpRaw.maxConnections, "config.smtp.maxConnections", 1, 1_000_000) ?? DEFAULTS.smtp.maxConnections,
+      maxConnectionsPerIp: reader.integer(smtpRaw.maxConnectionsPerIp, "config.smtp.maxConnectionsPerIp", 1, 1_000_000) ?? DEFAULTS.smtp.maxConnectionsPerIp,
+      socketTimeoutMs: reader.integer(smtpRaw.socketTimeoutMs, "config.smtp.socketTimeoutMs", 1000, 3_600_000) ?? DEFAULTS.smtp.socketTimeoutMs,
+      maxMessageBytes: reader.integer(smtpRaw.maxMessageBytes, "config.smtp.maxMessageBytes", 1024, 2 ** 40) ?? DEFAULTS.smtp.maxMessageBytes,
+      maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? DEFAULTS.smtp.maxRecipients,
+      earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? DEFAULTS.smtp.earlyTalkerCheckMs,
+      reverseDns: reader.boolean(smtpRaw.reverseDns, "config.smtp.reverseDns") ?? DEFAULTS.smtp.reverseDns,
+      processes: reader.integer(smtpRaw.processes, "config.smtp.processes", 1, 64) ?? DEFAULTS.smtp.processes,
     },
     authentication: {
-      enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? true,
-      dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? 3000,
+      enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? DEFAULTS.authentication.enabled,
+      dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
     },
     spool: {
       dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, "spool"),
-      retentionHours: reader.integer(spoolRaw.retentionHours, "config.spool.retentionHours", 0, 24 * 365) ?? 24,
+      retentionHours: reader.integer(spoolRaw.retentionHours, "config.spool.retentionHours", 0, 24 * 365) ?? DEFAULTS.spool.retentionHours,
     },
     processing: {
-      concurrency: reader.integer(processingRaw.concurrency, "config.processing.concurrency", 1, 1024) ?? 8,
+      concurrency: reader.integer(processingRaw.concurrency, "config.processing.concurrency", 1, 1024) ?? DEFAULTS.processing.concurrency,
       concurrencyWhileReceiving:
-        reader.integer(processingRaw.concurrencyWhileReceiving, "config.processing.concurrencyWhileReceiving", 1, 1024) ?? 1,
-      retryWindowMinutes: reader.integer(processingRaw.retryWindowMinutes, "config.processing.retryWindowMinutes", 0, 7 * 24 * 60) ?? 240,
-      backoffInitialMs: reader.integer(processingRaw.backoffInitialMs, "config.processing.backoffInitialMs", 1, 3_600_000) ?? 1000,
-      backoffMaxMs: reader.integer(processingRaw.backoffMaxMs, "config.processing.backoffMaxMs", 1, 86_400_000) ?? 300_000,
+        reader.integer(processingRaw.concurrencyWhileReceiving, "config.processing.concurrencyWhileReceiving", 1, 1024) ??
+        DEFAULTS.processing.concurrencyWhileReceiving,
+      retryWindowMinutes: reader.integer(processingRaw.retryWindowMinutes, "config.processing.retryWindowMinutes", 0, 7 * 24 * 60) ??
+        DEFAULTS.processing.retryWindowMinutes,
+      backoffInitialMs: reader.integer(processingRaw.backoffInitialMs, "config.processing.backoffInitialMs", 1, 3_600_000) ??
+        DEFAULTS.processing.backoffInitialMs,
+      backoffMaxMs: reader.integer(processingRaw.backoffMaxMs, "config.processing.backoffMaxMs", 1, 86_400_000) ?? DEFAULTS.processing.backoffMaxMs,
     },
     admin,
-    shutdownGraceMs: reader.integer(raw.shutdownGraceMs, "config.shutdownGraceMs", 0, 3_600_000) ?? 30_000,
+    shutdownGraceMs: reader.integer(raw.shutdownGraceMs, "config.shutdownGraceMs", 0, 3_600_000) ?? DEFAULTS.shutdownGraceMs,
   };
 }
 
@@ -379,7 +391,7 @@ export function parseConfig(
   ]);
 
   const hostname =
-    reader.string(env.RECEIPTD_HOSTNAME ?? raw.hostname, "config.hostname", /^[A-Za-z0-9.-]+$/, "a host name") ?? osHostname();
+    reader.string(env.RECEIPTD_HOSTNAME ?? raw.hostname, "config.hostname", isHostname, "a host name") ?? osHostname();
   const dataDir = resolve(options.baseDir, reader.string(env.RECEIPTD_DATA_DIR ?? raw.dataDir, "config.dataDir") ?? "data");
   const strict = reader.boolean(raw.strict, "config.strict") ?? true;
 

@@ -1,4 +1,5 @@
 import { backendFromConfig } from "../actions/compose.js";
+import { removeLeftoverTemporaries } from "../actions/local/leftovers.js";
 import { sesExecutor } from "../actions/ses-executor.js";
 import { adminPublicUrl } from "../config/config.js";
 import type { ReceiptdConfig } from "../config/config.js";
@@ -15,6 +16,7 @@ import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
 import { startAcceptance } from "./acceptance.js";
 import { AcceptorPool } from "./acceptors.js";
+import { preflight } from "./preflight.js";
 import { pooledRandomBytes } from "./random.js";
 
 export interface Daemon {
@@ -53,11 +55,12 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   const clock = options.clock ?? (() => new Date());
   const random = options.random ?? pooledRandomBytes;
   const { serve } = config;
+  await preflight(config);
   const metrics: Metrics = createMetrics({
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),
   });
 
-  // First of all: a second daemon on the same directory must refuse before it touches the spool.
+  // First of all, after the configuration checks that touch nothing: a second daemon on the same directory must refuse before it touches the spool.
   const spool = await Spool.open({ dir: serve.spool.dir });
 
   // The SMTP side, in this process or in acceptor processes; set once it listens.
@@ -71,18 +74,32 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     },
     logger,
     metrics,
+    tlsOffered: serve.smtp.tls !== undefined,
     // Acceptor processes, if any, follow every change.
     onChange: (texts) => smtp?.policyChanged?.(texts),
+  }).catch(async (error: unknown) => {
+    // A refused rule set at start: give the spool's lock back to whoever starts next.
+    await spool.close();
+    throw error;
   });
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
 
   // Set once the admin port listens, which is before processing starts.
   let admin: AdminServer | null = null;
-  // A failure after its action succeeded (an Event handler, an SNS subscriber) is only logged.
+  // A failure after its action succeeded (an Event handler, an SNS subscriber) is logged and counted.
   const backend = backendFromConfig(config, {
-    onBackgroundFailure: (failure) => logger.warn("actions.background_failed", { ...failure }),
+    onBackgroundFailure: (failure) => {
+      metrics.actionBackgroundFailures.inc({ type: failure.kind === "lambda-event" ? "Lambda" : "SNS" });
+      logger.warn("actions.background_failed", { ...failure });
+    },
     snsPublicUrl: () => adminPublicUrl(config, admin?.address().port),
   });
+  // A crash mid-write leaves temp files in the local back end's directories; no action runs yet.
+  // Housekeeping only: a directory that cannot be read is the action's to report, not start-up's.
+  await removeLeftoverTemporaries(config.dataDir).then(
+    (removed) => removed.length > 0 && logger.info("actions.temporaries_removed", { files: removed.length }),
+    (error: unknown) => logger.warn("actions.temporaries_not_removed", { error }),
+  );
   const processor = new Processor({
     spool,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),

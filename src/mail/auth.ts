@@ -2,6 +2,7 @@ import { Resolver } from "node:dns/promises";
 import { Readable } from "node:stream";
 import { authenticate } from "mailauth";
 import type { DKIMVerifyResult, DMARCResult, DNSResolver, SPFResult } from "mailauth";
+import { DEFAULTS } from "../config/defaults.js";
 import type { Header } from "../rules/model.js";
 import type { VerdictStatus, Verdicts } from "../ses/verdicts.js";
 
@@ -35,11 +36,9 @@ export type DnsResolver = (name: string, rrtype: string) => Promise<unknown>;
 export interface AuthOptions {
   /** Answers DNS instead of the system resolver (tests, offline setups). */
   resolver?: DnsResolver;
-  /** Total time all DNS queries of one message may wait, counted from the first. Default 5 s. */
+  /** Total time all DNS queries of one message may wait, counted from the first. Default 3 s. */
   timeoutMs?: number;
 }
-
-const DEFAULT_TIMEOUT_MS = 5_000;
 
 // Frozen because every message shares it: a change made for one would leak into the next.
 export const AUTH_DISABLED: AuthResult = Object.freeze({
@@ -222,7 +221,7 @@ export async function authenticateMessage(input: AuthInput, options: AuthOptions
       mta: input.hostname,
       // mailauth's type says every answer is a string array, but it reads MX answers as objects:
       // the real contract is DnsResolver's.
-      resolver: withDeadline(resolver, options.timeoutMs ?? DEFAULT_TIMEOUT_MS) as DNSResolver,
+      resolver: withDeadline(resolver, options.timeoutMs ?? DEFAULTS.authentication.dnsTimeoutMs) as DNSResolver,
       disableArc: true,
       disableBimi: true,
     });

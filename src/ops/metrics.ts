@@ -315,6 +315,8 @@ export interface Metrics extends Registry {
   /** `type`: SES action type (S3, SNS, ...); `outcome`: e.g. done, retry, failed. */
   actions: Counter<"type" | "outcome">;
   actionSeconds: Histogram<"type">;
+  /** `type`: SES action type (Lambda, SNS): failures after the action itself succeeded. */
+  actionBackgroundFailures: Counter<"type">;
   messagesDeadLettered: Counter;
   /** `result`: success or failure. */
   configReloads: Counter<"result">;
@@ -351,6 +353,11 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
       ACTION_SECONDS_BUCKETS,
       ["type"],
     ),
+    actionBackgroundFailures: registry.counter(
+      "receiptd_action_background_failures_total",
+      "Failures after a receipt rule action succeeded (an Event Lambda that threw, an SNS HTTP subscriber that stayed down), by action type.",
+      ["type"],
+    ),
     messagesDeadLettered: registry.counter(
       "receiptd_messages_dead_lettered_total",
       "Messages moved to the dead-letter area after a permanent failure or the end of the retry window.",
@@ -360,5 +367,6 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
   // Both results exist from the start, so that an alert on increase(...{result="failure"}) sees the first failure.
   metrics.configReloads.inc({ result: "success" }, 0);
   metrics.configReloads.inc({ result: "failure" }, 0);
+  for (const type of ["Lambda", "SNS"]) metrics.actionBackgroundFailures.inc({ type }, 0);
   return metrics;
 }

@@ -68,6 +68,12 @@ export interface WatchPolicyOptions {
   onChange?: (texts: PolicyTexts) => void;
   /** How often the watched directories are checked for a dead watcher or a replaced directory. Default 5 s. */
   watchCheckMs?: number;
+  /**
+   * Whether the SMTP listener offers TLS (config.smtp.tls). When false, a rule set with an
+   * enabled `TlsPolicy: Require` rule is refused, at start and on reload: its recipients would
+   * get 530 from a server that never offered STARTTLS. Default true.
+   */
+  tlsOffered?: boolean;
 }
 
 /** The rule set or filters file was invalid at start; `errors` has one entry per invalid file. */
@@ -132,6 +138,22 @@ async function check<T>(
     if (error instanceof RuleSetValidationError) return { kind: "refused", key, error };
     throw error;
   }
+}
+
+/** A parsed rule set, refused when a rule requires TLS that the listener does not offer. */
+function requireTlsOffered(ruleSet: RuleSet, source: string): RuleSet {
+  const issues = ruleSet.rules.flatMap((rule, i) =>
+    rule.enabled && rule.tlsPolicy === "Require"
+      ? [
+          {
+            path: `Rules[${i}].TlsPolicy`,
+            message: `rule "${rule.name}" requires TLS, but no TLS is configured (config.smtp.tls): its recipients would be refused with 530 without ever being offered STARTTLS`,
+          },
+        ]
+      : [],
+  );
+  if (issues.length > 0) throw new RuleSetValidationError(source, issues);
+  return ruleSet;
 }
 
 const NO_FILTERS: CompiledFilters = Object.freeze({ allow: [], block: [] });
@@ -202,7 +224,11 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
   const resolver = identitiesResolver(sources.identities);
   const identitiesFor = resolver.of;
 
-  const rulesSpec = { path: sources.rules, parse: parseRuleSetText };
+  const parseRules =
+    options.tlsOffered === false
+      ? (text: string, source: string) => requireTlsOffered(parseRuleSetText(text, source), source)
+      : parseRuleSetText;
+  const rulesSpec = { path: sources.rules, parse: parseRules };
   const filtersSpec = sources.filters === undefined ? null : { path: sources.filters, parse: parseFiltersText };
   const [rulesStart, filtersStart] = await Promise.all([
     check(rulesSpec, null, false),

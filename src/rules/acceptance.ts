@@ -1,3 +1,4 @@
+import { DEFAULTS } from "../config/defaults.js";
 import type { Identities, RuleSet } from "./model.js";
 import { isInsideIdentity, rulesMatchingRecipient } from "./recipients.js";
 
@@ -12,7 +13,7 @@ export const REPLIES = {
   smuggling: "554 5.5.0 Bare line feed or carriage return before end of data",
 } as const;
 
-export const DEFAULT_MAX_RECIPIENTS = 100;
+export const DEFAULT_MAX_RECIPIENTS = DEFAULTS.smtp.maxRecipients;
 
 export interface RecipientContext {
   /** The active rule set, or null when none is active. */

@@ -6,6 +6,7 @@ import tls from "node:tls";
 import { SMTPServer } from "smtp-server";
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from "smtp-server";
 import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
+import { DEFAULTS } from "../config/defaults.js";
 import { newMessageId } from "../mail/message-id.js";
 import { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient } from "../rules/acceptance.js";
 import { compileFilters, decideIp } from "../rules/filters.js";
@@ -170,12 +171,12 @@ export type SmtpEvent =
   | { type: "close"; session: string; ip: string; messages: number }
   | { type: "error"; session: string | null; ip: string | null; error: string };
 
-export const DEFAULT_MAX_MESSAGE_BYTES = 40 * 1024 * 1024;
-const DEFAULT_MAX_CONNECTIONS = 1000;
+export const DEFAULT_MAX_MESSAGE_BYTES = DEFAULTS.smtp.maxMessageBytes;
+const DEFAULT_MAX_CONNECTIONS = DEFAULTS.smtp.maxConnections;
 // Postfix's smtpd_client_connection_count_limit.
-const DEFAULT_MAX_CONNECTIONS_PER_IP = 50;
-const DEFAULT_SOCKET_TIMEOUT_MS = 5 * 60_000;
-const DEFAULT_CLOSE_GRACE_MS = 30_000;
+const DEFAULT_MAX_CONNECTIONS_PER_IP = DEFAULTS.smtp.maxConnectionsPerIp;
+const DEFAULT_SOCKET_TIMEOUT_MS = DEFAULTS.smtp.socketTimeoutMs;
+const DEFAULT_CLOSE_GRACE_MS = DEFAULTS.shutdownGraceMs;
 
 /** Replies SEMANTICS leaves to us. */
 export const LISTENER_REPLIES = {

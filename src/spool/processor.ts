@@ -21,6 +21,7 @@ import { isMessageId } from "../mail/message-id.js";
 import type { ReceivedMessage } from "../actions/message.js";
 import { ActionError } from "../actions/backend.js";
 import type { SendDsnRequest } from "../actions/backend.js";
+import { DEFAULTS } from "../config/defaults.js";
 import { evaluate } from "../rules/evaluate.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
@@ -113,9 +114,9 @@ export type ProcessorEvent =
       failure: "transient" | "permanent";
     };
 
-const DEFAULT_CONCURRENCY = 8;
-const DEFAULT_RETRY_WINDOW_MS = 4 * 60 * 60 * 1000;
-const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 5 * 60 * 1000 };
+const DEFAULT_CONCURRENCY = DEFAULTS.processing.concurrency;
+const DEFAULT_RETRY_WINDOW_MS = DEFAULTS.processing.retryWindowMinutes * 60_000;
+const DEFAULT_BACKOFF = { initialMs: DEFAULTS.processing.backoffInitialMs, maxMs: DEFAULTS.processing.backoffMaxMs };
 const DEFAULT_DSN_ATTEMPTS = 5;
 export const DEFAULT_FAILURE_REPLY: FailureReply = Object.freeze({
   smtpReplyCode: "550",

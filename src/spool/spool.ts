@@ -57,6 +57,7 @@ import { crc32 } from "node:zlib";
 import { promisify } from "node:util";
 import { fileMessage } from "../actions/message.js";
 import type { ReceivedMessage } from "../actions/message.js";
+import { DEFAULTS } from "../config/defaults.js";
 import { parseMessageHead, readMessageHeadAt, scanHeaderEnd } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
 import { isMessageId } from "../mail/message-id.js";
@@ -107,7 +108,7 @@ export interface SpooledMessage {
 }
 
 /** SEMANTICS section 8: accepted messages are kept for 24 hours unless configured otherwise. */
-export const DEFAULT_RETENTION_MS = 24 * 60 * 60 * 1000;
+export const DEFAULT_RETENTION_MS = DEFAULTS.spool.retentionHours * 60 * 60 * 1000;
 
 type Area = "done" | "dead";
 

@@ -3,6 +3,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminPublicUrl, ConfigError, defaultConfig, loadConfigFile, parseConfig } from "../../src/config/config.js";
+import { DEFAULTS } from "../../src/config/defaults.js";
+import { authenticateMessage } from "../../src/mail/auth.js";
 
 const ORG = "arn:aws:workmail:us-east-1:123456789012:organization/m-68755160c4cb4e29a2b2f8fb58f359d7";
 const parse = (doc: unknown, env: NodeJS.ProcessEnv = {}) => parseConfig(doc, { source: "test.json", baseDir: "/srv/receiptd", env });
@@ -134,6 +136,48 @@ describe("configuration", () => {
       expect(issues.some((issue) => issue.startsWith(expected)), `${expected}\n${issues.join("\n")}`).toBe(true);
     }
   });
+
+  it("host names: RFC 1123 labels only, no empty label, no dot or hyphen at a label's end", () => {
+    for (const good of ["mx.example.com", "localhost", "a", "mx-1.example.com", "xn--bcher-kva.example"]) {
+      expect(parse({ hostname: good }).hostname).toBe(good);
+      expect(parse({ admin: { host: good } }).serve.admin!.host).toBe(good);
+    }
+    for (const bad of ["...", "a..b", ".example.com", "example.com.", "-mx.example.com", "mx-.example.com", "mx_1.example.com", "1.2.3", "a".repeat(64)]) {
+      expect(issuesOf({ hostname: bad })).toEqual([`config.hostname: expected a host name, found ${JSON.stringify(bad)}`]);
+      expect(issuesOf({ smtp: { listen: [{ host: bad, port: 25 }] } })[0]).toMatch(/^config\.smtp\.listen\[0\]\.host: expected an IP address or host name/);
+      expect(issuesOf({ admin: { host: bad } })[0]).toMatch(/^config\.admin\.host: expected an IP address or host name/);
+    }
+    for (const address of ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1", "::ffff:10.0.0.1"]) {
+      expect(parse({ smtp: { listen: [{ host: address, port: 25 }] } }).serve.smtp.listen[0]!.host).toBe(address);
+    }
+    for (const bad of ["1.2.3.999", "1:2:3", ":::"]) {
+      expect(issuesOf({ smtp: { listen: [{ host: bad, port: 25 }] } })[0]).toMatch(/^config\.smtp\.listen\[0\]\.host: /);
+    }
+  });
+
+  it("fills what a file leaves out from the one defaults object", () => {
+    const { serve } = parse({});
+    expect(serve.smtp).toMatchObject({ ...DEFAULTS.smtp, listen: [{ ...DEFAULTS.smtp.listen, implicitTls: false }] });
+    expect(serve.authentication).toEqual(DEFAULTS.authentication);
+    expect(serve.spool.retentionHours).toBe(DEFAULTS.spool.retentionHours);
+    expect(serve.processing).toEqual(DEFAULTS.processing);
+    expect(serve.admin).toEqual(DEFAULTS.admin);
+    expect(serve.shutdownGraceMs).toBe(DEFAULTS.shutdownGraceMs);
+  });
+
+  it("the DNS authentication budget defaults to the configuration's 3 s in the library too", async () => {
+    expect(parse({}).serve.authentication.dnsTimeoutMs).toBe(3000);
+    const message = Buffer.from("From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n");
+    const started = Date.now();
+    const result = await authenticateMessage(
+      { message, ip: "192.0.2.1", helo: "mail.example.com", mailFrom: "a@example.com", hostname: "mx.receiptd.test" },
+      { resolver: () => new Promise(() => {}) },
+    );
+    // A resolver that never answers: the budget, not a query, ends it (5 s before the defaults were one).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2900);
+    expect(Date.now() - started).toBeLessThan(4500);
+    expect(result.verdicts.spf).toBe("PROCESSING_FAILED");
+  }, 10_000);
 
   describe("files", () => {
     let dir: string;

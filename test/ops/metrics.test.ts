@@ -173,6 +173,7 @@ describe("the daemon's metrics", () => {
       receiptd_spool_depth: "gauge",
       receiptd_actions_total: "counter",
       receiptd_action_seconds: "histogram",
+      receiptd_action_background_failures_total: "counter",
       receiptd_messages_dead_lettered_total: "counter",
       receiptd_config_reloads_total: "counter",
       receiptd_custom_total: "counter",
@@ -190,6 +191,8 @@ describe("the daemon's metrics", () => {
     expect(find(samples, "receiptd_config_reloads_total", { result: "success" })).toBe(1);
     // Present before the first failure, so that increase() sees it.
     expect(find(samples, "receiptd_config_reloads_total", { result: "failure" })).toBe(0);
+    expect(find(samples, "receiptd_action_background_failures_total", { type: "Lambda" })).toBe(0);
+    expect(find(samples, "receiptd_action_background_failures_total", { type: "SNS" })).toBe(0);
     expect(find(samples, "receiptd_custom_total")).toBe(1);
   });
 });

@@ -149,6 +149,36 @@ describe("reload()", () => {
     expect(events("config.reload_refused")).toHaveLength(2);
   });
 
+  it("without TLS offered, refuses a rule set whose enabled rule requires TLS, at start and on reload", async () => {
+    const requiring = (enabled: boolean) =>
+      JSON.stringify({
+        Metadata: { Name: "requiring" },
+        Rules: [
+          { Name: "secure", Enabled: enabled, TlsPolicy: "Require", Recipients: ["example.com"], Actions: [{ StopAction: { Scope: "RuleSet" } }] },
+        ],
+      });
+    const metrics = createMetrics();
+    policy = await watchPolicy({ sources: { rules: rulesFile }, logger: logger(), metrics, tlsOffered: false });
+    await writeFile(rulesFile, requiring(true));
+    expect(await policy.reload()).toBe(false);
+    expect(policy.ruleSet().name).toBe("one");
+    expect(events("config.reload_refused")[0]!.issues).toEqual([
+      { path: "Rules[0].TlsPolicy", message: expect.stringContaining('rule "secure" requires TLS, but no TLS is configured (config.smtp.tls)') },
+    ]);
+    expect(metrics.configReloads.get({ result: "failure" })).toBe(1);
+    // A disabled rule answers nobody, so it may wait for TLS to be configured.
+    await writeFile(rulesFile, requiring(false));
+    expect(await policy.reload()).toBe(true);
+    policy.close();
+
+    await writeFile(rulesFile, requiring(true));
+    const refused = await watchPolicy({ sources: { rules: rulesFile }, logger: logger(), tlsOffered: false }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(PolicyLoadError);
+    expect((refused as Error).message).toContain(`${rulesFile}: Rules[0].TlsPolicy: rule "secure" requires TLS`);
+    policy = await watchPolicy({ sources: { rules: rulesFile }, logger: logger(), tlsOffered: true });
+    expect(policy.ruleSet().name).toBe("requiring");
+  });
+
   it("keeps the old rule set when the file disappears", async () => {
     policy = await watchPolicy({ sources: { rules: rulesFile }, logger: logger() });
     await rm(rulesFile);

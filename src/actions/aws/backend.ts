@@ -2,6 +2,7 @@ import { Readable } from "node:stream";
 import { InvokeCommand, LambdaClient } from "@aws-sdk/client-lambda";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { PublishCommand, SNSClient } from "@aws-sdk/client-sns";
+import { DEFAULTS } from "../../config/defaults.js";
 import { ActionError } from "../backend.js";
 import type { ActionBackend, MailboxRequest, SendDsnRequest } from "../backend.js";
 import { classifyAwsError } from "./classify.js";
@@ -43,7 +44,7 @@ export interface AwsBackendOptions {
  */
 const SDK_MAX_ATTEMPTS = 3;
 
-const DEFAULT_REQUEST_RESPONSE_TIMEOUT_MS = 30_000;
+const DEFAULT_REQUEST_RESPONSE_TIMEOUT_MS = DEFAULTS.requestResponseTimeoutMs;
 
 /**
  * Action primitives on AWS SDK v3: S3 PutObject, SNS Publish and Lambda Invoke, with one

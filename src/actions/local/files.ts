@@ -52,6 +52,9 @@ export function checkLength(bytes: number, expected: number, what: string): void
   }
 }
 
+/** The name of replaceFile's temp files; a crash between create and rename leaves one behind. */
+export const TEMP_FILE_NAME = /^\.receiptd-tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /**
  * Writes target atomically and durably: a temp file in the same directory, fsync, rename,
  * fsync of the directory. A reader sees the old content or the new, never a partial file.

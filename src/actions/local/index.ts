@@ -1,4 +1,5 @@
 import { join, resolve } from "node:path";
+import { DEFAULTS } from "../../config/defaults.js";
 import type { ActionBackend, SendDsnRequest } from "../backend.js";
 import { LineAppender } from "./files.js";
 import { lambdaInvoker } from "./lambda.js";
@@ -76,7 +77,7 @@ export function localBackend(options: LocalBackendOptions): ActionBackend & { sn
     lines,
     handlers: options.lambdaHandlers ?? {},
     baseDir: resolve(options.baseDir ?? process.cwd()),
-    timeoutMs: options.requestResponseTimeoutMs ?? 30_000,
+    timeoutMs: options.requestResponseTimeoutMs ?? DEFAULTS.requestResponseTimeoutMs,
     clock,
     onBackgroundFailure,
   });

@@ -25,6 +25,9 @@ function uniqueName(now: Date): string {
   return `${Math.floor(ms / 1000)}.M${(ms % 1000) * 1000}P${process.pid}Q${deliveries}R${randomBytes(8).toString("hex")}.${host}`;
 }
 
+/** uniqueName's shape, which tells a message staged in tmp/ by this back end from anyone else's. */
+export const STAGED_NAME = /^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\./;
+
 /** Puts the staged message into one mailbox's new/, atomically: it appears whole or not at all. */
 async function deliverOne(staged: string, mailbox: string, name: string): Promise<string> {
   const target = join(mailbox, "new", name);

@@ -1,0 +1,38 @@
+/**
+ * Every default of receiptd, written once: the configuration fills in what a file leaves out
+ * from here, and a module used without the configuration (the library, tests) falls back to
+ * the same values. README.md documents these numbers; change them together.
+ */
+export const DEFAULTS = Object.freeze({
+  smtp: Object.freeze({
+    listen: Object.freeze({ host: "127.0.0.1", port: 2525 }),
+    maxConnections: 1000,
+    maxConnectionsPerIp: 50,
+    socketTimeoutMs: 300_000,
+    /** SES's limit for a received message, headers included. */
+    maxMessageBytes: 40 * 1024 * 1024,
+    /** SES's limit per message (docs/behaviour.md §4). */
+    maxRecipients: 100,
+    earlyTalkerCheckMs: 0,
+    reverseDns: true,
+    processes: 1,
+  }),
+  authentication: Object.freeze({
+    enabled: true,
+    /** Total DNS time of one message's SPF, DKIM and DMARC checks. */
+    dnsTimeoutMs: 3000,
+  }),
+  spool: Object.freeze({ retentionHours: 24 }),
+  processing: Object.freeze({
+    concurrency: 8,
+    concurrencyWhileReceiving: 1,
+    /** SES retries for 4 hours (docs/behaviour.md §8). */
+    retryWindowMinutes: 240,
+    backoffInitialMs: 1000,
+    backoffMaxMs: 300_000,
+  }),
+  admin: Object.freeze({ host: "127.0.0.1", port: 9025 }),
+  shutdownGraceMs: 30_000,
+  /** How long a RequestResponse Lambda invocation may take; SES waits 30 s. */
+  requestResponseTimeoutMs: 30_000,
+});
