@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DataScanner } from "../../src/smtp/scanner.js";
+import { DataScanner, MAX_HEADER_BLOCK_BYTES, MAX_HEADER_FIELD_BYTES, MAX_HEADER_LINES } from "../../src/smtp/scanner.js";
 
 /** Feeds `content` split at the given offsets; returns the output and the verdict. */
 function scan(content: string, splits: number[] = [], maxBytes = 1_000_000): { out: string; violation: string | null } {
@@ -57,6 +57,13 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     expect(scan(".\r\nfirst line is a lone dot\r\n").violation).toBeNull();
   });
 
+  it("judges a dot and CR at the end of the last line: DATA content always ends with that line's CRLF", () => {
+    // On the wire `...<CR><LF>.<CR><CR><LF>.<CR><LF>`: smtp-server keeps the CRLF before the final dot.
+    for (const content of ["Subject: x\r\n\r\nbody\r\n.\r\r\n", "Subject: x\r\n\r\nbody\r.\r\n", ".\r\r\n"]) {
+      for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits).violation, `${JSON.stringify(content)} cut at ${splits}`).toBe("smuggling");
+    }
+  });
+
   it("lets ordinary content through, dots included", () => {
     const content = "Subject: dots\r\n\r\n.leading dot\r\nmid . dot\r\n..\r\nend.\r\n";
     for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits)).toEqual({ out: content, violation: null });
@@ -81,6 +88,44 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     expect(scanner.violation).toBe("size");
     expect(scanner.push(Buffer.from("more"))).toBeNull();
     expect(scanner.bytes).toBe(15);
+  });
+
+  describe("header block bounds (docs/behaviour.md §4)", () => {
+    /** Lines cut into chunks of `size` bytes, as the socket might deliver them. */
+    const scanChunked = (content: string, size: number): string | null => {
+      const scanner = new DataScanner(40 * 1024 * 1024);
+      const bytes = Buffer.from(content, "latin1");
+      for (let at = 0; at < bytes.length; at += size) scanner.push(bytes.subarray(at, at + size));
+      return scanner.violation;
+    };
+    const line = (length: number): string => `X-Pad: ${"p".repeat(length - 9)}\r\n`;
+
+    it("lets a header block of exactly the limits through, in any chunking", () => {
+      const lines = `Subject: x\r\n${" y\r\n".repeat(MAX_HEADER_LINES - 1)}\r\nbody\r\n`;
+      const field = `Subject: ${"x".repeat(MAX_HEADER_FIELD_BYTES - 15)}\r\n y\r\n\r\nbody\r\n`;
+      const block = `${line(2000).repeat(Math.floor(MAX_HEADER_BLOCK_BYTES / 2000))}${line((MAX_HEADER_BLOCK_BYTES % 2000) - 2)}\r\nbody\r\n`;
+      expect(Buffer.byteLength(block) - "body\r\n".length).toBe(MAX_HEADER_BLOCK_BYTES);
+      for (const content of [lines, field, block]) {
+        for (const size of [1, 7, 65536]) if (content.length < 200_000 || size > 1) expect(scanChunked(content, size), `${content.slice(0, 12)} ${content.length} by ${size}`).toBeNull();
+      }
+    });
+
+    it("refuses one line, one field byte or one block byte more, in any chunking", () => {
+      const lines = `Subject: x\r\n${" y\r\n".repeat(MAX_HEADER_LINES)}\r\nbody\r\n`;
+      const field = `Subject: ${"x".repeat(MAX_HEADER_FIELD_BYTES - 14)}\r\n y\r\n\r\nbody\r\n`;
+      const block = `${line(2000).repeat(Math.floor(MAX_HEADER_BLOCK_BYTES / 2000))}${line((MAX_HEADER_BLOCK_BYTES % 2000) - 1)}\r\nbody\r\n`;
+      // Without an empty line the whole content is header block.
+      const noBody = line(2000).repeat(Math.ceil(MAX_HEADER_BLOCK_BYTES / 2000) + 1);
+      for (const content of [lines, field, block, noBody]) {
+        for (const size of [1, 7, 65536]) if (content.length < 200_000 || size > 1) expect(scanChunked(content, size)).toBe("header-limit");
+      }
+    });
+
+    it("counts bare-LF lines as the CRLF lines they are stored as, and never the body", () => {
+      expect(scanChunked(`Subject: x\n${" y\n".repeat(MAX_HEADER_LINES)}\nbody\n`, 64)).toBe("header-limit");
+      const longBody = `Subject: x\r\n\r\n${"z\r\n".repeat(MAX_HEADER_LINES * 2)}${"z".repeat(MAX_HEADER_BLOCK_BYTES * 2)}\r\n`;
+      expect(scanChunked(longBody, 65536)).toBeNull();
+    });
   });
 
   it("passes a chunk on as it is when nothing changes, judging a leading LF by the chunk before", () => {
