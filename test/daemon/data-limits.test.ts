@@ -53,7 +53,7 @@ async function greetingMs(port: number): Promise<number> {
   }
 }
 
-/** Sends `content` as DATA and waits for the answer, greeting other clients all the while. */
+/** Sends `content` as DATA and waits for the answer, other clients and /healthz answered all the while. */
 async function answerWhileOthersAreGreeted(daemon: DaemonProcess, content: string): Promise<string> {
   const sender = await inData(daemon.smtpPort);
   sender.write(`${content}.\r\n`);
@@ -63,7 +63,11 @@ async function answerWhileOthersAreGreeted(daemon: DaemonProcess, content: strin
   answered.catch(() => undefined);
   const greetings: number[] = [];
   // At least a few probes, the later ones after the whole message is in the daemon.
-  while (answer === null || greetings.length < 3) greetings.push(await greetingMs(daemon.smtpPort));
+  while (answer === null || greetings.length < 3) {
+    greetings.push(await greetingMs(daemon.smtpPort));
+    const health = await fetch(`http://127.0.0.1:${daemon.adminPort}/healthz`, { signal: AbortSignal.timeout(GREETING_DEADLINE_MS) });
+    expect(health.status).toBe(200);
+  }
   expect(Math.max(...greetings)).toBeLessThan(GREETING_DEADLINE_MS);
   return answered;
 }

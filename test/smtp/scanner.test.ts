@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { parseMessageHead } from "../../src/mail/headers.js";
 import { DataScanner, MAX_HEADER_BLOCK_BYTES, MAX_HEADER_FIELD_BYTES, MAX_HEADER_LINES } from "../../src/smtp/scanner.js";
 
 /** Feeds `content` split at the given offsets; returns the output and the verdict. */
@@ -105,6 +106,8 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
       const field = `Subject: ${"x".repeat(MAX_HEADER_FIELD_BYTES - 15)}\r\n y\r\n\r\nbody\r\n`;
       const block = `${line(2000).repeat(Math.floor(MAX_HEADER_BLOCK_BYTES / 2000))}${line((MAX_HEADER_BLOCK_BYTES % 2000) - 2)}\r\nbody\r\n`;
       expect(Buffer.byteLength(block) - "body\r\n".length).toBe(MAX_HEADER_BLOCK_BYTES);
+      // What passes here the spool can read back: no 250 for a message later dead-lettered as unreadable.
+      expect(parseMessageHead(Buffer.from(block, "latin1")).headerBytes).toBe(MAX_HEADER_BLOCK_BYTES);
       for (const content of [lines, field, block]) {
         for (const size of [1, 7, 65536]) if (content.length < 200_000 || size > 1) expect(scanChunked(content, size), `${content.slice(0, 12)} ${content.length} by ${size}`).toBeNull();
       }
