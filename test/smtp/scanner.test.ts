@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { parseMessageHead } from "../../src/mail/headers.js";
-import { DataScanner, MAX_HEADER_BLOCK_BYTES, MAX_HEADER_FIELD_BYTES, MAX_HEADER_LINES } from "../../src/smtp/scanner.js";
+import {
+  DataScanner,
+  MAX_HEADER_BLOCK_BYTES,
+  MAX_HEADER_FIELD_BYTES,
+  MAX_HEADER_LINES,
+  MAX_PARSED_FIELD_BYTES,
+  MAX_RECEIVED_FIELDS,
+} from "../../src/smtp/scanner.js";
 
 /** Feeds `content` split at the given offsets; returns the output and the verdict. */
 function scan(content: string, splits: number[] = [], maxBytes = 1_000_000): { out: string; violation: string | null } {
@@ -122,6 +129,31 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
       for (const content of [lines, field, block, noBody]) {
         for (const size of [1, 7, 65536]) if (content.length < 200_000 || size > 1) expect(scanChunked(content, size)).toBe("header-limit");
       }
+    });
+
+    it("bounds the fields authentication parses tighter, whatever the case and chunking of their names", () => {
+      /** A field of exactly `bytes`, folded into lines of about 100 bytes. */
+      const field = (name: string, bytes: number): string => {
+        const first = `${name}: x\r\n`;
+        const rest = bytes - first.length;
+        const fold = ` ${"w ".repeat(48)}\r\n`;
+        return first + fold.repeat(Math.floor(rest / fold.length)) + ` ${"w".repeat((rest % fold.length) - 3)}\r\n`;
+      };
+      for (const name of ["Received", "from", "Return-Path", "DKIM-Signature", "RECEIVED "]) {
+        expect(Buffer.byteLength(field(name, MAX_PARSED_FIELD_BYTES))).toBe(MAX_PARSED_FIELD_BYTES);
+        for (const size of [1, 5, 65536]) {
+          expect(scanChunked(`${field(name, MAX_PARSED_FIELD_BYTES)}\r\nbody\r\n`, size), name).toBeNull();
+          expect(scanChunked(`${field(name, MAX_PARSED_FIELD_BYTES + 1)}\r\nbody\r\n`, size), name).toBe("header-limit");
+        }
+      }
+      expect(scanChunked(`${field("X-Received", MAX_PARSED_FIELD_BYTES * 4)}\r\nbody\r\n`, 7)).toBeNull();
+      expect(scanChunked(`X: y\r\n received: ${"w ".repeat(MAX_PARSED_FIELD_BYTES)}\r\n\r\nbody\r\n`, 7)).toBeNull();
+    });
+
+    it("refuses more Received fields than Postfix's hop count limit", () => {
+      const received = "Received: from a (b [192.0.2.1]) by c; Thu, 1 Jan 2026 00:00:00 +0000\r\n";
+      expect(scanChunked(`${received.repeat(MAX_RECEIVED_FIELDS)}\r\nbody\r\n`, 3)).toBeNull();
+      expect(scanChunked(`${received.repeat(MAX_RECEIVED_FIELDS + 1)}\r\nbody\r\n`, 3)).toBe("header-limit");
     });
 
     it("counts bare-LF lines as the CRLF lines they are stored as, and never the body", () => {
