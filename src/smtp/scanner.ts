@@ -2,8 +2,9 @@ import { DEFAULT_MAX_HEADER_BYTES } from "../mail/headers.js";
 
 /**
  * The checks on DATA content, SEMANTICS section 4: the size limit, SMTP smuggling, bare LF
- * normalised to CRLF, and the bounds of the header block. Fed the content smtp-server hands over (dot-unstuffed, without the final
- * `<CRLF>.<CRLF>`) chunk by chunk, so nothing here ever holds the message whole.
+ * normalised to CRLF, and the bounds of the header block. Fed the content smtp-server hands over
+ * (dot-unstuffed, without the `.<CRLF>` of the final `<CRLF>.<CRLF>`) chunk by chunk, so nothing
+ * here ever holds the message whole.
  *
  * smtp-server ends DATA only at `<CR><LF>.<CR><LF>` (or `.<CR><LF>` as the very first line), so
  * whatever a client puts behind any other line ending around a dot (a second MAIL FROM, RCPT TO,
