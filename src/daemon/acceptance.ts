@@ -70,6 +70,19 @@ function teeForAuthentication(
   return { body: passOn(), result };
 }
 
+/**
+ * The body as it is, noting when it ended: the final dot, where the acceptance latency starts
+ * (a client that pauses mid-body is not the daemon being slow).
+ */
+function notingEnd(body: AsyncIterable<Buffer>): { body: AsyncIterable<Buffer>; endedAt: () => number | undefined } {
+  let endedAt: number | undefined;
+  async function* passOn(): AsyncGenerator<Buffer> {
+    yield* body;
+    endedAt = performance.now();
+  }
+  return { body: passOn(), endedAt: () => endedAt };
+}
+
 function identityLists(identities: Identities): { addresses: string[]; domains: string[] } {
   return { addresses: [...identities.addresses], domains: [...identities.domains] };
 }
@@ -106,8 +119,8 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
         )
     : null;
 
-  const store = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
-    const started = performance.now();
+  const store = async (session: AcceptedSession, received: AsyncIterable<Buffer>): Promise<void> => {
+    const { body, endedAt } = notingEnd(received);
     const snapshot = policy.snapshot();
     const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
@@ -136,7 +149,8 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
         }),
       });
     }
-    onAccepted((performance.now() - started) / 1000);
+    const now = performance.now();
+    onAccepted((now - (endedAt() ?? now)) / 1000);
   };
 
   const accept = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {

@@ -201,6 +201,10 @@ function parseHeaderLines(block: string): Header[] {
  * feeds the body through the DKIM body hashes, so the body is never held whole (a message with no
  * empty line after its headers is all header block, and is held). A stream given here is
  * consumed; the caller needs its own copy (the spool) to store the message.
+ *
+ * Time: mailauth's header parsing grows faster than the header block and runs on the caller's
+ * thread, so a header block must be bounded before it gets here (the daemon's DATA does it:
+ * `src/smtp/scanner.ts`).
  */
 export async function authenticateMessage(input: AuthInput, options: AuthOptions = {}): Promise<AuthResult> {
   // A resolver of our own so that queries abandoned at the deadline can be cancelled, not left to

@@ -25,7 +25,7 @@ export interface MessageHeadOptions {
   maxHeaderBytes?: number;
 }
 
-const DEFAULT_MAX_HEADER_BYTES = 1024 * 1024;
+export const DEFAULT_MAX_HEADER_BYTES = 1024 * 1024;
 const READ_CHUNK = 64 * 1024;
 
 const LF = 0x0a;

@@ -135,7 +135,7 @@ export type RefusalReason =
   | "proxy-header-not-allowed"
   | "tls-handshake-failed";
 
-export type DataRefusalReason = "size" | "smuggling" | "accept-failed" | "connection-lost";
+export type DataRefusalReason = "size" | "smuggling" | "header-limit" | "accept-failed" | "connection-lost";
 
 /**
  * What the listener did, for logs and metrics. `session` is the SMTP session's ID (null before a
@@ -187,7 +187,17 @@ export const LISTENER_REPLIES = {
   proxyNotAllowed: "554 5.7.1 PROXY header not accepted from this address",
   unstorableRecipient: "553 5.1.3 Recipient local part not accepted here",
   nonAsciiAddress: "553 5.6.7 Non-ASCII address without SMTPUTF8",
+  // A size limit, like the message's own (docs/behaviour.md §4).
+  headerTooLarge: "552 5.3.4 Message header block exceeds local limits",
 } as const;
+
+const DATA_REFUSAL_REPLIES: Record<DataRefusalReason, string> = {
+  size: REPLIES.sizeExceeded,
+  smuggling: REPLIES.smuggling,
+  "header-limit": LISTENER_REPLIES.headerTooLarge,
+  "accept-failed": LISTENER_REPLIES.localError,
+  "connection-lost": LISTENER_REPLIES.localError,
+};
 
 /**
  * RFC 6531: an address beyond ASCII needs SMTPUTF8 on MAIL FROM. smtp-server decodes commands
@@ -710,8 +720,7 @@ export class SmtpListener {
     const ms = Math.round(performance.now() - started);
     const base = { type: "data", session: session.id, ip: accepted.client.ip, messageId, size: scanner.bytes, ms } as const;
     if (refusal) {
-      const reply =
-        refusal.reason === "size" ? REPLIES.sizeExceeded : refusal.reason === "smuggling" ? REPLIES.smuggling : LISTENER_REPLIES.localError;
+      const reply = DATA_REFUSAL_REPLIES[refusal.reason];
       this.emit({
         ...base,
         accepted: false,

@@ -338,6 +338,17 @@ describe("DATA (SEMANTICS 4 and 5)", () => {
       expect(await client.reply()).toBe(REPLIES.smuggling);
       expect(h.stored).toEqual([]);
     });
+
+    it("a dot and bare CR ending the last line, just before the final dot, is refused too", async () => {
+      const h = await start();
+      const client = await session(h);
+      await client.transaction("a@sender.test", ["info@example.com"]);
+      client.write("Subject: trailing\r\n\r\nbody\r\n.\r");
+      await sleep(30);
+      client.write("\r\n.\r\n");
+      expect(await client.reply()).toBe(REPLIES.smuggling);
+      expect(h.stored).toEqual([]);
+    });
   });
 
   it("a client that disconnects in the middle of DATA leaves nothing behind", async () => {

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { DataScanner } from "../../src/smtp/scanner.js";
+import { parseMessageHead } from "../../src/mail/headers.js";
+import {
+  DataScanner,
+  MAX_HEADER_BLOCK_BYTES,
+  MAX_HEADER_FIELD_BYTES,
+  MAX_HEADER_LINES,
+  MAX_PARSED_FIELD_BYTES,
+  MAX_RECEIVED_FIELDS,
+} from "../../src/smtp/scanner.js";
 
 /** Feeds `content` split at the given offsets; returns the output and the verdict. */
 function scan(content: string, splits: number[] = [], maxBytes = 1_000_000): { out: string; violation: string | null } {
@@ -57,6 +65,13 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     expect(scan(".\r\nfirst line is a lone dot\r\n").violation).toBeNull();
   });
 
+  it("judges a dot and CR at the end of the last line: DATA content always ends with that line's CRLF", () => {
+    // On the wire `...<CR><LF>.<CR><CR><LF>.<CR><LF>`: smtp-server keeps the CRLF before the final dot.
+    for (const content of ["Subject: x\r\n\r\nbody\r\n.\r\r\n", "Subject: x\r\n\r\nbody\r.\r\n", ".\r\r\n"]) {
+      for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits).violation, `${JSON.stringify(content)} cut at ${splits}`).toBe("smuggling");
+    }
+  });
+
   it("lets ordinary content through, dots included", () => {
     const content = "Subject: dots\r\n\r\n.leading dot\r\nmid . dot\r\n..\r\nend.\r\n";
     for (const splits of [[], ...everySplit(content)]) expect(scan(content, splits)).toEqual({ out: content, violation: null });
@@ -81,6 +96,71 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
     expect(scanner.violation).toBe("size");
     expect(scanner.push(Buffer.from("more"))).toBeNull();
     expect(scanner.bytes).toBe(15);
+  });
+
+  describe("header block bounds (docs/behaviour.md §4)", () => {
+    /** Lines cut into chunks of `size` bytes, as the socket might deliver them. */
+    const scanChunked = (content: string, size: number): string | null => {
+      const scanner = new DataScanner(40 * 1024 * 1024);
+      const bytes = Buffer.from(content, "latin1");
+      for (let at = 0; at < bytes.length; at += size) scanner.push(bytes.subarray(at, at + size));
+      return scanner.violation;
+    };
+    const line = (length: number): string => `X-Pad: ${"p".repeat(length - 9)}\r\n`;
+
+    it("lets a header block of exactly the limits through, in any chunking", () => {
+      const lines = `Subject: x\r\n${" y\r\n".repeat(MAX_HEADER_LINES - 1)}\r\nbody\r\n`;
+      const field = `Subject: ${"x".repeat(MAX_HEADER_FIELD_BYTES - 15)}\r\n y\r\n\r\nbody\r\n`;
+      const block = `${line(2000).repeat(Math.floor(MAX_HEADER_BLOCK_BYTES / 2000))}${line((MAX_HEADER_BLOCK_BYTES % 2000) - 2)}\r\nbody\r\n`;
+      expect(Buffer.byteLength(block) - "body\r\n".length).toBe(MAX_HEADER_BLOCK_BYTES);
+      // What passes here the spool can read back: no 250 for a message later dead-lettered as unreadable.
+      expect(parseMessageHead(Buffer.from(block, "latin1")).headerBytes).toBe(MAX_HEADER_BLOCK_BYTES);
+      for (const content of [lines, field, block]) {
+        for (const size of [1, 7, 65536]) if (content.length < 200_000 || size > 1) expect(scanChunked(content, size), `${content.slice(0, 12)} ${content.length} by ${size}`).toBeNull();
+      }
+    });
+
+    it("refuses one line, one field byte or one block byte more, in any chunking", () => {
+      const lines = `Subject: x\r\n${" y\r\n".repeat(MAX_HEADER_LINES)}\r\nbody\r\n`;
+      const field = `Subject: ${"x".repeat(MAX_HEADER_FIELD_BYTES - 14)}\r\n y\r\n\r\nbody\r\n`;
+      const block = `${line(2000).repeat(Math.floor(MAX_HEADER_BLOCK_BYTES / 2000))}${line((MAX_HEADER_BLOCK_BYTES % 2000) - 1)}\r\nbody\r\n`;
+      // Without an empty line the whole content is header block.
+      const noBody = line(2000).repeat(Math.ceil(MAX_HEADER_BLOCK_BYTES / 2000) + 1);
+      for (const content of [lines, field, block, noBody]) {
+        for (const size of [1, 7, 65536]) if (content.length < 200_000 || size > 1) expect(scanChunked(content, size)).toBe("header-limit");
+      }
+    });
+
+    it("bounds the fields authentication parses tighter, whatever the case and chunking of their names", () => {
+      /** A field of exactly `bytes`, folded into lines of about 100 bytes. */
+      const field = (name: string, bytes: number): string => {
+        const first = `${name}: x\r\n`;
+        const rest = bytes - first.length;
+        const fold = ` ${"w ".repeat(48)}\r\n`;
+        return first + fold.repeat(Math.floor(rest / fold.length)) + ` ${"w".repeat((rest % fold.length) - 3)}\r\n`;
+      };
+      for (const name of ["Received", "from", "Return-Path", "DKIM-Signature", "RECEIVED "]) {
+        expect(Buffer.byteLength(field(name, MAX_PARSED_FIELD_BYTES))).toBe(MAX_PARSED_FIELD_BYTES);
+        for (const size of [1, 5, 65536]) {
+          expect(scanChunked(`${field(name, MAX_PARSED_FIELD_BYTES)}\r\nbody\r\n`, size), name).toBeNull();
+          expect(scanChunked(`${field(name, MAX_PARSED_FIELD_BYTES + 1)}\r\nbody\r\n`, size), name).toBe("header-limit");
+        }
+      }
+      expect(scanChunked(`${field("X-Received", MAX_PARSED_FIELD_BYTES * 4)}\r\nbody\r\n`, 7)).toBeNull();
+      expect(scanChunked(`X: y\r\n received: ${"w ".repeat(MAX_PARSED_FIELD_BYTES)}\r\n\r\nbody\r\n`, 7)).toBeNull();
+    });
+
+    it("refuses more Received fields than Postfix's hop count limit", () => {
+      const received = "Received: from a (b [192.0.2.1]) by c; Thu, 1 Jan 2026 00:00:00 +0000\r\n";
+      expect(scanChunked(`${received.repeat(MAX_RECEIVED_FIELDS)}\r\nbody\r\n`, 3)).toBeNull();
+      expect(scanChunked(`${received.repeat(MAX_RECEIVED_FIELDS + 1)}\r\nbody\r\n`, 3)).toBe("header-limit");
+    });
+
+    it("counts bare-LF lines as the CRLF lines they are stored as, and never the body", () => {
+      expect(scanChunked(`Subject: x\n${" y\n".repeat(MAX_HEADER_LINES)}\nbody\n`, 64)).toBe("header-limit");
+      const longBody = `Subject: x\r\n\r\n${"z\r\n".repeat(MAX_HEADER_LINES * 2)}${"z".repeat(MAX_HEADER_BLOCK_BYTES * 2)}\r\n`;
+      expect(scanChunked(longBody, 65536)).toBeNull();
+    });
   });
 
   it("passes a chunk on as it is when nothing changes, judging a leading LF by the chunk before", () => {
