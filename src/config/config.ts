@@ -75,6 +75,11 @@ export interface ServeConfig {
     maxConnections: number;
     maxConnectionsPerIp: number;
     socketTimeoutMs: number;
+    /** docs/behaviour.md §4: from a command line's first byte to its line feed, whatever trickles in. */
+    commandDeadlineMs: number;
+    /** docs/behaviour.md §4: DATA's budget at the 354 and its cap; each byte adds 1/minDataBytesPerSecond s. */
+    dataDeadlineMs: number;
+    minDataBytesPerSecond: number;
     maxMessageBytes: number;
     maxRecipients: number;
     earlyTalkerCheckMs: number;
@@ -239,6 +244,9 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     "maxConnections",
     "maxConnectionsPerIp",
     "socketTimeoutMs",
+    "commandDeadlineMs",
+    "dataDeadlineMs",
+    "minDataBytesPerSecond",
     "maxMessageBytes",
     "maxRecipients",
     "earlyTalkerCheckMs",
@@ -296,6 +304,12 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
       maxConnections: reader.integer(smtpRaw.maxConnections, "config.smtp.maxConnections", 1, 1_000_000) ?? 1000,
       maxConnectionsPerIp: reader.integer(smtpRaw.maxConnectionsPerIp, "config.smtp.maxConnectionsPerIp", 1, 1_000_000) ?? 50,
       socketTimeoutMs: reader.integer(smtpRaw.socketTimeoutMs, "config.smtp.socketTimeoutMs", 1000, 3_600_000) ?? 300_000,
+      commandDeadlineMs:
+        reader.integer(smtpRaw.commandDeadlineMs, "config.smtp.commandDeadlineMs", 1000, 3_600_000) ?? SMTP_DEADLINE_DEFAULTS.commandMs,
+      dataDeadlineMs: reader.integer(smtpRaw.dataDeadlineMs, "config.smtp.dataDeadlineMs", 1000, 3_600_000) ?? SMTP_DEADLINE_DEFAULTS.dataMs,
+      minDataBytesPerSecond:
+        reader.integer(smtpRaw.minDataBytesPerSecond, "config.smtp.minDataBytesPerSecond", 1, 1_000_000_000) ??
+        SMTP_DEADLINE_DEFAULTS.minDataBytesPerSecond,
       maxMessageBytes: reader.integer(smtpRaw.maxMessageBytes, "config.smtp.maxMessageBytes", 1024, 2 ** 40) ?? 40 * 1024 * 1024,
       maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? 100,
       earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? 0,
@@ -322,6 +336,15 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     shutdownGraceMs: reader.integer(raw.shutdownGraceMs, "config.shutdownGraceMs", 0, 3_600_000) ?? 30_000,
   };
 }
+
+/**
+ * Defaults of the SMTP input deadlines, here once for the configuration and the listener
+ * (docs/behaviour.md §4). A command line comes in one packet from any real client; a minute
+ * leaves room for a person typing. DATA's 5 minutes and 500 bytes/s are Postfix's smtpd_timeout
+ * and smtpd_min_data_rate: a client at that rate or above is never cut, a 1 byte/s trickle
+ * within about 5 minutes.
+ */
+export const SMTP_DEADLINE_DEFAULTS = { commandMs: 60_000, dataMs: 300_000, minDataBytesPerSecond: 500 } as const;
 
 /** A configuration that names no rule set gets the example one shipped with the package. */
 const DEFAULT_RULES = fileURLToPath(new URL("../../rules/example.json", import.meta.url));
