@@ -20,6 +20,8 @@ export type DeadlineStage = "command" | "data";
 export interface DeadlineSession {
   /** Whether the parser is reading message content (DATA after its 354, before the final dot). */
   inData(): boolean;
+  /** Whether a STARTTLS handshake is under way. */
+  upgrading(): boolean;
   /** Ends the session with a 421; called once at most. */
   expired(stage: DeadlineStage): void;
 }
@@ -30,7 +32,9 @@ const LF = 0x0a;
  * Follows the bytes of one session as they are read. The parser's mode is asked only when a
  * deadline comes due: a watcher beside the socket cannot tell from the bytes alone where DATA
  * begins and ends. Time the client spends held back by us (the socket paused by backpressure)
- * is not counted against it.
+ * is not counted against it. A STARTTLS handshake, whose bytes go to the TLS layer and not past
+ * this watcher, gets the command deadline too: the timer keeps ticking at least every
+ * commandMs while the session lasts, and the second tick that finds a handshake ends it.
  */
 export class InputDeadlines {
   private socket: Socket | null = null;
@@ -40,6 +44,8 @@ export class InputDeadlines {
   private dataDeadline: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   private timerDue = Infinity;
+  /** When a tick first found a STARTTLS handshake under way. */
+  private handshakeSeenAt: number | null = null;
   private stopped = false;
   private readonly onBytes = (chunk: Buffer): void => this.received(chunk);
 
@@ -59,6 +65,7 @@ export class InputDeadlines {
     // What came before STARTTLS is void, a partial line with it.
     this.lineStartedAt = null;
     socket.on("data", this.onBytes);
+    this.arm(performance.now() + this.settings.commandMs);
   }
 
   /** DATA was answered 354: the budget starts now. */
@@ -100,25 +107,31 @@ export class InputDeadlines {
     this.timerDue = Infinity;
     if (this.stopped) return;
     const now = performance.now();
+    const tick = now + this.settings.commandMs;
+    if (this.session.upgrading()) {
+      this.handshakeSeenAt ??= now;
+      if (now - this.handshakeSeenAt >= this.settings.commandMs) return this.expire("command");
+      return this.arm(this.handshakeSeenAt + this.settings.commandMs);
+    }
+    this.handshakeSeenAt = null;
     const heldBack = this.socket?.isPaused() ?? false;
     if (this.session.inData()) {
       // Message content has lines of its own: the command deadline starts over after DATA.
       this.lineStartedAt = null;
-      if (this.dataDeadline === null) return;
+      if (this.dataDeadline === null) return this.arm(tick);
       if (now >= this.dataDeadline) {
         if (!heldBack) return this.expire("data");
         this.dataDeadline = now + this.settings.dataMs;
       }
-      this.arm(this.dataDeadline);
-      return;
+      return this.arm(this.dataDeadline);
     }
     this.dataDeadline = null;
-    if (this.lineStartedAt === null) return;
+    if (this.lineStartedAt === null) return this.arm(tick);
     const due = this.lineStartedAt + this.settings.commandMs;
     if (now < due) return this.arm(due);
     if (!heldBack) return this.expire("command");
     this.lineStartedAt = now;
-    this.arm(now + this.settings.commandMs);
+    this.arm(tick);
   }
 
   private expire(stage: DeadlineStage): void {

@@ -610,11 +610,15 @@ export class SmtpListener {
     this.open.add(id);
     const ip = client?.ip ?? peer;
     this.arriving.set(id, { ip, proxiedBy });
+    // Found when a deadline first asks, and kept: smtp-server's set is only searched once.
+    let connection: SMTPConnection | undefined;
+    const current = (): SMTPConnection | undefined => (connection ??= this.connectionOf(id));
     const deadlines = new InputDeadlines(this.deadlineSettings, {
       inData: () => {
-        const parser = this.connectionOf(id)?._parser;
+        const parser = current()?._parser;
         return parser ? parser._dataMode : false;
       },
+      upgrading: () => current()?._upgrading ?? false,
       expired: (stage) => this.onDeadline(id, stage),
     });
     this.deadlines.set(id, deadlines);

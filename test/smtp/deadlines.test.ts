@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
 import type { RawSmtp } from "../helpers/smtp-client.js";
-import { consume, harnessPerTest, sleep } from "./fixture.js";
+import { consume, harnessPerTest, sleep, testCertificate } from "./fixture.js";
 
 const { start, connect } = harnessPerTest();
 
@@ -44,6 +44,19 @@ describe("input deadlines (421 4.4.2)", () => {
     expect(bytes.sent()).toBeGreaterThan(5);
     expect(h.events).toContainEqual(expect.objectContaining({ type: "deadline", stage: "data" }));
     expect(h.stored).toEqual([]);
+  });
+
+  it("a TLS handshake after STARTTLS trickled a byte at a time is cut at the command deadline", async () => {
+    const h = await start({ tls: await testCertificate(), timeouts: { socketMs: IDLE_MS, commandMs: 300 } });
+    const client = await connect(h.port);
+    expect(await client.reply()).toMatch(/^220 /);
+    expect(await client.command("EHLO client.test")).toMatch(/STARTTLS/);
+    expect(await client.command("STARTTLS")).toMatch(/^220 /);
+    // The first bytes of a TLS record header, and never the rest.
+    const bytes = trickle(client, "\x16\x03\x01", 20);
+    await client.closed(2_000);
+    expect(bytes.sent()).toBeGreaterThan(5);
+    expect(h.events).toContainEqual(expect.objectContaining({ type: "deadline", stage: "command" }));
   });
 
   it("are not idle timers: a client that pauses between whole commands, or waits for our answer to DATA, is not cut", async () => {
