@@ -728,11 +728,15 @@ export class SmtpListener {
     if (address.address.toLowerCase() === "postmaster") {
       // RFC 5321 4.5.1, docs/behaviour.md §4: our host's postmaster, else that of the first
       // verified domain whose rules take one. The envelope keeps the address it was routed to.
-      const routes = [this.options.hostname, ...policy.identities().domains].map((domain) => `postmaster@${domain}`);
-      const decisions = routes.map((route) => ({ route, decision: decide(route) }));
-      const chosen = decisions.find((candidate) => candidate.decision.accepted) ?? decisions[0]!;
-      address.address = chosen.route;
-      decision = chosen.decision;
+      const own = `postmaster@${this.options.hostname}`;
+      decision = decide(own);
+      address.address = own;
+      for (const domain of policy.identities().domains) {
+        if (decision.accepted) break;
+        const route = `postmaster@${domain}`;
+        const routed = decide(route);
+        if (routed.accepted) [decision, address.address] = [routed, route];
+      }
     } else {
       decision = decide(address.address);
     }
