@@ -46,8 +46,14 @@ export class InputDeadlines {
   private timerDue = Infinity;
   /** When a tick first found a STARTTLS handshake under way. */
   private handshakeSeenAt: number | null = null;
+  /** When our backpressure last paused the socket, and when the timer last fired. */
+  private pausedAt = -Infinity;
+  private firedAt = 0;
   private stopped = false;
   private readonly onBytes = (chunk: Buffer): void => this.received(chunk);
+  private readonly onPause = (): void => {
+    this.pausedAt = performance.now();
+  };
 
   constructor(
     private readonly settings: InputDeadlineSettings,
@@ -65,6 +71,7 @@ export class InputDeadlines {
     // What came before STARTTLS is void, a partial line with it.
     this.lineStartedAt = null;
     socket.on("data", this.onBytes);
+    socket.on("pause", this.onPause);
     this.arm(performance.now() + this.settings.commandMs);
   }
 
@@ -79,6 +86,7 @@ export class InputDeadlines {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.socket?.off("data", this.onBytes);
+    this.socket?.off("pause", this.onPause);
   }
 
   private received(chunk: Buffer): void {
@@ -114,7 +122,9 @@ export class InputDeadlines {
       return this.arm(this.handshakeSeenAt + this.settings.commandMs);
     }
     this.handshakeSeenAt = null;
-    const heldBack = this.socket?.isPaused() ?? false;
+    // Paused now, or at any time since the last look: a resumed socket may not have read yet.
+    const heldBack = (this.socket?.isPaused() ?? false) || this.pausedAt >= this.firedAt;
+    this.firedAt = now;
     if (this.session.inData()) {
       // Message content has lines of its own: the command deadline starts over after DATA.
       this.lineStartedAt = null;

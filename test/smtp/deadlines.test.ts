@@ -59,6 +59,25 @@ describe("input deadlines (421 4.4.2)", () => {
     expect(h.events).toContainEqual(expect.objectContaining({ type: "deadline", stage: "command" }));
   });
 
+  it("do not count time our backpressure holds the client back: a slow spool is not the client's fault", async () => {
+    const h = await start({
+      // At a minimum rate this high the bytes themselves buy next to nothing.
+      timeouts: { socketMs: IDLE_MS, dataMs: 200, minDataBytesPerSecond: 1_000_000_000 },
+      accept: async (_session, body) => {
+        for await (const chunk of body) {
+          void chunk;
+          await sleep(30);
+        }
+      },
+    });
+    const client = await connect(h.port);
+    expect(await client.reply()).toMatch(/^220 /);
+    await client.transaction("a@sender.test", ["info@example.com"]);
+    client.write(`Subject: big\r\n\r\n${`${"x".repeat(998)}\r\n`.repeat(2_000)}.\r\n`);
+    expect(await client.reply(10_000)).toMatch(/^250 Ok /);
+    expect(h.events.some((event) => event.type === "deadline")).toBe(false);
+  });
+
   it("are not idle timers: a client that pauses between whole commands, or waits for our answer to DATA, is not cut", async () => {
     const h = await start({
       timeouts: { socketMs: IDLE_MS, commandMs: 200, dataMs: 200, minDataBytesPerSecond: 1_000 },
