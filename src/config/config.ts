@@ -79,6 +79,11 @@ export interface ServeConfig {
     maxConnections: number;
     maxConnectionsPerIp: number;
     socketTimeoutMs: number;
+    /** docs/behaviour.md §4: from a command line's first byte to its line feed, whatever trickles in. */
+    commandDeadlineMs: number;
+    /** docs/behaviour.md §4: DATA's budget at the 354 and its cap; each byte adds 1/minDataBytesPerSecond s. */
+    dataDeadlineMs: number;
+    minDataBytesPerSecond: number;
     maxMessageBytes: number;
     maxRecipients: number;
     earlyTalkerCheckMs: number;
@@ -253,6 +258,9 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     "maxConnections",
     "maxConnectionsPerIp",
     "socketTimeoutMs",
+    "commandDeadlineMs",
+    "dataDeadlineMs",
+    "minDataBytesPerSecond",
     "maxMessageBytes",
     "maxRecipients",
     "earlyTalkerCheckMs",
@@ -313,6 +321,12 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
       maxConnections: reader.integer(smtpRaw.maxConnections, "config.smtp.maxConnections", 1, 1_000_000) ?? DEFAULTS.smtp.maxConnections,
       maxConnectionsPerIp: reader.integer(smtpRaw.maxConnectionsPerIp, "config.smtp.maxConnectionsPerIp", 1, 1_000_000) ?? DEFAULTS.smtp.maxConnectionsPerIp,
       socketTimeoutMs: reader.integer(smtpRaw.socketTimeoutMs, "config.smtp.socketTimeoutMs", 1000, 3_600_000) ?? DEFAULTS.smtp.socketTimeoutMs,
+      commandDeadlineMs:
+        reader.integer(smtpRaw.commandDeadlineMs, "config.smtp.commandDeadlineMs", 1000, 3_600_000) ?? DEFAULTS.smtp.commandDeadlineMs,
+      dataDeadlineMs: reader.integer(smtpRaw.dataDeadlineMs, "config.smtp.dataDeadlineMs", 1000, 3_600_000) ?? DEFAULTS.smtp.dataDeadlineMs,
+      minDataBytesPerSecond:
+        reader.integer(smtpRaw.minDataBytesPerSecond, "config.smtp.minDataBytesPerSecond", 1, 1_000_000_000) ??
+        DEFAULTS.smtp.minDataBytesPerSecond,
       maxMessageBytes: reader.integer(smtpRaw.maxMessageBytes, "config.smtp.maxMessageBytes", 1024, 2 ** 40) ?? DEFAULTS.smtp.maxMessageBytes,
       maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? DEFAULTS.smtp.maxRecipients,
       earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? DEFAULTS.smtp.earlyTalkerCheckMs,

@@ -9,6 +9,15 @@ export const DEFAULTS = Object.freeze({
     maxConnections: 1000,
     maxConnectionsPerIp: 50,
     socketTimeoutMs: 300_000,
+    /**
+     * Input deadlines (docs/behaviour.md §4). A command line comes in one packet from any real
+     * client; a minute leaves room for a person typing. DATA's 5 minutes and 500 bytes/s are
+     * Postfix's smtpd_timeout and smtpd_min_data_rate: a client at that rate or above is never
+     * cut, a 1 byte/s trickle within about 5 minutes.
+     */
+    commandDeadlineMs: 60_000,
+    dataDeadlineMs: 300_000,
+    minDataBytesPerSecond: 500,
     /** SES's limit for a received message, headers included. */
     maxMessageBytes: 40 * 1024 * 1024,
     /** SES's limit per message (docs/behaviour.md §4). */

@@ -303,6 +303,10 @@ function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {
     case "tls":
       logger.debug("smtp.tls", event);
       return;
+    case "deadline":
+      metrics.smtpRefused.inc({ stage: event.stage, reason: "deadline" });
+      logger.info("smtp.deadline", event);
+      return;
     case "error":
       logger.warn("smtp.error", event);
       return;

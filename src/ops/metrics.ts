@@ -334,7 +334,7 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
     ),
     smtpRefused: registry.counter(
       "receiptd_smtp_refused_total",
-      "SMTP commands refused, by stage (connect, mail, rcpt, data) and reason.",
+      "SMTP commands refused, by stage (connect, mail, rcpt, data; command or data with reason deadline) and reason.",
       ["stage", "reason"],
     ),
     smtpAcceptSeconds: registry.histogram(

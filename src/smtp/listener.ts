@@ -9,9 +9,12 @@ import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { DEFAULTS } from "../config/defaults.js";
 import { newMessageId } from "../mail/message-id.js";
 import { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient } from "../rules/acceptance.js";
-import { compileFilters, decideIp } from "../rules/filters.js";
+import type { RecipientDecision } from "../rules/acceptance.js";
+import { canonicalIp, compileFilters, decideIp } from "../rules/filters.js";
 import type { CompiledFilters } from "../rules/filters.js";
 import type { Header, Identities, RuleSet } from "../rules/model.js";
+import { InputDeadlines } from "./deadlines.js";
+import type { DeadlineStage, InputDeadlineSettings } from "./deadlines.js";
 import { tweakServer } from "./patches.js";
 import { readProxyHeader } from "./proxy.js";
 import type { ProxiedClient } from "./proxy.js";
@@ -88,13 +91,19 @@ export interface SmtpListenerOptions {
   tls?: { key: string | Buffer; cert: string | Buffer };
   /** Load balancer IPs or CIDRs that must open each connection with a PROXY header (v1 or v2); nobody else may send one. */
   proxyProtocolFrom?: string[];
-  /** Open SMTP sessions in all. Default 1000. */
+  /** Open SMTP sessions in all. Default 1000; the last tenth only for addresses with none open (docs/behaviour.md §4). */
   maxConnections?: number;
   /** Open SMTP sessions per client IP. Default 50. */
   maxConnectionsPerIp?: number;
   timeouts?: {
     /** Idle time allowed to a client that owes us input; also bounds the PROXY header and the TLS handshake. Default 5 minutes (RFC 5321 4.5.3.2.7). */
     socketMs?: number;
+    /** From a command line's first byte to its line feed, not reset by bytes. Default 1 minute. */
+    commandMs?: number;
+    /** DATA's budget at the 354 and its cap, not reset by bytes. Default 5 minutes. */
+    dataMs?: number;
+    /** Each byte of DATA adds 1/minDataBytesPerSecond s to DATA's budget. Default 500. */
+    minDataBytesPerSecond?: number;
     /** Default grace of close(). Default 30 s. */
     closeMs?: number;
   };
@@ -145,6 +154,7 @@ export type DataRefusalReason = "size" | "smuggling" | "header-limit" | "accept-
  *   session: a bad PROXY header or TLS handshake just closes).
  * - mail, rcpt: each MAIL FROM and RCPT TO answer; data: each message accepted or refused, with
  *   its size as received and the time from DATA to the answer.
+ * - deadline: a session was told 421 and closed for taking too long over a command line or DATA.
  * - close: a session that was let in has ended. error: smtp-server or socket trouble.
  */
 export type SmtpEvent =
@@ -168,11 +178,17 @@ export type SmtpEvent =
       ms: number;
       error?: string;
     }
+  | { type: "deadline"; session: string; ip: string; stage: DeadlineStage; reply: string }
   | { type: "close"; session: string; ip: string; messages: number }
   | { type: "error"; session: string | null; ip: string | null; error: string };
 
 export const DEFAULT_MAX_MESSAGE_BYTES = DEFAULTS.smtp.maxMessageBytes;
 const DEFAULT_MAX_CONNECTIONS = DEFAULTS.smtp.maxConnections;
+/**
+ * The share of maxConnections kept for addresses that have no session open (docs/behaviour.md
+ * §4), so that a few addresses holding many sessions cannot take them all.
+ */
+const FRESH_ADDRESS_SHARE = 0.1;
 // Postfix's smtpd_client_connection_count_limit.
 const DEFAULT_MAX_CONNECTIONS_PER_IP = DEFAULTS.smtp.maxConnectionsPerIp;
 const DEFAULT_SOCKET_TIMEOUT_MS = DEFAULTS.smtp.socketTimeoutMs;
@@ -182,6 +198,8 @@ const DEFAULT_CLOSE_GRACE_MS = DEFAULTS.shutdownGraceMs;
 export const LISTENER_REPLIES = {
   tooManyConnections: "421 4.7.0 Too many connections, try again later",
   tooManyConnectionsFromIp: "421 4.7.0 Too many connections from your address, try again later",
+  commandDeadline: "421 4.4.2 Command not received in time, closing connection",
+  dataDeadline: "421 4.4.2 Message not received in time, closing connection",
   shuttingDown: "421 4.3.2 Service shutting down, try again later",
   localError: "451 4.3.0 Local error in processing, try again later",
   proxyNotAllowed: "554 5.7.1 PROXY header not accepted from this address",
@@ -320,6 +338,9 @@ export class SmtpListener {
   private readonly maxConnections: number;
   private readonly maxConnectionsPerIp: number;
   private readonly socketMs: number;
+  /** maxConnections less the sessions kept for addresses with none open. */
+  private readonly sharedConnections: number;
+  private readonly deadlineSettings: InputDeadlineSettings;
   private readonly clock: () => Date;
   /** Connections not in an SMTP session yet: reading the PROXY header, or in the TLS handshake. */
   private readonly preSession = new Set<Socket>();
@@ -328,8 +349,9 @@ export class SmtpListener {
    * (a socket's own 'close' listeners do not survive STARTTLS: smtp-server removes them all).
    */
   private readonly open = new Set<string>();
-  /** Load balancer of a proxied connection, by session ID, for onConnect to report. */
-  private readonly proxiedBy = new Map<string, string>();
+  /** The client's canonical address and, when proxied, its load balancer, by session ID, for onConnect. */
+  private readonly arriving = new Map<string, { ip: string; proxiedBy: string | null }>();
+  private readonly deadlines = new Map<string, InputDeadlines>();
   private readonly sessions = new Map<string, SessionState>();
   private readonly perIp = new Map<string, number>();
   /** Messages being received: close() waits for them so that no accept() is cut off. */
@@ -347,6 +369,12 @@ export class SmtpListener {
     this.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.maxConnectionsPerIp = options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP;
     this.socketMs = options.timeouts?.socketMs ?? DEFAULT_SOCKET_TIMEOUT_MS;
+    this.sharedConnections = this.maxConnections - Math.floor(this.maxConnections * FRESH_ADDRESS_SHARE);
+    this.deadlineSettings = {
+      commandMs: options.timeouts?.commandMs ?? DEFAULTS.smtp.commandDeadlineMs,
+      dataMs: options.timeouts?.dataMs ?? DEFAULTS.smtp.dataDeadlineMs,
+      minDataBytesPerSecond: options.timeouts?.minDataBytesPerSecond ?? DEFAULTS.smtp.minDataBytesPerSecond,
+    };
     this.clock = options.clock ?? (() => new Date());
     this.proxyFrom = options.proxyProtocolFrom?.length
       ? compileFilters(options.proxyProtocolFrom.map((cidr, i) => ({ name: `proxy-${i}`, policy: "Allow", cidr })))
@@ -456,15 +484,17 @@ export class SmtpListener {
       socketTimeout: this.socketMs,
       ...(certificate ? { key: certificate.key, cert: certificate.cert } : {}),
       onConnect: (session, callback) => callback(this.onConnect(session)),
-      onSecure: (_socket, session, callback) => {
+      onSecure: (socket, session, callback) => {
         this.emit({
           type: "tls",
           session: session.id,
-          ip: session.remoteAddress,
+          ip: this.ipOf(session),
           protocol: session.tlsOptions ? session.tlsOptions.version : null,
           cipher: session.tlsOptions ? session.tlsOptions.name : null,
         });
+        // smtp-server pipes the TLS socket into its parser in the callback: watched only after that.
         callback();
+        this.deadlines.get(session.id)?.watch(socket as Socket);
       },
       onMailFrom: (address, session, callback) => callback(this.onMailFrom(address, session)),
       onRcptTo: (address, session, callback) => callback(this.onRcptTo(address, session)),
@@ -472,7 +502,7 @@ export class SmtpListener {
         this.onData(stream, session).then(
           (reply) => (reply.error ? callback(reply.error) : callback(null, reply.text)),
           (error: unknown) => {
-            this.emit({ type: "error", session: session.id, ip: session.remoteAddress, error: errorText(error) });
+            this.emit({ type: "error", session: session.id, ip: this.ipOf(session), error: errorText(error) });
             callback(replyError(LISTENER_REPLIES.localError));
           },
         );
@@ -490,7 +520,7 @@ export class SmtpListener {
         this.emit({
           type: "mail",
           session: connection.session.id,
-          ip: connection.session.remoteAddress,
+          ip: this.ipOf(connection.session),
           mailFrom,
           accepted: false,
           reply: REPLIES.sizeExceeded,
@@ -500,7 +530,7 @@ export class SmtpListener {
         this.emit({
           type: "refused",
           session: connection.session.id,
-          ip: connection.session.remoteAddress,
+          ip: this.ipOf(connection.session),
           reason: "proxy-header-not-allowed",
           reply: LISTENER_REPLIES.proxyNotAllowed,
         }),
@@ -528,9 +558,10 @@ export class SmtpListener {
   private onSocket(socket: Socket, local: BoundAddress, smtp: SMTPServer): void {
     // Errors of a socket that never reaches its session end in 'close'; SMTPConnection adds its own handler.
     socket.on("error", () => undefined);
-    const peer = socket.remoteAddress ?? "";
+    // docs/behaviour.md §4: the one place the peer's address enters, the PROXY header's being the other.
+    const peer = canonicalIp(socket.remoteAddress ?? "");
     const proxied = this.proxyFrom !== null && decideIp(this.proxyFrom, peer).decision === "allow";
-    if (!proxied && !local.implicitTls) return this.openSession(smtp, socket, null, null);
+    if (!proxied && !local.implicitTls) return this.openSession(smtp, socket, peer, null, null);
     if (this.preSession.size >= this.maxConnections) {
       this.emit({ type: "refused", session: null, ip: peer, reason: "too-many-pending", reply: null });
       socket.destroy();
@@ -540,7 +571,7 @@ export class SmtpListener {
     this.prepare(socket, local, proxied).then(
       ({ stream, client }) => {
         this.preSession.delete(socket);
-        this.openSession(smtp, stream, client, proxied ? peer : null);
+        this.openSession(smtp, stream, peer, client, proxied ? peer : null);
       },
       (error: EarlyRefusal) => {
         this.preSession.delete(socket);
@@ -584,17 +615,52 @@ export class SmtpListener {
     });
   }
 
-  private openSession(smtp: SMTPServer, stream: Socket, client: ProxiedClient, proxiedBy: string | null): void {
+  private openSession(smtp: SMTPServer, stream: Socket, peer: string, client: ProxiedClient, proxiedBy: string | null): void {
     const id = Buffer.from(this.options.random(8)).toString("hex");
     this.open.add(id);
-    if (proxiedBy !== null) this.proxiedBy.set(id, proxiedBy);
-    smtp.connect(stream, { id, ...(client ? { remoteAddress: client.ip, remotePort: client.port } : {}) });
+    const ip = client?.ip ?? peer;
+    this.arriving.set(id, { ip, proxiedBy });
+    // Found when a deadline first asks, and kept: smtp-server's set is only searched once.
+    let connection: SMTPConnection | undefined;
+    const current = (): SMTPConnection | undefined => (connection ??= this.connectionOf(id));
+    const deadlines = new InputDeadlines(this.deadlineSettings, {
+      inData: () => {
+        const parser = current()?._parser;
+        return parser ? parser._dataMode : false;
+      },
+      upgrading: () => current()?._upgrading ?? false,
+      expired: (stage) => this.onDeadline(id, stage),
+    });
+    this.deadlines.set(id, deadlines);
+    smtp.connect(stream, { id, remoteAddress: ip, remotePort: client?.port ?? stream.remotePort });
+    // connect() has piped the socket into the parser, so the watcher takes no byte from it.
+    deadlines.watch(stream);
+  }
+
+  private connectionOf(id: string): SMTPConnection | undefined {
+    return this.smtpConnections().find((connection) => connection.id === id);
+  }
+
+  /** A deadline passed (docs/behaviour.md §4): 421, and smtp-server closes the connection. */
+  private onDeadline(id: string, stage: DeadlineStage): void {
+    const connection = this.connectionOf(id);
+    if (!connection) return;
+    const reply = stage === "command" ? LISTENER_REPLIES.commandDeadline : LISTENER_REPLIES.dataDeadline;
+    this.emit({ type: "deadline", session: id, ip: this.ipOf(connection.session), stage, reply });
+    const { code, message } = splitReply(reply);
+    connection.send(code, message);
+  }
+
+  /** The client's address in canonical form (smtp-server's own normalisation cuts "::ffff:" off any address). */
+  private ipOf(session: SMTPServerSession): string {
+    return this.sessions.get(session.id)?.ip ?? this.arriving.get(session.id)?.ip ?? session.remoteAddress;
   }
 
   private onConnect(session: SMTPServerSession): Error | null {
-    const proxiedBy = this.proxiedBy.get(session.id) ?? null;
-    this.proxiedBy.delete(session.id);
-    const ip = session.remoteAddress;
+    const arrived = this.arriving.get(session.id);
+    this.arriving.delete(session.id);
+    const ip = arrived?.ip ?? session.remoteAddress;
+    const proxiedBy = arrived?.proxiedBy ?? null;
     const refuse = (reason: RefusalReason, reply: string, filter?: string | null): Error => {
       this.emit({ type: "refused", session: session.id, ip, reason, reply, ...(filter !== undefined ? { filter } : {}) });
       return replyError(reply);
@@ -604,7 +670,7 @@ export class SmtpListener {
     if (decision.decision === "block") return refuse("blocked", REPLIES.accessDenied, decision.filter);
     if (this.sessions.size >= this.maxConnections) return refuse("too-many-connections", LISTENER_REPLIES.tooManyConnections);
     const fromIp = this.perIp.get(ip) ?? 0;
-    if (fromIp >= this.maxConnectionsPerIp) {
+    if (fromIp >= this.maxConnectionsPerIp || (fromIp > 0 && this.sessions.size >= this.sharedConnections)) {
       return refuse("too-many-connections-from-ip", LISTENER_REPLIES.tooManyConnectionsFromIp);
     }
     this.perIp.set(ip, fromIp + 1);
@@ -628,7 +694,9 @@ export class SmtpListener {
   private onClose(session: SMTPServerSession): void {
     this.open.delete(session.id);
     // Left behind by a session refused before onConnect (an early talker).
-    this.proxiedBy.delete(session.id);
+    this.arriving.delete(session.id);
+    this.deadlines.get(session.id)?.stop();
+    this.deadlines.delete(session.id);
     this.checkIdle();
     const state = this.sessions.get(session.id);
     if (!state) return;
@@ -640,7 +708,7 @@ export class SmtpListener {
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Error | null {
-    const base = { type: "mail", session: session.id, ip: session.remoteAddress, mailFrom: address.address } as const;
+    const base = { type: "mail", session: session.id, ip: this.ipOf(session), mailFrom: address.address } as const;
     if (this.closing) {
       this.emit({ ...base, accepted: false, reply: LISTENER_REPLIES.shuttingDown });
       return replyError(LISTENER_REPLIES.shuttingDown);
@@ -655,18 +723,34 @@ export class SmtpListener {
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Error | null {
     const { policy } = this.options;
-    const refusal = recipientRefusal(address.address, session.envelope.mailFrom);
-    const decision =
-      refusal !== null
-        ? { accepted: false as const, reply: refusal }
-        : decideRecipient(address.address, {
-            ruleSet: policy.ruleSet(),
-            identities: policy.identities(),
-            tls: session.secure,
-            acceptedSoFar: session.envelope.rcptTo.length,
-            maxRecipients: this.maxRecipients,
-          });
-    const base = { type: "rcpt", session: session.id, ip: session.remoteAddress, recipient: address.address } as const;
+    const decide = (recipient: string): RecipientDecision => {
+      const refusal = recipientRefusal(recipient, session.envelope.mailFrom);
+      if (refusal !== null) return { accepted: false, reply: refusal };
+      return decideRecipient(recipient, {
+        ruleSet: policy.ruleSet(),
+        identities: policy.identities(),
+        tls: session.secure,
+        acceptedSoFar: session.envelope.rcptTo.length,
+        maxRecipients: this.maxRecipients,
+      });
+    };
+    let decision: RecipientDecision;
+    if (address.address.toLowerCase() === "postmaster") {
+      // RFC 5321 4.5.1, docs/behaviour.md §4: our host's postmaster, else that of the first
+      // verified domain whose rules take one. The envelope keeps the address it was routed to.
+      const own = `postmaster@${this.options.hostname}`;
+      decision = decide(own);
+      address.address = own;
+      for (const domain of policy.identities().domains) {
+        if (decision.accepted) break;
+        const route = `postmaster@${domain}`;
+        const routed = decide(route);
+        if (routed.accepted) [decision, address.address] = [routed, route];
+      }
+    } else {
+      decision = decide(address.address);
+    }
+    const base = { type: "rcpt", session: session.id, ip: this.ipOf(session), recipient: address.address } as const;
     if (decision.accepted) {
       this.emit({ ...base, accepted: true });
       return null;
@@ -678,13 +762,15 @@ export class SmtpListener {
   /** The DATA reply: the text after 250, or the error smtp-server turns into the reply. */
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<{ error: Error | null; text?: string }> {
     const started = performance.now();
+    this.deadlines.get(session.id)?.dataStarted();
     const state = this.sessions.get(session.id);
     const scanner = new DataScanner(this.maxMessageBytes);
     const fresh = (): string => newMessageId(this.options.random);
     const messageId = this.options.claimMessageId?.(fresh) ?? fresh();
     const receivedAt = this.clock();
     const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
-    const recipients = session.envelope.rcptTo.map((rcpt) => rcpt.address);
+    // `<postmaster>` and the address it was routed to are one recipient (onRcptTo).
+    const recipients = [...new Map(session.envelope.rcptTo.map((rcpt) => [rcpt.address.toLowerCase(), rcpt.address])).values()];
     const helo = session.hostNameAppearsAs;
     // Until the trace headers are known smtp-server's stream buffers, holding the client back.
     const reverseDns = (await state?.reverseDns) ?? null;
@@ -692,13 +778,13 @@ export class SmtpListener {
       messageId,
       mailFrom,
       recipients,
-      client: { ip: session.remoteAddress, port: session.remotePort, helo, reverseDns, tls: session.secure },
+      client: { ip: this.ipOf(session), port: session.remotePort, helo, reverseDns, tls: session.secure },
       receivedAt,
       receiptHeaders: traceHeaders({
         mailFrom,
         helo,
         reverseDns,
-        ip: session.remoteAddress,
+        ip: this.ipOf(session),
         hostname: this.options.hostname,
         messageId,
         firstRecipient: recipients[0] ?? "",

@@ -1,5 +1,6 @@
 import net from "node:net";
 import type { Socket } from "node:net";
+import { canonicalIp } from "../rules/filters.js";
 
 /**
  * The PROXY protocol, both versions: haproxy's proxy-protocol.txt. A balancer sends one or the
@@ -13,7 +14,11 @@ export const MAX_PROXY_HEADER_BYTES = 107;
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 const V2_FIXED_BYTES = 16;
 
-/** The client a load balancer forwards, or null for `PROXY UNKNOWN` (use the connection's own peer). */
+/**
+ * The client a load balancer forwards, its address in canonical form (`canonicalIp`: an
+ * IPv4-mapped source in any notation is the IPv4 address), or null for `PROXY UNKNOWN` (use the
+ * connection's own peer).
+ */
 export type ProxiedClient = { ip: string; port: number } | null;
 
 export class ProxyHeaderError extends Error {}
@@ -37,7 +42,7 @@ export function parseProxyHeader(line: string): ProxiedClient {
   for (const port of [sourcePort, destinationPort]) {
     if (!PORT.test(port) || Number(port) > 65535) throw new ProxyHeaderError(`PROXY header with an invalid port ${JSON.stringify(port)}`);
   }
-  return { ip: source, port: Number(sourcePort) };
+  return { ip: canonicalIp(source), port: Number(sourcePort) };
 }
 
 /**
@@ -69,34 +74,10 @@ export function parseProxyV2Header(header: Buffer): ProxiedClient {
   }
   if (family === 0x2) {
     if (addresses.length < 36) throw new ProxyHeaderError("PROXY v2 TCP6 header too short for its addresses");
-    return { ip: ipv6Text(addresses.subarray(0, 16)), port: addresses.readUInt16BE(32) };
+    const groups = Array.from({ length: 8 }, (_, i) => addresses.readUInt16BE(i * 2).toString(16));
+    return { ip: canonicalIp(groups.join(":")), port: addresses.readUInt16BE(32) };
   }
   throw new ProxyHeaderError(`PROXY v2 header with unknown address family ${family}`);
-}
-
-/**
- * RFC 5952 text, the form Node gives a socket's remoteAddress in: lower case, the longest run of
- * two or more zero groups as "::", and an IPv4-mapped address as ::ffff:a.b.c.d.
- */
-function ipv6Text(bytes: Buffer): string {
-  if (bytes.subarray(0, 10).every((byte) => byte === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
-    return `::ffff:${[...bytes.subarray(12)].join(".")}`;
-  }
-  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2));
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let start = 0; start < 8; ) {
-    let end = start;
-    while (end < 8 && groups[end] === 0) end++;
-    if (end - start > bestLength) {
-      bestStart = start;
-      bestLength = end - start;
-    }
-    start = end === start ? start + 1 : end;
-  }
-  const hex = groups.map((group) => group.toString(16));
-  if (bestStart === -1) return hex.join(":");
-  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLength).join(":")}`;
 }
 
 /**

@@ -16,11 +16,13 @@ export class RawSmtp {
     this.endedPromise = this.watch(socket);
   }
 
-  static connect(port: number, host = "127.0.0.1", options: { tls?: boolean } = {}): Promise<RawSmtp> {
+  /** `localAddress` picks the source address: any of 127.0.0.0/8 on Linux, to be several clients. */
+  static connect(port: number, host = "127.0.0.1", options: { tls?: boolean; localAddress?: string } = {}): Promise<RawSmtp> {
+    const source = options.localAddress ? { localAddress: options.localAddress } : {};
     return new Promise((resolve, reject) => {
       const socket = options.tls
-        ? tls.connect({ port, host, rejectUnauthorized: false }, () => resolve(new RawSmtp(socket)))
-        : net.connect({ port, host }, () => resolve(new RawSmtp(socket)));
+        ? tls.connect({ port, host, rejectUnauthorized: false, ...source }, () => resolve(new RawSmtp(socket)))
+        : net.connect({ port, host, ...source }, () => resolve(new RawSmtp(socket)));
       socket.once("error", reject);
     });
   }

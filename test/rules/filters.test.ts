@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { compileFilters, decideIp } from "../../src/rules/filters.js";
+import { canonicalIp, compileFilters, decideIp } from "../../src/rules/filters.js";
 import type { IpFilter } from "../../src/rules/model.js";
 
 const filter = (name: string, policy: "Allow" | "Block", cidr: string): IpFilter => ({ name, policy, cidr });
@@ -67,5 +67,27 @@ describe("IP filters (SEMANTICS 4, connect)", () => {
       if (start > 0) expect(decideIp(filters, dotted(start - 1)).decision).toBe("none");
       if (end < 0xffffffff) expect(decideIp(filters, dotted(end + 1)).decision).toBe("none");
     }
+  });
+});
+
+describe("canonicalIp: one form of a client address (docs/behaviour.md §4)", () => {
+  it("an IPv4-mapped IPv6 address in any notation is the IPv4 address", () => {
+    for (const mapped of ["::ffff:203.0.113.5", "::FFFF:cb00:7105", "0:0:0:0:0:ffff:cb00:7105", "0000:0000:0000:0000:0000:ffff:203.0.113.5"]) {
+      expect(canonicalIp(mapped), mapped).toBe("203.0.113.5");
+    }
+  });
+
+  it("other IPv6 addresses take their RFC 5952 form, zone kept; anything else stays as it is", () => {
+    expect(canonicalIp("2001:DB8:0:0:0:0:0:7")).toBe("2001:db8::7");
+    expect(canonicalIp("::ffff:0:102:304")).toBe("::ffff:0:102:304");
+    expect(canonicalIp("fe80::0:1%eth0")).toBe("fe80::1%eth0");
+    expect(canonicalIp("198.51.100.7")).toBe("198.51.100.7");
+    expect(canonicalIp("not an address")).toBe("not an address");
+  });
+
+  it("decideIp reads a hex-mapped client as the IPv4 address it is", () => {
+    const filters = compileFilters([filter("partner", "Allow", "198.51.100.0/24"), filter("all", "Block", "0.0.0.0/0")]);
+    expect(decideIp(filters, "::ffff:cb00:7105")).toEqual({ decision: "block", filter: "all" });
+    expect(decideIp(filters, "::ffff:c633:6407")).toEqual({ decision: "allow", filter: "partner" });
   });
 });

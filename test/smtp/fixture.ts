@@ -144,7 +144,7 @@ export const sleep = (ms: number): Promise<void> => new Promise((resolve) => set
  */
 export function harnessPerTest(): {
   start(options?: HarnessOptions): Promise<Harness>;
-  connect(port: number, host?: string, options?: { tls?: boolean }): Promise<RawSmtp>;
+  connect(port: number, host?: string, options?: { tls?: boolean; localAddress?: string }): Promise<RawSmtp>;
 } {
   let harness: Harness | undefined;
   const clients: RawSmtp[] = [];

@@ -2,6 +2,7 @@ import net from "node:net";
 import { performance } from "node:perf_hooks";
 import { describe, expect, it } from "vitest";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
+import type { RawSmtp } from "../helpers/smtp-client.js";
 import { consume, eventually, harnessPerTest, sleep } from "./fixture.js";
 
 const { start, connect } = harnessPerTest();
@@ -42,6 +43,36 @@ describe("connection limits (421)", () => {
     expect(await third.reply()).toBe(LISTENER_REPLIES.tooManyConnections);
     await third.closed();
     await eventually(() => h.listener.connections() === 2);
+  });
+});
+
+describe("sessions kept for addresses with none open", () => {
+  it("sessions trickling from a few addresses cannot take every slot: a client from another address is greeted", async () => {
+    // A tenth of maxConnections is kept: here 1 of 10.
+    const h = await start({ maxConnections: 10, maxConnectionsPerIp: 4 });
+    const replies: string[] = [];
+    const greeted: RawSmtp[] = [];
+    for (const source of ["127.0.0.2", "127.0.0.3", "127.0.0.4"]) {
+      for (let i = 0; i < 4; i++) {
+        const client = await connect(h.port, "127.0.0.1", { localAddress: source });
+        const reply = await client.reply();
+        replies.push(reply);
+        if (reply.startsWith("220 ")) greeted.push(client);
+      }
+    }
+    // Each greeted session keeps trickling, as a slow client would, without finishing a line.
+    const timer = setInterval(() => greeted.forEach((client) => client.write("x")), 50);
+    try {
+      expect(replies.filter((reply) => reply.startsWith("220 "))).toHaveLength(9);
+      expect(replies.filter((reply) => reply === LISTENER_REPLIES.tooManyConnectionsFromIp)).toHaveLength(3);
+      const newcomer = await connect(h.port, "127.0.0.1", { localAddress: "127.0.0.9" });
+      expect(await newcomer.reply()).toMatch(/^220 /);
+      // The kept slot is taken now: nobody else gets in, from any address.
+      const late = await connect(h.port, "127.0.0.1", { localAddress: "127.0.0.10" });
+      expect(await late.reply()).toBe(LISTENER_REPLIES.tooManyConnections);
+    } finally {
+      clearInterval(timer);
+    }
   });
 });
 

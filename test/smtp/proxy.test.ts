@@ -74,7 +74,7 @@ describe("PROXY v2 header parsing", () => {
       port: 40000,
     });
     const mapped = Buffer.from("00000000000000000000ffffcb007109", "hex");
-    expect(parseProxyV2Header(v2Header({ family: 0x21, addresses: tcp6(mapped, mapped, 1, 25) }))).toEqual({ ip: "::ffff:203.0.113.9", port: 1 });
+    expect(parseProxyV2Header(v2Header({ family: 0x21, addresses: tcp6(mapped, mapped, 1, 25) }))).toEqual({ ip: "203.0.113.9", port: 1 });
   });
 
   it("writes IPv6 sources as the WHATWG URL parser does (RFC 5952)", () => {
@@ -148,6 +148,51 @@ describe("PROXY protocol from listed load balancers", () => {
     const fine = await connect(h.port);
     fine.write("PROXY TCP4 198.51.100.7 127.0.0.1 40000 25\r\n");
     expect(await fine.reply()).toMatch(/^220 /);
+  });
+
+  it("an IPv4-mapped source in hex (::ffff:cb00:7105 is 203.0.113.5) is the IPv4 address: a Block applies", async () => {
+    const h = await start({
+      proxyProtocolFrom: ["127.0.0.1"],
+      filters: [{ name: "bad-host", policy: "Block", cidr: "203.0.113.5" }],
+    });
+    for (const header of ["PROXY TCP6 ::ffff:cb00:7105 ::1 40000 25\r\n", "PROXY TCP6 0:0:0:0:0:FFFF:CB00:7105 ::1 40000 25\r\n"]) {
+      const client = await connect(h.port);
+      client.write(header);
+      expect(await client.reply()).toBe(REPLIES.accessDenied);
+      await client.closed();
+    }
+    const v2 = await connect(h.port);
+    const mapped = Buffer.from("00000000000000000000ffffcb007105", "hex");
+    v2.write(v2Header({ family: 0x21, addresses: tcp6(mapped, mapped, 40000, 25) }));
+    expect(await v2.reply()).toBe(REPLIES.accessDenied);
+    const refusals = h.events.filter((event) => event.type === "refused");
+    expect(refusals.map((event) => event.ip)).toEqual(["203.0.113.5", "203.0.113.5", "203.0.113.5"]);
+  });
+
+  it("a hex-mapped source is held to a block-all allow-list too, and is seen as IPv4 everywhere once let in", async () => {
+    const h = await start({
+      proxyProtocolFrom: ["127.0.0.1"],
+      filters: [
+        { name: "partner", policy: "Allow", cidr: "198.51.100.0/24" },
+        { name: "all-v4", policy: "Block", cidr: "0.0.0.0/0" },
+        { name: "all-v6", policy: "Block", cidr: "::/0" },
+      ],
+    });
+    const outsider = await connect(h.port);
+    outsider.write("PROXY TCP6 ::ffff:cb00:7105 ::1 40000 25\r\n");
+    expect(await outsider.reply()).toBe(REPLIES.accessDenied);
+
+    const partner = await connect(h.port);
+    // 198.51.100.7
+    partner.write("PROXY TCP6 ::ffff:c633:6407 ::1 40001 25\r\n");
+    expect(await partner.reply()).toMatch(/^220 /);
+    await partner.transaction("a@sender.test", ["info@example.com"]);
+    partner.write("Subject: mapped\r\n\r\nbody\r\n.\r\n");
+    expect(await partner.reply()).toMatch(/^250 Ok /);
+    expect(h.stored[0]!.session.client.ip).toBe("198.51.100.7");
+    expect(h.stored[0]!.message.toString("latin1")).toContain("(unknown [198.51.100.7]) by");
+    const partnerEvents = h.events.filter((event) => "session" in event && event.type !== "refused" && event.ip !== "203.0.113.5");
+    expect(new Set(partnerEvents.map((event) => event.ip))).toEqual(new Set(["198.51.100.7"]));
   });
 
   it("a v2 header, as AWS's Network Load Balancer sends, with its TLV and a command behind it in the same segment", async () => {
@@ -248,6 +293,18 @@ describe("PROXY protocol from listed load balancers", () => {
     const same = await connect(h.port);
     same.write("PROXY TCP4 198.51.100.7 127.0.0.1 40002 25\r\n");
     expect(await same.reply()).toBe(LISTENER_REPLIES.tooManyConnectionsFromIp);
+  });
+});
+
+describe("a dual-stack listener's IPv4 peers", () => {
+  it("are seen in IPv4 form by filters and events", async () => {
+    const h = await start({ listen: [{ host: "::", port: 0 }], filters: [{ name: "local", policy: "Block", cidr: "127.0.0.2" }] });
+    const blocked = await connect(h.port, "127.0.0.1", { localAddress: "127.0.0.2" });
+    expect(await blocked.reply()).toBe(REPLIES.accessDenied);
+    const fine = await connect(h.port, "127.0.0.1");
+    expect(await fine.reply()).toMatch(/^220 /);
+    expect(h.events).toContainEqual(expect.objectContaining({ type: "refused", ip: "127.0.0.2" }));
+    expect(h.events).toContainEqual(expect.objectContaining({ type: "connect", ip: "127.0.0.1" }));
   });
 });
 
