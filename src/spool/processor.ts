@@ -24,8 +24,11 @@ import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
 import type { ActionType, Identities } from "../rules/model.js";
 import { identitiesFrom } from "../rules/recipients.js";
-import { SnapshotGone } from "./spool.js";
-import type { MessageState, Snapshot, Spool } from "./spool.js";
+import type { MessageState } from "./format.js";
+import { MessageGone } from "./queue.js";
+import type { Queue } from "./queue.js";
+import { SnapshotGone } from "./snapshots.js";
+import type { Snapshot } from "./snapshots.js";
 
 export interface FailureReply {
   smtpReplyCode: string;
@@ -37,7 +40,7 @@ export interface FailureReply {
 export type CancelTimer = () => void;
 
 export interface ProcessorOptions {
-  spool: Spool;
+  spool: Queue;
   executor: ActionExecutor<ReceivedMessage>;
   /** Messages processed at once; the actions of one message always run strictly in order. Default 8. */
   concurrency?: number;
@@ -137,7 +140,7 @@ interface Loaded {
 }
 
 export class Processor {
-  private readonly spool: Spool;
+  private readonly spool: Queue;
   private readonly executor: ActionExecutor<ReceivedMessage>;
   private readonly concurrency: number;
   private readonly whileBusy: ProcessorOptions["whileBusy"];
@@ -281,6 +284,12 @@ export class Processor {
     this.onEvent(event);
   }
 
+  /** The message is not in the queue (any more): no retry can find it. */
+  private gone(id: string, error: MessageGone): void {
+    this.forget(id);
+    this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
+  }
+
   /** Lets go of a message that has left the queue, or that this processor will not touch again. */
   private forget(id: string): void {
     this.known.delete(id);
@@ -313,9 +322,8 @@ export class Processor {
       if (error instanceof Interrupted) {
         this.forget(id);
         this.emit({ event: "message-interrupted", messageId: id });
-      } else if (!loaded && (error as NodeJS.ErrnoException | null)?.code === "ENOENT") {
-        this.forget(id);
-        this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
+      } else if (error instanceof MessageGone) {
+        this.gone(id, error);
       } else if (error instanceof SnapshotGone) {
         await this.abandon(id, attempt, loaded, null, `snapshot missing: ${errorText(error)}`);
       } else if (isSystemError(error)) {
@@ -335,8 +343,9 @@ export class Processor {
     try {
       await this.spool.complete(id, trace);
     } catch (error) {
+      if (error instanceof MessageGone) this.gone(id, error);
       // Every outcome is journaled, so the retry replays them all and only the move is done again.
-      this.spoolTrouble(id, attempt, error);
+      else this.spoolTrouble(id, attempt, error);
       return;
     }
     this.forget(id);
@@ -442,7 +451,8 @@ export class Processor {
     try {
       await this.spool.deadLetter(id, trace, reason);
     } catch (error) {
-      this.spoolTrouble(id, attempt, error);
+      if (error instanceof MessageGone) this.gone(id, error);
+      else this.spoolTrouble(id, attempt, error);
       return;
     }
     this.forget(id);
