@@ -11,6 +11,7 @@ import { Processor } from "../../src/spool/processor.js";
 import type { ProcessorOptions } from "../../src/spool/processor.js";
 import type { MessageState } from "../../src/spool/format.js";
 import { Spool } from "../../src/spool/spool.js";
+import { SpoolWriter } from "../../src/spool/spool-writer.js";
 import { addHeader, lambda, rule, ruleSet, s3, sns } from "../helpers/rules.js";
 import {
   Events,
@@ -377,6 +378,21 @@ describe("permanent failures", () => {
     h.processor.enqueue(id);
     expect(await dead).toMatchObject({ dsn: "message unreadable" });
     expect((await dead).reason).toMatch(/^unprocessable: /);
+  });
+
+  it("include messages the queue does not hold when they are to be moved: reported missing, not retried as disk trouble", async () => {
+    // Written beside the queue, never adopted: readable, but not the queue's to move.
+    const writer = SpoolWriter.forAcceptor({ dir, fsync: false });
+    const snapshot = await writer.saveSnapshot(snapshotOf());
+    const id = newId();
+    await writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
+    await writer.close();
+    const h = harness(() => ({ status: "done" }));
+    const missing = h.events.next("message-missing", id);
+    h.processor.enqueue(id);
+    expect((await missing).error).toMatch(/not pending/);
+    expect(h.events.all.filter((e) => e.event === "spool-error" || e.event === "retry-scheduled")).toEqual([]);
+    expect(h.timers.active()).toEqual([]);
   });
 
   it("include messages whose snapshot is gone: dead-lettered with that reason and a DSN, not retried", async () => {
