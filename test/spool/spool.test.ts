@@ -187,8 +187,25 @@ describe("files reserved for the next messages", () => {
     return listDir(join(dir, "queue"));
   };
   const RESERVE = 16;
+  /**
+   * The ID of a reserved file among `files`. A file is listed as soon as it is created, but handed
+   * out only once the directory fsync after it is done; until then a claim gets a new ID.
+   */
+  const claimReserved = async (writer: SpoolWriter, files: string[]): Promise<string> => {
+    for (;;) {
+      const id = writer.claimMessageId(newId);
+      if (files.includes(`${id}.msg`)) return id;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
 
   it("are made only once IDs are claimed, and are empty until a message is accepted into one", async () => {
+    // A slow disk: reserved files appear in queue/ a while before their directory entries are
+    // durable, and only then are they handed out (this test once flaked on a loaded machine).
+    const original = fs.fsync;
+    vi.spyOn(fs, "fsync").mockImplementation(((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      setTimeout(() => original(fd, callback), 50);
+    }) as typeof fs.fsync);
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     await acceptOne(spool.writer, snapshot);
@@ -202,8 +219,7 @@ describe("files reserved for the next messages", () => {
       expect(name).toMatch(/^[0-9a-v]{40}\.msg$/);
     }
 
-    const id = spool.writer.claimMessageId(newId);
-    expect(files).toContain(`${id}.msg`);
+    const id = await claimReserved(spool.writer, files);
     const bytes = messageBytes(id);
     await spool.writer.accept(stateFor(id, snapshot), chunks(bytes));
     const { message, state } = storedParts(await readFile(join(dir, "queue", `${id}.msg`)));
