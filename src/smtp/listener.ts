@@ -7,6 +7,7 @@ import { SMTPServer } from "smtp-server";
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from "smtp-server";
 import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { newMessageId } from "../mail/message-id.js";
+import { errorText } from "../ops/log.js";
 import { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient } from "../rules/acceptance.js";
 import { compileFilters, decideIp } from "../rules/filters.js";
 import type { CompiledFilters } from "../rules/filters.js";
@@ -228,10 +229,6 @@ function splitReply(reply: string): { code: number; message: string } {
 
 function hostPort(address: string, port: number): string {
   return net.isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Why a connection was dropped before its SMTP session began. */

@@ -35,15 +35,6 @@ export async function writeAll(fd: number, bytes: Buffer, position: number): Pro
   }
 }
 
-export async function fsyncDirectory(path: string): Promise<void> {
-  const fd = await openFd(path, "r");
-  try {
-    await fsyncFd(fd);
-  } finally {
-    await closeFd(fd);
-  }
-}
-
 /** Creates or replaces (a move repeated after a crash finds its trace there already) `path`. */
 export async function writeSmallFile(path: string, text: string, { durable }: { durable: boolean }): Promise<void> {
   const fd = await openFd(path, "w");

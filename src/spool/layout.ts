@@ -28,7 +28,7 @@
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { isMessageId } from "../mail/message-id.js";
-import { fsyncDirectory } from "./fd.js";
+import { syncPath } from "../actions/durable.js";
 
 export interface SpoolOptions {
   dir: string;
@@ -71,8 +71,8 @@ export async function makeDirectories(paths: SpoolPaths, fsync: boolean): Promis
   for (const directory of [paths.tmp, paths.queue, paths.done, paths.dead, paths.snapshots]) await mkdir(directory, { recursive: true });
   if (fsync) {
     // The subdirectories' own entries, in case they were just created.
-    await fsyncDirectory(paths.dir);
-    await fsyncDirectory(join(paths.dir, ".."));
+    await syncPath(paths.dir);
+    await syncPath(join(paths.dir, ".."));
   }
 }
 

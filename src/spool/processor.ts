@@ -17,6 +17,7 @@
 import { prependedHeaderBytes } from "../mail/edit.js";
 import { buildDsn } from "../mail/dsn.js";
 import { isMessageId } from "../mail/message-id.js";
+import { errorText } from "../ops/log.js";
 import type { ReceivedMessage } from "../actions/message.js";
 import type { SendDsnRequest } from "../actions/backend.js";
 import { evaluate } from "../rules/evaluate.js";
@@ -119,10 +120,6 @@ const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "A
 
 /** Thrown into the evaluator by drain() to stop a message between two actions. */
 class Interrupted extends Error {}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /** An operating-system error (it has an errno code): the disk, not the message, is at fault. */
 function isSystemError(error: unknown): boolean {

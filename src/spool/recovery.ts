@@ -7,8 +7,8 @@
  */
 import { readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { syncPath } from "../actions/durable.js";
 import type { DirectorySync } from "./dir-sync.js";
-import { fsyncDirectory } from "./fd.js";
 import { storedFileIsWhole } from "./format.js";
 import { DONE_HOUR, QUEUE_FILE, exists } from "./layout.js";
 import type { SpoolPaths } from "./layout.js";
@@ -94,7 +94,7 @@ async function recoverQueue(paths: SpoolPaths, names: string[], queueSync: Direc
   }
   for (const directory of touched) {
     if (directory === queue) await queueSync.sync();
-    else if (fsync) await fsyncDirectory(directory);
+    else if (fsync) await syncPath(directory);
   }
   return recovered;
 }
