@@ -63,7 +63,8 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
 
 /**
  * The listeners are bound before the spool is recovered, so that a daemon that cannot bind
- * leaves the spool as it found it, and processing starts once the spool is in order.
+ * leaves the spool as it found it; what an earlier run left is processed once it is in order.
+ * Messages accepted meanwhile are new files, which recovery never touches (src/spool/recovery.ts).
  */
 async function startOnSpool(
   config: ReceiptdConfig,
