@@ -81,8 +81,12 @@ export class Queue {
   private readonly journaled = new Set<string>();
   private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
   private readonly traces: TraceLog;
+  /** Resolved once recovery has handed over what it found (see adoptUnreported). */
+  private readonly recovery: Promise<void>;
+  private recoveryDone: () => void = () => undefined;
 
   constructor(parts: QueueParts) {
+    this.recovery = new Promise((resolve) => (this.recoveryDone = resolve));
     this.paths = parts.paths;
     this.fsync = parts.fsync;
     this.queueSync = parts.queueSync;
@@ -100,6 +104,7 @@ export class Queue {
       this.unverified.add(id);
     }
     for (const id of found.journaled) this.journaled.add(id);
+    this.recoveryDone();
   }
 
   /** A message this process's writer has just stored, with its head if it was kept. */
@@ -120,9 +125,11 @@ export class Queue {
    * Adopts every committed message in queue/ that is not pending yet, and returns their IDs: after
    * an acceptor process died, the messages it answered 250 but had not reported yet. Files still
    * being written (no footer yet) are left to their writers, and those of a dead acceptor to the
-   * next recovery.
+   * next recovery. Waits for this start's recovery: what it has yet to put in order (a message
+   * half moved to dead/, say) is not for processing.
    */
   async adoptUnreported(): Promise<string[]> {
+    await this.recovery;
     const found: string[] = [];
     for (const name of await readdir(this.paths.queue)) {
       const match = QUEUE_FILE.exec(name);

@@ -331,6 +331,22 @@ describe("an acceptor process's spool beside the daemon's", () => {
     await daemon.close();
   });
 
+  it("adoptUnreported leaves what an earlier run left to recovery, when an acceptor dies before recovery is done", async () => {
+    const earlier = await Spool.open({ dir });
+    const snapshot = await earlier.writer.saveSnapshot(snapshotOf());
+    const left = await acceptOne(earlier.writer, snapshot);
+    await earlier.close();
+    await writeFile(join(dir, "dead", `${left}.trace.json`), JSON.stringify({ at: RECEIVED_AT.toISOString(), reason: "abandoned", trace: null }));
+
+    const daemon = await Spool.lock({ dir });
+    const adopting = daemon.queue.adoptUnreported();
+    await daemon.recover();
+    expect(await adopting).toEqual([]);
+    expect(await listDir(join(dir, "dead"))).toEqual([`${left}.msg`, `${left}.trace.json`]);
+    expect(daemon.queue.depth()).toBe(0);
+    await daemon.close();
+  });
+
   it("lets two processes save the same snapshot at once", async () => {
     const daemon = await Spool.open({ dir });
     const other = SpoolWriter.forAcceptor({ dir });
