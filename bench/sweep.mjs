@@ -24,7 +24,7 @@ async function* message(id) {
 async function filledSpool(dir) {
   // Syncs make filling slow and are not what is measured.
   const spool = await Spool.open({ dir, fsync: false });
-  const snapshot = await spool.saveSnapshot({ ruleSet: { name: "bench", rules: [] }, identities: { addresses: [], domains: ["example.com"] } });
+  const snapshot = await spool.writer.saveSnapshot({ ruleSet: { name: "bench", rules: [] }, identities: { addresses: [], domains: ["example.com"] } });
   const receivedAt = new Date().toISOString();
   for (let i = 0; i < MESSAGES; i++) {
     const id = newMessageId(randomBytes);
@@ -36,8 +36,8 @@ async function filledSpool(dir) {
       verdicts: { spam: "DISABLED", virus: "DISABLED", spf: "DISABLED", dkim: "DISABLED", dmarc: "DISABLED" },
       snapshot,
     };
-    await spool.accept(state, message(id));
-    await spool.complete(id, { messageId: id, rules: [], end: "completed", outcomes: [], prependedHeaders: [] });
+    await spool.writer.accept(state, message(id));
+    await spool.queue.complete(id, { messageId: id, rules: [], end: "completed", outcomes: [], prependedHeaders: [] });
     if (i % 5000 === 4999) process.stderr.write(`  ${i + 1}/${MESSAGES} messages\n`);
   }
   return spool;
@@ -54,7 +54,7 @@ async function flatten(dir) {
 
 async function timedSweep(spool, now) {
   const started = performance.now();
-  const deleted = await spool.sweep(now);
+  const deleted = await spool.queue.sweep(now);
   return { ms: performance.now() - started, deleted };
 }
 

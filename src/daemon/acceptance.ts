@@ -11,7 +11,7 @@ import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
 import type { AcceptedSession, SmtpEvent } from "../smtp/index.js";
-import type { Spool } from "../spool/spool.js";
+import type { SpoolWriter } from "../spool/spool-writer.js";
 
 /** How long after a message the SMTP side still counts as busy (see `Acceptance.busy`). */
 const BUSY_LINGER_MS = 20;
@@ -23,8 +23,8 @@ export function receiving(accepting: number, lastActive: number, now = performan
 
 export interface AcceptanceOptions {
   policy: LivePolicy;
-  /** Where accepted messages go; only its accept side is used. */
-  spool: Spool;
+  /** Where accepted messages go. */
+  spool: SpoolWriter;
   clock: () => Date;
   random: (bytes: number) => Uint8Array;
   onEvent: (event: SmtpEvent) => void;

@@ -1,7 +1,7 @@
 // An SMTP acceptor process (see acceptors.ts): started by the daemon with cluster.fork, never by hand.
 import { loggerFromEnvironment } from "../ops/log.js";
 import { mirrorPolicy } from "../ops/reload.js";
-import { Spool } from "../spool/spool.js";
+import { SpoolWriter } from "../spool/spool-writer.js";
 import { startAcceptance } from "./acceptance.js";
 import type { Acceptance } from "./acceptance.js";
 import type { AcceptorReport, FromAcceptor, ToAcceptor } from "./acceptors.js";
@@ -32,7 +32,7 @@ process.on("SIGINT", () => void stop(graceMs));
 let graceMs = 0;
 let mirror: ReturnType<typeof mirrorPolicy> | null = null;
 let acceptance: Acceptance | null = null;
-let spool: Spool | null = null;
+let spool: SpoolWriter | null = null;
 let stopping: Promise<void> | null = null;
 let reports: AcceptorReport[] = [];
 let flushScheduled = false;
@@ -89,7 +89,7 @@ async function start(message: Extract<ToAcceptor, { type: "start" }>): Promise<v
   graceMs = config.serve.shutdownGraceMs;
   try {
     mirror = mirrorPolicy(config.serve.identities, message.policy);
-    spool = Spool.forAcceptance({ dir: config.serve.spool.dir });
+    spool = SpoolWriter.forAcceptor({ dir: config.serve.spool.dir });
     acceptance = await startAcceptance(config, {
       policy: mirror,
       spool,

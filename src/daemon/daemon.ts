@@ -51,6 +51,30 @@ function refusalReason(reply: string): string {
 }
 
 export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions): Promise<Daemon> {
+  // First of all: a second daemon on the same directory must refuse before it touches the spool.
+  const spool = await Spool.lock({ dir: config.serve.spool.dir });
+  // What has been started, to be stopped again (last first) should a later step fail.
+  const started: (() => unknown)[] = [];
+  try {
+    return await startOnSpool(config, options, spool, (stop) => started.push(stop));
+  } catch (error) {
+    for (const stop of started.reverse()) await Promise.resolve(stop()).catch(() => undefined);
+    await spool.close();
+    throw error;
+  }
+}
+
+/**
+ * The listeners are bound before the spool is recovered, so that a daemon that cannot bind
+ * leaves the spool as it found it; what an earlier run left is processed once it is in order.
+ * Messages accepted meanwhile are new files, which recovery never touches (src/spool/recovery.ts).
+ */
+async function startOnSpool(
+  config: ReceiptdConfig,
+  options: DaemonOptions,
+  spool: Spool,
+  onStarted: (stop: () => unknown) => void,
+): Promise<Daemon> {
   const { logger } = options;
   const clock = options.clock ?? (() => new Date());
   const random = options.random ?? pooledRandomBytes;
@@ -59,9 +83,6 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   const metrics: Metrics = createMetrics({
     onCollectError: (metric, error) => logger.warn("metrics.collect_failed", { metric, error }),
   });
-
-  // First of all, after the configuration checks that touch nothing: a second daemon on the same directory must refuse before it touches the spool.
-  const spool = await Spool.open({ dir: serve.spool.dir });
 
   // The SMTP side, in this process or in acceptor processes; set once it listens.
   let smtp: SmtpSide | null = null;
@@ -77,12 +98,9 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     tlsOffered: serve.smtp.tls !== undefined,
     // Acceptor processes, if any, follow every change.
     onChange: (texts) => smtp?.policyChanged?.(texts),
-  }).catch(async (error: unknown) => {
-    // A refused rule set at start: give the spool's lock back to whoever starts next.
-    await spool.close();
-    throw error;
   });
-  metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.depth()));
+  onStarted(() => policy.close());
+  metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.queue.depth()));
 
   // Set once the admin port listens, which is before processing starts.
   let admin: AdminServer | null = null;
@@ -101,7 +119,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     (error: unknown) => logger.warn("actions.temporaries_not_removed", { error }),
   );
   const processor = new Processor({
-    spool,
+    spool: spool.queue,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),
     concurrency: serve.processing.concurrency,
     whileBusy: { concurrency: serve.processing.concurrencyWhileReceiving, isBusy: () => smtp?.busy() ?? false },
@@ -127,17 +145,23 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
         ...(config.backends.SNS === "local" ? { sns: backend.localSns } : {}),
       })
     : null;
+  const adminServer = admin;
+  onStarted(() => adminServer?.close());
 
   smtp =
     serve.smtp.processes === 1
       ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
       : await acceptInProcesses(config, { policy, spool, processor, logger, metrics });
+  const listening = smtp;
+  onStarted(() => listening.close(0));
+  await spool.recover();
   await processor.start();
+  onStarted(() => processor.drain(0));
   started = true;
 
   const sweep = async () => {
     try {
-      const removed = await spool.sweep(clock(), serve.spool.retentionHours * HOUR_MS);
+      const removed = await spool.queue.sweep(clock(), serve.spool.retentionHours * HOUR_MS);
       if (removed > 0) logger.info("spool.swept", { removed });
     } catch (error) {
       logger.error("spool.sweep_failed", { error });
@@ -145,6 +169,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
   };
   const sweeper = setInterval(() => void sweep(), HOUR_MS);
   sweeper.unref();
+  onStarted(() => clearInterval(sweeper));
   void sweep();
 
   logger.info("daemon.started", {
@@ -153,7 +178,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
     admin: admin ? `${admin.address().host}:${admin.address().port}` : null,
     ruleSet: policy.ruleSet().name,
     spool: serve.spool.dir,
-    pending: spool.depth(),
+    pending: spool.queue.depth(),
   });
 
   return {
@@ -171,7 +196,7 @@ export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions
       await spool.close();
       policy.close();
       await admin?.close();
-      logger.info("daemon.stopped", { pending: spool.depth() });
+      logger.info("daemon.stopped", { pending: spool.queue.depth() });
     },
   };
 }
@@ -202,7 +227,7 @@ async function acceptInProcess(
   const { processor, logger, metrics } = context;
   const acceptance = await startAcceptance(config, {
     policy: context.policy,
-    spool: context.spool,
+    spool: context.spool.writer,
     clock: context.clock,
     random: context.random,
     onAccepted: (seconds) => metrics.smtpAcceptSeconds.observe(seconds),
@@ -242,12 +267,12 @@ async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContex
       reportSmtp(event, loggerOf(acceptor), metrics);
       // The acceptor reports a message once it is durable and its 250 is on its way.
       if (event.type === "data" && event.accepted) {
-        spool.adopt(event.messageId);
+        spool.queue.adopt(event.messageId);
         processor.enqueue(event.messageId);
       }
     },
     onLost: () => {
-      spool.adoptUnreported().then(
+      spool.queue.adoptUnreported().then(
         (ids) => {
           for (const id of ids) processor.enqueue(id);
           if (ids.length > 0) logger.warn("spool.adopted", { messages: ids.length, reason: "acceptor exited before reporting them" });

@@ -1,5 +1,10 @@
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
+/** An error's message (or the thrown value as text), for a log field or an event. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 export type LogFields = Record<string, unknown>;
 
 export interface Logger {

@@ -8,6 +8,7 @@ import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPSe
 import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { DEFAULTS } from "../config/defaults.js";
 import { newMessageId } from "../mail/message-id.js";
+import { errorText } from "../ops/log.js";
 import { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient } from "../rules/acceptance.js";
 import type { RecipientDecision } from "../rules/acceptance.js";
 import { canonicalIp, compileFilters, decideIp } from "../rules/filters.js";
@@ -257,10 +258,6 @@ function splitReply(reply: string): { code: number; message: string } {
 
 function hostPort(address: string, port: number): string {
   return net.isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Why a connection was dropped before its SMTP session began. */

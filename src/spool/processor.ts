@@ -18,6 +18,7 @@
 import { prependedHeaderBytes } from "../mail/edit.js";
 import { buildDsn } from "../mail/dsn.js";
 import { isMessageId } from "../mail/message-id.js";
+import { errorText } from "../ops/log.js";
 import type { ReceivedMessage } from "../actions/message.js";
 import { ActionError } from "../actions/backend.js";
 import type { SendDsnRequest } from "../actions/backend.js";
@@ -27,8 +28,11 @@ import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executor.js";
 import type { ActionType, Identities } from "../rules/model.js";
 import { identitiesFrom } from "../rules/recipients.js";
-import { SnapshotGone } from "./spool.js";
-import type { MessageState, Snapshot, Spool } from "./spool.js";
+import type { MessageState } from "./format.js";
+import { MessageGone } from "./queue.js";
+import type { Queue } from "./queue.js";
+import { SnapshotGone } from "./snapshots.js";
+import type { Snapshot } from "./snapshots.js";
 
 export interface FailureReply {
   smtpReplyCode: string;
@@ -40,7 +44,7 @@ export interface FailureReply {
 export type CancelTimer = () => void;
 
 export interface ProcessorOptions {
-  spool: Spool;
+  spool: Queue;
   executor: ActionExecutor<ReceivedMessage>;
   /** Messages processed at once; the actions of one message always run strictly in order. Default 8. */
   concurrency?: number;
@@ -129,10 +133,6 @@ const ACTION_TYPES: readonly ActionType[] = ["S3", "SNS", "Lambda", "Bounce", "A
 /** Thrown into the evaluator by drain() to stop a message between two actions. */
 class Interrupted extends Error {}
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** An operating-system error (it has an errno code): the disk, not the message, is at fault. */
 function isSystemError(error: unknown): boolean {
   return typeof (error as { code?: unknown } | null)?.code === "string";
@@ -149,7 +149,7 @@ interface Loaded {
 }
 
 export class Processor {
-  private readonly spool: Spool;
+  private readonly spool: Queue;
   private readonly executor: ActionExecutor<ReceivedMessage>;
   private readonly concurrency: number;
   private readonly whileBusy: ProcessorOptions["whileBusy"];
@@ -293,6 +293,12 @@ export class Processor {
     this.onEvent(event);
   }
 
+  /** The message is not in the queue (any more): no retry can find it. */
+  private gone(id: string, error: MessageGone): void {
+    this.forget(id);
+    this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
+  }
+
   /** Lets go of a message that has left the queue, or that this processor will not touch again. */
   private forget(id: string): void {
     this.known.delete(id);
@@ -325,9 +331,8 @@ export class Processor {
       if (error instanceof Interrupted) {
         this.forget(id);
         this.emit({ event: "message-interrupted", messageId: id });
-      } else if (!loaded && (error as NodeJS.ErrnoException | null)?.code === "ENOENT") {
-        this.forget(id);
-        this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
+      } else if (error instanceof MessageGone) {
+        this.gone(id, error);
       } else if (error instanceof SnapshotGone) {
         await this.abandon(id, attempt, loaded, null, `snapshot missing: ${errorText(error)}`);
       } else if (isSystemError(error)) {
@@ -347,8 +352,9 @@ export class Processor {
     try {
       await this.spool.complete(id, trace);
     } catch (error) {
+      if (error instanceof MessageGone) this.gone(id, error);
       // Every outcome is journaled, so the retry replays them all and only the move is done again.
-      this.spoolTrouble(id, attempt, error);
+      else this.spoolTrouble(id, attempt, error);
       return;
     }
     this.forget(id);
@@ -454,7 +460,8 @@ export class Processor {
     try {
       await this.spool.deadLetter(id, trace, reason);
     } catch (error) {
-      this.spoolTrouble(id, attempt, error);
+      if (error instanceof MessageGone) this.gone(id, error);
+      else this.spoolTrouble(id, attempt, error);
       return;
     }
     this.forget(id);

@@ -134,11 +134,11 @@ describe("after kill -9", () => {
     const spool = await Spool.open({ dir: spoolDir });
     expect(await listDir(join(spoolDir, "tmp"))).toEqual([]);
     expect(await listDir(join(spoolDir, "queue"))).toEqual([`${committed}.msg`]);
-    expect(await spool.pending()).toEqual([committed]);
+    expect(await spool.queue.pending()).toEqual([committed]);
 
     const { executor, calls } = scriptedExecutor();
     const events = new Events();
-    const processor = new Processor({ spool, executor, hostname: "mx.example.com", sendFailureDsn: async () => undefined, onEvent: events.listener });
+    const processor = new Processor({ spool: spool.queue, executor, hostname: "mx.example.com", sendFailureDsn: async () => undefined, onEvent: events.listener });
     const completed = events.next("message-completed", committed);
     await processor.start();
     await completed;

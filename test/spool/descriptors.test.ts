@@ -20,7 +20,7 @@ const openDescriptors = async () => (await readdir("/proc/self/fd")).length;
 it("closes the message file of actions that fail before or while reading it", async () => {
   const spool = await Spool.open({ dir, fsync: false });
   const id = newId();
-  await spool.accept(stateFor(id, await spool.saveSnapshot(snapshotOf())), chunks(messageBytes(id)));
+  await spool.writer.accept(stateFor(id, await spool.writer.saveSnapshot(snapshotOf())), chunks(messageBytes(id)));
   let calls = 0;
   const fail = async (call: { message: { open(): AsyncIterable<Buffer> }; prependedHeaders: readonly { name: string; value: string }[] }) => {
     calls++;
@@ -30,7 +30,7 @@ it("closes the message file of actions that fail before or while reading it", as
     throw new Error("back end down");
   };
   const processor = new Processor({
-    spool,
+    spool: spool.queue,
     executor: { S3: fail, SNS: fail, Lambda: fail, Bounce: fail, AddHeader: fail, Stop: fail, WorkMail: fail } as never,
     hostname: "mx.example.com",
     sendFailureDsn: async () => undefined,

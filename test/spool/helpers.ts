@@ -8,7 +8,8 @@ import { newMessageId } from "../../src/mail/message-id.js";
 import type { ActionCall, ActionExecutor, ActionOutcome } from "../../src/rules/executor.js";
 import type { ActionType, RuleSet } from "../../src/rules/model.js";
 import type { CancelTimer, ProcessorEvent } from "../../src/spool/processor.js";
-import type { MessageState, Snapshot } from "../../src/spool/spool.js";
+import type { MessageState } from "../../src/spool/format.js";
+import type { Snapshot } from "../../src/spool/snapshots.js";
 import { expect } from "vitest";
 import { lambda, rule, ruleSet, s3, sns } from "../helpers/rules.js";
 
@@ -57,7 +58,7 @@ export function messageBytes(id: string, body = "Hello\r\n"): Buffer {
 
 /**
  * Splits a spool file into the message and the state after it, by the layout described in
- * src/spool/spool.ts, written out here independently of the spool's own reader.
+ * src/spool/format.ts, written out here independently of the spool's own reader.
  */
 export function storedParts(file: Buffer): { message: Buffer; state: unknown } {
   const footer = /\nreceiptd-spool\/1 (\d{16}) (\d{10}) ([0-9a-f]{8})\n$/.exec(file.toString("latin1"));

@@ -10,8 +10,9 @@ import type { ActionOutcome } from "../../src/rules/executor.js";
 import type { RuleSet } from "../../src/rules/model.js";
 import { Processor } from "../../src/spool/processor.js";
 import type { ProcessorOptions } from "../../src/spool/processor.js";
-import type { MessageState } from "../../src/spool/spool.js";
+import type { MessageState } from "../../src/spool/format.js";
 import { Spool } from "../../src/spool/spool.js";
+import { SpoolWriter } from "../../src/spool/spool-writer.js";
 import { addHeader, lambda, rule, ruleSet, s3, sns } from "../helpers/rules.js";
 import { startSmtpServer } from "../helpers/smtp-server.js";
 import {
@@ -47,9 +48,9 @@ afterEach(async () => {
 const HOUR = 60 * 60 * 1000;
 
 async function spoolMessage(rules?: RuleSet, extra: Partial<MessageState> = {}): Promise<string> {
-  const snapshot = await spool.saveSnapshot(snapshotOf(rules));
+  const snapshot = await spool.writer.saveSnapshot(snapshotOf(rules));
   const id = newId();
-  await spool.accept(stateFor(id, snapshot, extra), chunks(messageBytes(id)));
+  await spool.writer.accept(stateFor(id, snapshot, extra), chunks(messageBytes(id)));
   return id;
 }
 
@@ -69,7 +70,7 @@ function harness(script?: Script, options: Partial<ProcessorOptions> = {}): Harn
   const dsns: SendDsnRequest[] = [];
   const clock = { now: new Date(RECEIVED_AT.getTime() + 1000) };
   const processor = new Processor({
-    spool,
+    spool: spool.queue,
     executor,
     hostname: "mx.example.com",
     sendFailureDsn: async (request) => {
@@ -112,13 +113,13 @@ describe("processing", () => {
     const { trace } = (await doneTraces(dir)).get(id) as { trace: { end: string } };
     expect(trace.end).toBe("completed");
     expect(h.events.of("action-done").map((e) => `${e.action}@${e.rule}`)).toEqual(["S3@first", "SNS@first", "Lambda@second", "S3@second"]);
-    expect(spool.depth()).toBe(0);
+    expect(spool.queue.depth()).toBe(0);
   });
 
   it("resumes at the first action not recorded done", async () => {
     const id = await spoolMessage();
-    await spool.recordOutcome(id, { status: "done" });
-    await spool.recordOutcome(id, { status: "done" });
+    await spool.queue.recordOutcome(id, { status: "done" });
+    await spool.queue.recordOutcome(id, { status: "done" });
     const h = harness();
     const completed = h.events.next("message-completed", id);
     await h.processor.start();
@@ -132,7 +133,7 @@ describe("processing", () => {
       rule("second", ["example.com"], [sns(TOPIC)]),
     );
     const id = await spoolMessage(rules);
-    await spool.recordOutcome(id, { status: "done", disposition: "stop_rule" });
+    await spool.queue.recordOutcome(id, { status: "done", disposition: "stop_rule" });
     const h = harness();
     const completed = h.events.next("message-completed", id);
     h.processor.enqueue(id);
@@ -397,13 +398,28 @@ describe("permanent failures", () => {
 
   it("include messages that cannot be parsed: dead-lettered, not retried forever", async () => {
     const id = newId();
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    await spool.accept(stateFor(id, snapshot), chunks(Buffer.from("\x00\x01 binary garbage, no header\r\n")));
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    await spool.writer.accept(stateFor(id, snapshot), chunks(Buffer.from("\x00\x01 binary garbage, no header\r\n")));
     const h = harness();
     const dead = h.events.next("message-dead-lettered", id);
     h.processor.enqueue(id);
     expect(await dead).toMatchObject({ dsn: "message unreadable" });
     expect((await dead).reason).toMatch(/^unprocessable: /);
+  });
+
+  it("include messages the queue does not hold when they are to be moved: reported missing, not retried as disk trouble", async () => {
+    // Written beside the queue, never adopted: readable, but not the queue's to move.
+    const writer = SpoolWriter.forAcceptor({ dir, fsync: false });
+    const snapshot = await writer.saveSnapshot(snapshotOf());
+    const id = newId();
+    await writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
+    await writer.close();
+    const h = harness(() => ({ status: "done" }));
+    const missing = h.events.next("message-missing", id);
+    h.processor.enqueue(id);
+    expect((await missing).error).toMatch(/not pending/);
+    expect(h.events.all.filter((e) => e.event === "spool-error" || e.event === "retry-scheduled")).toEqual([]);
+    expect(h.timers.active()).toEqual([]);
   });
 
   it("include messages whose snapshot is gone: dead-lettered with that reason and a DSN, not retried", async () => {
@@ -437,9 +453,9 @@ describe("a journal that cannot be written", () => {
 
     const ids: string[] = [];
     for (let i = 0; i < 10; i++) ids.push(await spoolMessage());
-    const record = spool.recordOutcome.bind(spool);
+    const record = spool.queue.recordOutcome.bind(spool.queue);
     let failures = 0;
-    vi.spyOn(spool, "recordOutcome").mockImplementation(async (id, outcome) => {
+    vi.spyOn(spool.queue, "recordOutcome").mockImplementation(async (id, outcome) => {
       if (failures < 30) {
         failures++;
         throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
@@ -474,8 +490,8 @@ describe("drain", () => {
     await drained;
     await interrupted;
     expect(h.calls).toEqual(["first/0", "first/1"]);
-    expect(await spool.pending()).toEqual([id]);
-    expect((await spool.read(id)).outcomes.length).toBe(2);
+    expect(await spool.queue.pending()).toEqual([id]);
+    expect((await spool.queue.read(id)).outcomes.length).toBe(2);
     h.processor.enqueue(id);
     expect(h.calls.length).toBe(2);
   });
@@ -493,7 +509,7 @@ describe("drain", () => {
     const started = Date.now();
     await h.processor.drain(50);
     expect(Date.now() - started).toBeLessThan(2000);
-    expect(await spool.pending()).toEqual([id]);
+    expect(await spool.queue.pending()).toEqual([id]);
   });
 
   it("cancels scheduled retries; the message resumes on the next start", async () => {

@@ -6,7 +6,9 @@ import { appendFile, mkdir, readFile, rename, stat, writeFile } from "node:fs/pr
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { EvaluationTrace } from "../../src/rules/evaluate.js";
+import { MessageGone } from "../../src/spool/queue.js";
 import { Spool } from "../../src/spool/spool.js";
+import { SpoolWriter } from "../../src/spool/spool-writer.js";
 import {
   RECEIVED_AT,
   chunks,
@@ -36,32 +38,32 @@ function trace(id: string): EvaluationTrace {
   return { messageId: id, rules: [], end: "completed", outcomes: [], prependedHeaders: [] };
 }
 
-async function acceptOne(spool: Spool, snapshot: string, receivedAt = RECEIVED_AT): Promise<string> {
+async function acceptOne(writer: SpoolWriter, snapshot: string, receivedAt = RECEIVED_AT): Promise<string> {
   const id = newId();
-  await spool.accept(stateFor(id, snapshot, { receivedAt: receivedAt.toISOString() }), chunks(messageBytes(id)));
+  await writer.accept(stateFor(id, snapshot, { receivedAt: receivedAt.toISOString() }), chunks(messageBytes(id)));
   return id;
 }
 
 describe("accept", () => {
   it("commits the message and its state into queue/", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     const bytes = messageBytes(id);
-    const { size } = await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 10), bytes.subarray(10)));
+    const { size } = await spool.writer.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 10), bytes.subarray(10)));
     expect(size).toBe(bytes.length);
     expect(await listDir(join(dir, "queue"))).toEqual([`${id}.msg`]);
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
     const { message, state } = storedParts(await readFile(join(dir, "queue", `${id}.msg`)));
     expect(message).toEqual(bytes);
     expect(state).toEqual(stateFor(id, snapshot));
-    expect(spool.depth()).toBe(1);
-    expect(await spool.pending()).toEqual([id]);
+    expect(spool.queue.depth()).toBe(1);
+    expect(await spool.queue.pending()).toEqual([id]);
   });
 
   it("merges what is known only after the whole body (verdicts, receipt headers) into the state", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     let bodyDone = false;
     async function* body() {
@@ -72,20 +74,20 @@ describe("accept", () => {
       { name: "Return-Path", value: "<sender@example.net>" },
       { name: "Authentication-Results", value: "mx.example.com; spf=pass" },
     ];
-    await spool.accept(stateFor(id, snapshot), body(), {
+    await spool.writer.accept(stateFor(id, snapshot), body(), {
       completeState: async () => {
         expect(bodyDone).toBe(true);
         return { receiptHeaders, verdicts: { ...stateFor(id, snapshot).verdicts, spf: "PASS" } };
       },
     });
-    const { state } = await spool.read(id);
+    const { state } = await spool.queue.read(id);
     expect(state.receiptHeaders).toEqual(receiptHeaders);
     expect(state.verdicts.spf).toBe("PASS");
   });
 
   it("streams a 40 MB body without holding it in memory, byte for byte", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     const chunkSize = 64 * 1024;
     const count = (40 * 1024 * 1024) / chunkSize;
@@ -104,15 +106,15 @@ describe("accept", () => {
       }
     }
     // Warm up, so that what is measured is the 40 MB and not the first use of the code paths.
-    await acceptOne(spool, snapshot);
+    await acceptOne(spool.writer, snapshot);
     const before = process.memoryUsage();
-    const { size } = await spool.accept(stateFor(id, snapshot), body());
+    const { size } = await spool.writer.accept(stateFor(id, snapshot), body());
     const after = process.memoryUsage();
     expect(size).toBe(messageBytes(id, "").length + count * chunkSize);
     expect(after.rss - before.rss).toBeLessThan(16 * 1024 * 1024);
     expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(16 * 1024 * 1024);
     const actual = createHash("sha256");
-    for await (const piece of (await spool.read(id)).message.open()) actual.update(piece as Buffer);
+    for await (const piece of (await spool.queue.read(id)).message.open()) actual.update(piece as Buffer);
     expect(actual.digest("hex")).toBe(expected.digest("hex"));
     // The stored file itself: the message, then the state and the footer.
     const file = await stat(join(dir, "queue", `${id}.msg`));
@@ -122,39 +124,39 @@ describe("accept", () => {
 
   it("leaves nothing behind when the body throws midway, and rethrows", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     async function* body() {
       yield Buffer.alloc(300 * 1024, 0x61);
       throw new Error("552 5.3.4 Message size exceeds fixed maximum message size");
     }
-    await expect(spool.accept(stateFor(id, snapshot), body())).rejects.toThrow(/552/);
+    await expect(spool.writer.accept(stateFor(id, snapshot), body())).rejects.toThrow(/552/);
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
-    expect(spool.depth()).toBe(0);
-    expect(await spool.pending()).toEqual([]);
+    expect(spool.queue.depth()).toBe(0);
+    expect(await spool.queue.pending()).toEqual([]);
   });
 
   it("shares directory fsyncs among concurrent accepts (group commit)", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const original = fs.fsync;
     // Directory fsyncs are the only fs.fsync calls (files use fdatasync). Each takes 5 ms, as on a disk.
     const fsync = vi.spyOn(fs, "fsync").mockImplementation(((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
       setTimeout(() => original(fd, callback), 5);
     }) as typeof fs.fsync);
     const ids = Array.from({ length: 50 }, () => newId());
-    await Promise.all(ids.map((id) => spool.accept(stateFor(id, snapshot), chunks(messageBytes(id)))));
+    await Promise.all(ids.map((id) => spool.writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)))));
     expect(fsync.mock.calls.length).toBeGreaterThanOrEqual(1);
     expect(fsync.mock.calls.length).toBeLessThan(50);
     expect(fsync.mock.calls.length).toBeLessThanOrEqual(10);
-    expect(new Set(await spool.pending())).toEqual(new Set(ids));
-    expect(spool.depth()).toBe(50);
+    expect(new Set(await spool.queue.pending())).toEqual(new Set(ids));
+    expect(spool.queue.depth()).toBe(50);
   });
 
   it("fsyncs queue/ once the file is in it, before resolving", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     const original = fs.fsync;
     let committedAtSync: string[] | undefined;
@@ -162,18 +164,18 @@ describe("accept", () => {
       committedAtSync = fs.readdirSync(join(dir, "queue")).sort();
       original(fd, callback);
     }) as typeof fs.fsync);
-    await spool.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
+    await spool.writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
     expect(committedAtSync).toEqual([`${id}.msg`]);
   });
 
   it("refuses a message whose snapshot was never saved, and bad message IDs", async () => {
     const spool = await Spool.open({ dir });
     const id = newId();
-    await expect(spool.accept(stateFor(id, "0".repeat(64)), chunks(messageBytes(id)))).rejects.toThrow(/snapshot/);
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    await expect(spool.accept(stateFor("../../etc/passwd", snapshot), chunks(messageBytes(id)))).rejects.toThrow(TypeError);
-    await expect(spool.read("../x")).rejects.toThrow(TypeError);
-    await expect(spool.loadSnapshot("../x")).rejects.toThrow(TypeError);
+    await expect(spool.writer.accept(stateFor(id, "0".repeat(64)), chunks(messageBytes(id)))).rejects.toThrow(/snapshot/);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    await expect(spool.writer.accept(stateFor("../../etc/passwd", snapshot), chunks(messageBytes(id)))).rejects.toThrow(TypeError);
+    await expect(spool.queue.read("../x")).rejects.toThrow(TypeError);
+    await expect(spool.queue.loadSnapshot("../x")).rejects.toThrow(TypeError);
     expect(await listDir(join(dir, "queue"))).toEqual([]);
   });
 });
@@ -185,14 +187,31 @@ describe("files reserved for the next messages", () => {
     return listDir(join(dir, "queue"));
   };
   const RESERVE = 16;
+  /**
+   * The ID of a reserved file among `files`. A file is listed as soon as it is created, but handed
+   * out only once the directory fsync after it is done; until then a claim gets a new ID.
+   */
+  const claimReserved = async (writer: SpoolWriter, files: string[]): Promise<string> => {
+    for (;;) {
+      const id = writer.claimMessageId(newId);
+      if (files.includes(`${id}.msg`)) return id;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
 
   it("are made only once IDs are claimed, and are empty until a message is accepted into one", async () => {
+    // A slow disk: reserved files appear in queue/ a while before their directory entries are
+    // durable, and only then are they handed out (this test once flaked on a loaded machine).
+    const original = fs.fsync;
+    vi.spyOn(fs, "fsync").mockImplementation(((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      setTimeout(() => original(fd, callback), 50);
+    }) as typeof fs.fsync);
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    await acceptOne(spool, snapshot);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    await acceptOne(spool.writer, snapshot);
     expect((await listDir(join(dir, "queue"))).length).toBe(1);
 
-    const first = spool.claimMessageId(newId);
+    const first = spool.writer.claimMessageId(newId);
     const files = await reserved(RESERVE + 1);
     expect(files).not.toContain(`${first}.msg`);
     for (const name of files) {
@@ -200,19 +219,18 @@ describe("files reserved for the next messages", () => {
       expect(name).toMatch(/^[0-9a-v]{40}\.msg$/);
     }
 
-    const id = spool.claimMessageId(newId);
-    expect(files).toContain(`${id}.msg`);
+    const id = await claimReserved(spool.writer, files);
     const bytes = messageBytes(id);
-    await spool.accept(stateFor(id, snapshot), chunks(bytes));
+    await spool.writer.accept(stateFor(id, snapshot), chunks(bytes));
     const { message, state } = storedParts(await readFile(join(dir, "queue", `${id}.msg`)));
     expect(message).toEqual(bytes);
     expect(state).toEqual(stateFor(id, snapshot));
-    expect(spool.depth()).toBe(2);
+    expect(spool.queue.depth()).toBe(2);
     expect(await listDir(join(dir, "queue"))).toHaveLength(RESERVE + 1);
     // Used files are replaced, half the reserve at a time, once their messages are stored.
     for (let i = 0; i < RESERVE / 2; i++) {
-      const next = spool.claimMessageId(newId);
-      await spool.accept(stateFor(next, snapshot), chunks(messageBytes(next)));
+      const next = spool.writer.claimMessageId(newId);
+      await spool.writer.accept(stateFor(next, snapshot), chunks(messageBytes(next)));
     }
     const empty = async (): Promise<number> => {
       let count = 0;
@@ -221,48 +239,48 @@ describe("files reserved for the next messages", () => {
     };
     // The last claim may have come after the refill, or while it was under way.
     await expect.poll(empty, { timeout: 5000 }).toBeGreaterThanOrEqual(RESERVE - 1);
-    expect(spool.depth()).toBe(2 + RESERVE / 2);
+    expect(spool.queue.depth()).toBe(2 + RESERVE / 2);
     await spool.close();
   });
 
   it("are removed when the spool closes, and by open() after a crash", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    spool.claimMessageId(newId);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    spool.writer.claimMessageId(newId);
     await reserved(RESERVE);
     await spool.close();
     expect(await listDir(join(dir, "queue"))).toEqual([]);
 
     // A crash: the spool is never closed.
     const crashed = await Spool.open({ dir });
-    crashed.claimMessageId(newId);
-    const id = crashed.claimMessageId(newId);
+    crashed.writer.claimMessageId(newId);
+    const id = crashed.writer.claimMessageId(newId);
     await reserved(RESERVE);
-    const kept = await acceptOne(crashed, snapshot);
+    const kept = await acceptOne(crashed.writer, snapshot);
     const reopened = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.msg`]);
-    expect(await reopened.pending()).toEqual([kept]);
+    expect(await reopened.queue.pending()).toEqual([kept]);
     expect(id).toMatch(/^[0-9a-v]{40}$/);
     await reopened.close();
   });
 
   it("leave nothing behind when the message is refused, or its accept fails before the first byte", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    spool.claimMessageId(newId);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    spool.writer.claimMessageId(newId);
     await reserved(RESERVE);
-    const refused = spool.claimMessageId(newId);
+    const refused = spool.writer.claimMessageId(newId);
     async function* body() {
       yield Buffer.alloc(1024, 0x61);
       throw new Error("552 5.3.4 Message size exceeds fixed maximum message size");
     }
-    await expect(spool.accept(stateFor(refused, snapshot), body())).rejects.toThrow(/552/);
-    const unsaved = spool.claimMessageId(newId);
-    await expect(spool.accept(stateFor(unsaved, "0".repeat(64)), chunks(messageBytes(unsaved)))).rejects.toThrow(/was not saved/);
+    await expect(spool.writer.accept(stateFor(refused, snapshot), body())).rejects.toThrow(/552/);
+    const unsaved = spool.writer.claimMessageId(newId);
+    await expect(spool.writer.accept(stateFor(unsaved, "0".repeat(64)), chunks(messageBytes(unsaved)))).rejects.toThrow(/was not saved/);
     const left = await listDir(join(dir, "queue"));
     expect(left).not.toContain(`${refused}.msg`);
     expect(left).not.toContain(`${unsaved}.msg`);
-    expect(spool.depth()).toBe(0);
+    expect(spool.queue.depth()).toBe(0);
     await spool.close();
     expect(await listDir(join(dir, "queue"))).toEqual([]);
   });
@@ -271,24 +289,23 @@ describe("files reserved for the next messages", () => {
 describe("an acceptor process's spool beside the daemon's", () => {
   it("stores messages the daemon's spool knows only once adopted, and keeps no index of its own", async () => {
     const daemon = await Spool.open({ dir });
-    const acceptor = Spool.forAcceptance({ dir });
+    const acceptor = SpoolWriter.forAcceptor({ dir });
     const snapshot = await acceptor.saveSnapshot(snapshotOf());
     const id = acceptor.claimMessageId(newId);
     const bytes = messageBytes(id);
     await acceptor.accept(stateFor(id, snapshot), chunks(bytes));
-    expect(acceptor.depth()).toBe(0);
-    expect(daemon.depth()).toBe(0);
+    expect(daemon.queue.depth()).toBe(0);
 
-    daemon.adopt(id);
-    daemon.adopt(id);
-    expect(daemon.depth()).toBe(1);
-    expect(await daemon.pending()).toEqual([id]);
-    const read = await daemon.read(id);
+    daemon.queue.adopt(id);
+    daemon.queue.adopt(id);
+    expect(daemon.queue.depth()).toBe(1);
+    expect(await daemon.queue.pending()).toEqual([id]);
+    const read = await daemon.queue.read(id);
     expect(read.state).toEqual(stateFor(id, snapshot));
     const pieces: Buffer[] = [];
     for await (const piece of read.message.open()) pieces.push(piece as Buffer);
     expect(Buffer.concat(pieces)).toEqual(bytes);
-    expect(() => daemon.adopt("not-an-id")).toThrow();
+    expect(() => daemon.queue.adopt("not-an-id")).toThrow();
 
     // Closing the acceptor's spool removes its reserved files, nothing else.
     await acceptor.close();
@@ -298,26 +315,42 @@ describe("an acceptor process's spool beside the daemon's", () => {
 
   it("adoptUnreported finds committed messages nobody reported, not files still being written or reserved", async () => {
     const daemon = await Spool.open({ dir });
-    const acceptor = Spool.forAcceptance({ dir });
+    const acceptor = SpoolWriter.forAcceptor({ dir });
     const snapshot = await acceptor.saveSnapshot(snapshotOf());
     const reported = await acceptOne(acceptor, snapshot);
-    daemon.adopt(reported);
+    daemon.queue.adopt(reported);
     const unreported = await acceptOne(acceptor, snapshot);
     acceptor.claimMessageId(newId); // reserves empty files
     const partial = newId();
     await writeFile(join(dir, "queue", `${partial}.msg`), "Subject: half a message\r\n");
 
-    expect(await daemon.adoptUnreported()).toEqual([unreported]);
-    expect(await daemon.adoptUnreported()).toEqual([]);
-    expect((await daemon.pending()).sort()).toEqual([reported, unreported].sort());
+    expect(await daemon.queue.adoptUnreported()).toEqual([unreported]);
+    expect(await daemon.queue.adoptUnreported()).toEqual([]);
+    expect((await daemon.queue.pending()).sort()).toEqual([reported, unreported].sort());
     await acceptor.close();
+    await daemon.close();
+  });
+
+  it("adoptUnreported leaves what an earlier run left to recovery, when an acceptor dies before recovery is done", async () => {
+    const earlier = await Spool.open({ dir });
+    const snapshot = await earlier.writer.saveSnapshot(snapshotOf());
+    const left = await acceptOne(earlier.writer, snapshot);
+    await earlier.close();
+    await writeFile(join(dir, "dead", `${left}.trace.json`), JSON.stringify({ at: RECEIVED_AT.toISOString(), reason: "abandoned", trace: null }));
+
+    const daemon = await Spool.lock({ dir });
+    const adopting = daemon.queue.adoptUnreported();
+    await daemon.recover();
+    expect(await adopting).toEqual([]);
+    expect(await listDir(join(dir, "dead"))).toEqual([`${left}.msg`, `${left}.trace.json`]);
+    expect(daemon.queue.depth()).toBe(0);
     await daemon.close();
   });
 
   it("lets two processes save the same snapshot at once", async () => {
     const daemon = await Spool.open({ dir });
-    const other = Spool.forAcceptance({ dir });
-    const [a, b] = await Promise.all([daemon.saveSnapshot(snapshotOf()), other.saveSnapshot(snapshotOf())]);
+    const other = SpoolWriter.forAcceptor({ dir });
+    const [a, b] = await Promise.all([daemon.writer.saveSnapshot(snapshotOf()), other.saveSnapshot(snapshotOf())]);
     expect(a).toBe(b);
     expect(await listDir(join(dir, "snapshots"))).toEqual([`${a}.json`]);
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
@@ -327,8 +360,8 @@ describe("an acceptor process's spool beside the daemon's", () => {
 describe("open", () => {
   it("removes accepts cut short (no footer), orphan journals and whatever is in tmp/", async () => {
     let spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const kept = await acceptOne(spool, snapshot);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const kept = await acceptOne(spool.writer, snapshot);
     const half = newId();
     const orphan = newId();
     // A crash mid-body, a journal with no message, and a dead-letter trace being written.
@@ -338,81 +371,83 @@ describe("open", () => {
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
     expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.msg`]);
-    expect(await spool.pending()).toEqual([kept]);
-    expect(spool.depth()).toBe(1);
+    expect(await spool.queue.pending()).toEqual([kept]);
+    expect(spool.queue.depth()).toBe(1);
   });
 
   it("finishes a move to dead/ that a crash interrupted", async () => {
     let spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const toDead = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(toDead, { status: "done" });
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const toDead = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(toDead, { status: "done" });
     // As left by a crash inside deadLetter(): the trace durable, the journal and the message not moved yet.
     await writeFile(join(dir, "dead", `${toDead}.trace.json`), JSON.stringify({ reason: "x", trace: null }));
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     expect(await listDir(join(dir, "dead"))).toEqual([`${toDead}.journal`, `${toDead}.msg`, `${toDead}.trace.json`].sort());
-    expect(spool.depth()).toBe(0);
+    expect(spool.queue.depth()).toBe(0);
   });
 
   it("brings back a journal whose move to done/ a crash kept while undoing the message's", async () => {
     let spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(id, { status: "done", detail: { n: 1 } });
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(id, { status: "done", detail: { n: 1 } });
     // The moves are not fsync'd: after a crash the journal's rename may survive without the rest.
     await mkdir(join(dir, "done", "2026-11-23T09"));
     await rename(join(dir, "queue", `${id}.journal`), join(dir, "done", "2026-11-23T09", `${id}.journal`));
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([`${id}.journal`, `${id}.msg`]);
     expect(await doneFiles(dir)).toEqual([]);
-    expect((await spool.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
+    expect((await spool.queue.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
   });
 
   it("sends a journal left in queue/ after its message to the done/ hour that has the message", async () => {
     let spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(id, { status: "done" });
-    await spool.complete(id, trace(id));
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(id, { status: "done" });
+    await spool.queue.complete(id, trace(id));
     const [hour] = await listDir(join(dir, "done")).then((names) => names.filter((name) => !name.startsWith("traces-")));
     // As if a crash kept the message's rename and undid the journal's.
     await rename(join(dir, "done", hour!, `${id}.journal`), join(dir, "queue", `${id}.journal`));
     spool = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     expect(await doneFiles(dir)).toEqual([`${hour}/${id}.journal`, `${hour}/${id}.msg`]);
-    expect(spool.depth()).toBe(0);
+    expect(spool.queue.depth()).toBe(0);
   });
 
   it("removes, when first read, a message whose content does not match its checksum (never committed)", async () => {
     let spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const torn = await acceptOne(spool, snapshot);
-    const whole = await acceptOne(spool, snapshot);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const torn = await acceptOne(spool.writer, snapshot);
+    const whole = await acceptOne(spool.writer, snapshot);
     // As after a power cut during the fdatasync: the footer reached the disk, a body block did not.
     const path = join(dir, "queue", `${torn}.msg`);
     const bytes = await readFile(path);
     bytes.fill(0, 10, 20);
     await writeFile(path, bytes);
     spool = await Spool.open({ dir });
-    expect(new Set(await spool.pending())).toEqual(new Set([torn, whole]));
-    await expect(spool.read(torn)).rejects.toMatchObject({ code: "ENOENT", message: expect.stringMatching(/never committed/) });
+    expect(new Set(await spool.queue.pending())).toEqual(new Set([torn, whole]));
+    const read = spool.queue.read(torn);
+    await expect(read).rejects.toBeInstanceOf(MessageGone);
+    await expect(read).rejects.toMatchObject({ messageId: torn, message: expect.stringMatching(/never committed/) });
     expect(await listDir(join(dir, "queue"))).toEqual([`${whole}.msg`]);
-    expect(await spool.pending()).toEqual([whole]);
-    expect((await spool.read(whole)).state.messageId).toBe(whole);
+    expect(await spool.queue.pending()).toEqual([whole]);
+    expect((await spool.queue.read(whole)).state.messageId).toBe(whole);
   });
 
   it("keeps a damaged message that had started processing, and reports it when read", async () => {
     let spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(id, { status: "done" });
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(id, { status: "done" });
     const path = join(dir, "queue", `${id}.msg`);
     const bytes = await readFile(path);
     bytes.fill(0, 10, 20);
     await writeFile(path, bytes);
     spool = await Spool.open({ dir });
-    await expect(spool.read(id)).rejects.toThrow(/does not match its checksum/);
+    await expect(spool.queue.read(id)).rejects.toThrow(/does not match its checksum/);
     expect(await listDir(join(dir, "queue"))).toEqual([`${id}.journal`, `${id}.msg`]);
   });
 });
@@ -420,25 +455,25 @@ describe("open", () => {
 describe("pending", () => {
   it("lists committed messages oldest first", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const late = await acceptOne(spool, snapshot, new Date("2026-11-23T10:00:00Z"));
-    const early = await acceptOne(spool, snapshot, new Date("2026-11-23T08:00:00Z"));
-    const middle = await acceptOne(spool, snapshot, new Date("2026-11-23T09:00:00Z"));
-    expect(await spool.pending()).toEqual([early, middle, late]);
-    await spool.complete(middle, trace(middle));
-    expect(await spool.pending()).toEqual([early, late]);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const late = await acceptOne(spool.writer, snapshot, new Date("2026-11-23T10:00:00Z"));
+    const early = await acceptOne(spool.writer, snapshot, new Date("2026-11-23T08:00:00Z"));
+    const middle = await acceptOne(spool.writer, snapshot, new Date("2026-11-23T09:00:00Z"));
+    expect(await spool.queue.pending()).toEqual([early, middle, late]);
+    await spool.queue.complete(middle, trace(middle));
+    expect(await spool.queue.pending()).toEqual([early, late]);
   });
 });
 
 describe("read", () => {
   it("serves a just-accepted message from memory exactly as a fresh process reads it from disk", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     const bytes = messageBytes(id);
-    await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 7), bytes.subarray(7)));
-    const fromMemory = await spool.read(id);
-    const fromDisk = await (await Spool.open({ dir })).read(id);
+    await spool.writer.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 7), bytes.subarray(7)));
+    const fromMemory = await spool.queue.read(id);
+    const fromDisk = await (await Spool.open({ dir })).queue.read(id);
     expect(fromMemory.state).toEqual(fromDisk.state);
     expect(fromMemory.outcomes).toEqual([]);
     const { open: openMemory, ...memoryMessage } = fromMemory.message;
@@ -451,12 +486,12 @@ describe("read", () => {
     };
     expect(await read(openMemory())).toEqual(await read(openDisk()));
     // Only the first read comes from memory: a retry sees the journal on disk.
-    await spool.recordOutcome(id, { status: "done" });
-    expect((await spool.read(id)).outcomes).toEqual([{ status: "done" }]);
+    await spool.queue.recordOutcome(id, { status: "done" });
+    expect((await spool.queue.read(id)).outcomes).toEqual([{ status: "done" }]);
   });
   it("finds the end of the header block wherever the chunks split it, with CRLF or LF line ends", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const crlf = messageBytes("x", "Body line\r\n");
     const lf = Buffer.from(crlf.toString("latin1").replace(/\r\n/g, "\n"), "latin1");
     const headerless = Buffer.from("\r\nOnly a body\r\n");
@@ -465,16 +500,16 @@ describe("read", () => {
       for (const cut of [1, 2, end - 1, end, end + 1, end + 2, end + 3, end + 4, bytes.length - 1]) {
         if (cut <= 0 || cut >= bytes.length) continue;
         const id = newId();
-        await spool.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, cut), bytes.subarray(cut)));
-        const fromDisk = await (await Spool.open({ dir })).read(id);
+        await spool.writer.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, cut), bytes.subarray(cut)));
+        const fromDisk = await (await Spool.open({ dir })).queue.read(id);
         // Moved away while read, so that only the copy in memory can answer.
         const stored = join(dir, "queue", `${id}.msg`);
         await rename(stored, `${stored}.away`);
-        const fromMemory = await spool.read(id);
+        const fromMemory = await spool.queue.read(id);
         await rename(`${stored}.away`, stored);
         expect(fromMemory.message.headerBlock, `cut at ${cut}`).toEqual(fromDisk.message.headerBlock);
         expect(fromMemory.message.headers, `cut at ${cut}`).toEqual(fromDisk.message.headers);
-        await spool.complete(id, trace(id));
+        await spool.queue.complete(id, trace(id));
       }
     }
   });
@@ -483,11 +518,11 @@ describe("read", () => {
 describe("journal", () => {
   it("reads back the recorded outcomes with the state and the message", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(id, { status: "done", detail: { objectKey: id } });
-    await spool.recordOutcome(id, { status: "done", disposition: "STOP_RULE" });
-    const { state, outcomes, message } = await spool.read(id);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(id, { status: "done", detail: { objectKey: id } });
+    await spool.queue.recordOutcome(id, { status: "done", disposition: "STOP_RULE" });
+    const { state, outcomes, message } = await spool.queue.read(id);
     expect(state).toEqual(stateFor(id, snapshot));
     expect(outcomes).toEqual([
       { status: "done", detail: { objectKey: id } },
@@ -503,13 +538,13 @@ describe("journal", () => {
 
   it("ignores a torn last line and cuts it off so that later lines stay readable", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(id, { status: "done", detail: { n: 1 } });
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(id, { status: "done", detail: { n: 1 } });
     await appendFile(join(dir, "queue", `${id}.journal`), '{"status":"done","det');
-    expect((await spool.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
-    await spool.recordOutcome(id, { status: "done", detail: { n: 2 } });
-    expect((await spool.read(id)).outcomes).toEqual([
+    expect((await spool.queue.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
+    await spool.queue.recordOutcome(id, { status: "done", detail: { n: 2 } });
+    expect((await spool.queue.read(id)).outcomes).toEqual([
       { status: "done", detail: { n: 1 } },
       { status: "done", detail: { n: 2 } },
     ]);
@@ -517,17 +552,17 @@ describe("journal", () => {
 
   it("does not journal failed outcomes: they are retried, not replayed", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
-    await expect(spool.recordOutcome(id, { status: "failed", failure: "transient", error: "x" })).rejects.toThrow(TypeError);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
+    await expect(spool.queue.recordOutcome(id, { status: "failed", failure: "transient", error: "x" })).rejects.toThrow(TypeError);
   });
 
   it("fdatasyncs each line before resolving", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool, snapshot);
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const id = await acceptOne(spool.writer, snapshot);
     const datasync = vi.spyOn(fs, "fdatasync");
-    await spool.recordOutcome(id, { status: "done" });
+    await spool.queue.recordOutcome(id, { status: "done" });
     expect(datasync).toHaveBeenCalledTimes(1);
   });
 });
@@ -535,12 +570,12 @@ describe("journal", () => {
 describe("complete, deadLetter and sweep", () => {
   it("moves a finished message to done/<hour>/ with its trace, an abandoned one to dead/ with the reason", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const good = await acceptOne(spool, snapshot);
-    const bad = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(good, { status: "done" });
-    await spool.complete(good, trace(good));
-    await spool.deadLetter(bad, null, "permanent failure: NoSuchBucket");
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const good = await acceptOne(spool.writer, snapshot);
+    const bad = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(good, { status: "done" });
+    await spool.queue.complete(good, trace(good));
+    await spool.queue.deadLetter(bad, null, "permanent failure: NoSuchBucket");
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     const traces = await doneTraces(dir);
     const { at } = traces.get(good)!;
@@ -552,23 +587,25 @@ describe("complete, deadLetter and sweep", () => {
       reason: "permanent failure: NoSuchBucket",
       trace: null,
     });
-    expect(spool.depth()).toBe(0);
-    await expect(spool.complete(good, trace(good))).rejects.toMatchObject({ code: "ENOENT" });
+    expect(spool.queue.depth()).toBe(0);
+    const again = spool.queue.complete(good, trace(good));
+    await expect(again).rejects.toBeInstanceOf(MessageGone);
+    await expect(again).rejects.toMatchObject({ messageId: good, message: expect.stringMatching(/not pending/) });
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
   });
 
   it("complete() syncs nothing (the journal already holds every outcome); deadLetter() syncs its trace", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const good = await acceptOne(spool, snapshot);
-    const bad = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(good, { status: "done" });
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const good = await acceptOne(spool.writer, snapshot);
+    const bad = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(good, { status: "done" });
     const datasync = vi.spyOn(fs, "fdatasync");
     const fsync = vi.spyOn(fs, "fsync");
-    await spool.complete(good, trace(good));
+    await spool.queue.complete(good, trace(good));
     expect(datasync).not.toHaveBeenCalled();
     expect(fsync).not.toHaveBeenCalled();
-    await spool.deadLetter(bad, null, "gone");
+    await spool.queue.deadLetter(bad, null, "gone");
     expect(datasync).toHaveBeenCalledTimes(1);
     expect(fsync).toHaveBeenCalledTimes(1);
   });
@@ -576,86 +613,86 @@ describe("complete, deadLetter and sweep", () => {
   it("sweep deletes the done/ hours whose end is past the retention period, never dead/ or queue/", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const completeAt = async (at: string) => {
       vi.setSystemTime(new Date(at));
-      const id = await acceptOne(spool, snapshot, new Date(at));
-      await spool.complete(id, trace(id));
+      const id = await acceptOne(spool.writer, snapshot, new Date(at));
+      await spool.queue.complete(id, trace(id));
       return id;
     };
     await completeAt("2026-11-24T10:30:00Z");
     await completeAt("2026-11-24T11:59:59Z");
     const next = await completeAt("2026-11-24T12:00:00Z");
-    const dead = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
-    await spool.deadLetter(dead, null, "gone");
-    const pending = await acceptOne(spool, snapshot, new Date("2026-11-20T00:00:00Z"));
+    const dead = await acceptOne(spool.writer, snapshot, new Date("2026-11-20T00:00:00Z"));
+    await spool.queue.deadLetter(dead, null, "gone");
+    const pending = await acceptOne(spool.writer, snapshot, new Date("2026-11-20T00:00:00Z"));
     vi.useRealTimers();
 
     // 24 hours after the end of 11:00-12:00, and not yet after the end of 12:00-13:00.
-    expect(await spool.sweep(new Date("2026-11-25T12:00:00.001Z"))).toBe(2);
+    expect(await spool.queue.sweep(new Date("2026-11-25T12:00:00.001Z"))).toBe(2);
     expect(await doneFiles(dir)).toEqual([`2026-11-24T12/${next}.msg`]);
     expect((await listDir(join(dir, "done"))).filter((name) => !name.startsWith("traces-"))).toEqual(["2026-11-24T12"]);
     expect(await listDir(join(dir, "dead"))).toEqual([`${dead}.msg`, `${dead}.trace.json`].sort());
-    expect(await spool.pending()).toEqual([pending]);
-    expect(await spool.sweep(new Date("2026-11-25T12:00:00.001Z"), 60 * 60 * 1000)).toBe(1);
+    expect(await spool.queue.pending()).toEqual([pending]);
+    expect(await spool.queue.sweep(new Date("2026-11-25T12:00:00.001Z"), 60 * 60 * 1000)).toBe(1);
     expect(await doneFiles(dir)).toEqual([]);
   });
 
   it("sweep reads no message: whole hours go by their name", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const ids = await Promise.all(Array.from({ length: 5 }, () => acceptOne(spool, snapshot)));
-    for (const id of ids) await spool.complete(id, trace(id));
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const ids = await Promise.all(Array.from({ length: 5 }, () => acceptOne(spool.writer, snapshot)));
+    for (const id of ids) await spool.queue.complete(id, trace(id));
     const read = vi.spyOn(fs, "read");
-    expect(await spool.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000))).toBe(5);
+    expect(await spool.queue.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000))).toBe(5);
     expect(read).not.toHaveBeenCalled();
     expect(await listDir(join(dir, "done"))).toEqual([]);
   });
 
   it("finishes a message into its hour after a sweep removed that hour's directory", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const first = await acceptOne(spool, snapshot);
-    await spool.complete(first, trace(first));
-    await spool.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000), 0);
-    const second = await acceptOne(spool, snapshot);
-    await spool.recordOutcome(second, { status: "done" });
-    await spool.complete(second, trace(second));
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const first = await acceptOne(spool.writer, snapshot);
+    await spool.queue.complete(first, trace(first));
+    await spool.queue.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000), 0);
+    const second = await acceptOne(spool.writer, snapshot);
+    await spool.queue.recordOutcome(second, { status: "done" });
+    await spool.queue.complete(second, trace(second));
     expect((await doneFiles(dir)).map((path) => path.slice(14))).toEqual([`${second}.journal`, `${second}.msg`]);
   });
 
   it("sweep deletes the messages a spool kept in done/ itself before they were filed by hour, by their receipt time", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const old = await acceptOne(spool, snapshot, new Date("2026-11-24T11:00:00Z"));
-    const recent = await acceptOne(spool, snapshot, new Date("2026-11-24T13:00:00Z"));
-    await spool.recordOutcome(old, { status: "done" });
-    for (const id of [old, recent]) await spool.complete(id, trace(id));
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const old = await acceptOne(spool.writer, snapshot, new Date("2026-11-24T11:00:00Z"));
+    const recent = await acceptOne(spool.writer, snapshot, new Date("2026-11-24T13:00:00Z"));
+    await spool.queue.recordOutcome(old, { status: "done" });
+    for (const id of [old, recent]) await spool.queue.complete(id, trace(id));
     for (const path of await doneFiles(dir)) await rename(join(dir, "done", path), join(dir, "done", path.slice(14)));
-    expect(await spool.sweep(new Date("2026-11-25T12:00:00Z"))).toBe(1);
+    expect(await spool.queue.sweep(new Date("2026-11-25T12:00:00Z"))).toBe(1);
     expect((await listDir(join(dir, "done"))).filter((name) => name.length > 40)).toEqual([`${recent}.msg`]);
   });
 
   it("sweep deletes a day's trace log once its last possible entry is past the retention period", async () => {
     const spool = await Spool.open({ dir });
     for (const day of ["2026-11-23", "2026-11-24", "2026-11-25"]) await writeFile(join(dir, "done", `traces-${day}.jsonl`), "{}\n");
-    await spool.sweep(new Date("2026-11-25T12:00:00Z"));
+    await spool.queue.sweep(new Date("2026-11-25T12:00:00Z"));
     expect(await listDir(join(dir, "done"))).toEqual(["traces-2026-11-24.jsonl", "traces-2026-11-25.jsonl"]);
   });
 
   it("appends the traces of messages completed together in one write, and keeps writing after a sweep", async () => {
     const spool = await Spool.open({ dir });
-    const snapshot = await spool.saveSnapshot(snapshotOf());
-    const ids = await Promise.all(Array.from({ length: 20 }, () => acceptOne(spool, snapshot)));
+    const snapshot = await spool.writer.saveSnapshot(snapshotOf());
+    const ids = await Promise.all(Array.from({ length: 20 }, () => acceptOne(spool.writer, snapshot)));
     const write = vi.spyOn(fs, "write");
-    await Promise.all(ids.map((id) => spool.complete(id, trace(id))));
+    await Promise.all(ids.map((id) => spool.queue.complete(id, trace(id))));
     expect(write).toHaveBeenCalled();
     expect(write.mock.calls.length).toBeLessThan(ids.length);
     write.mockRestore();
     expect([...(await doneTraces(dir)).keys()].sort()).toEqual([...ids].sort());
-    await spool.sweep(new Date(Date.now() + 10 * 24 * 60 * 60 * 1000));
-    const later = await acceptOne(spool, snapshot);
-    await spool.complete(later, trace(later));
+    await spool.queue.sweep(new Date(Date.now() + 10 * 24 * 60 * 60 * 1000));
+    const later = await acceptOne(spool.writer, snapshot);
+    await spool.queue.complete(later, trace(later));
     expect([...(await doneTraces(dir)).keys()]).toEqual([later]);
     await spool.close();
   });
@@ -664,7 +701,7 @@ describe("complete, deadLetter and sweep", () => {
     const spool = await Spool.open({ dir });
     const id = newId();
     await writeFile(join(dir, "done", `${id}.journal`), '{"status":"done"}\n');
-    expect(await spool.sweep(new Date("2030-01-01T00:00:00Z"))).toBe(0);
+    expect(await spool.queue.sweep(new Date("2030-01-01T00:00:00Z"))).toBe(0);
     expect(await listDir(join(dir, "done"))).toEqual([`${id}.journal`]);
   });
 });
@@ -672,11 +709,11 @@ describe("complete, deadLetter and sweep", () => {
 describe("snapshots", () => {
   it("stores each distinct snapshot once under its hash and loads it back frozen", async () => {
     const spool = await Spool.open({ dir });
-    const hash = await spool.saveSnapshot(snapshotOf());
+    const hash = await spool.writer.saveSnapshot(snapshotOf());
     expect(hash).toMatch(/^[0-9a-f]{64}$/);
-    const again = await spool.saveSnapshot({ ruleSet: defaultRuleSet(), identities: { addresses: [], domains: ["example.com"] } });
+    const again = await spool.writer.saveSnapshot({ ruleSet: defaultRuleSet(), identities: { addresses: [], domains: ["example.com"] } });
     expect(again).toBe(hash);
-    const other = await spool.saveSnapshot({ ruleSet: defaultRuleSet(), identities: { addresses: [], domains: ["example.org"] } });
+    const other = await spool.writer.saveSnapshot({ ruleSet: defaultRuleSet(), identities: { addresses: [], domains: ["example.org"] } });
     expect(other).not.toBe(hash);
     expect(await listDir(join(dir, "snapshots"))).toEqual([`${hash}.json`, `${other}.json`].sort());
     const text = await readFile(join(dir, "snapshots", `${hash}.json`), "utf8");
@@ -685,19 +722,19 @@ describe("snapshots", () => {
     expect(JSON.parse(text).ruleSet.Rules[0].Actions[0]).toEqual({ S3Action: { BucketName: "bucket-a" } });
 
     const fresh = await Spool.open({ dir });
-    const loaded = await fresh.loadSnapshot(hash);
+    const loaded = await fresh.queue.loadSnapshot(hash);
     expect(loaded.ruleSet).toEqual(defaultRuleSet());
     expect(loaded.identities).toEqual({ addresses: [], domains: ["example.com"] });
     expect(Object.isFrozen(loaded.ruleSet)).toBe(true);
-    expect(await fresh.loadSnapshot(hash)).toBe(loaded);
+    expect(await fresh.queue.loadSnapshot(hash)).toBe(loaded);
   });
 
   it("refuses a snapshot whose content does not match its hash", async () => {
     const spool = await Spool.open({ dir });
-    const hash = await spool.saveSnapshot(snapshotOf());
+    const hash = await spool.writer.saveSnapshot(snapshotOf());
     const path = join(dir, "snapshots", `${hash}.json`);
     await writeFile(path, (await readFile(path, "utf8")).replace("bucket-a", "bucket-z"));
-    await expect((await Spool.open({ dir })).loadSnapshot(hash)).rejects.toThrow(/does not match/);
+    await expect((await Spool.open({ dir })).queue.loadSnapshot(hash)).rejects.toThrow(/does not match/);
   });
 
   it("makes the layout in a directory that does not exist yet", async () => {
@@ -705,6 +742,6 @@ describe("snapshots", () => {
     await Spool.open({ dir: nested });
     for (const sub of ["tmp", "queue", "done", "dead", "snapshots"]) expect((await stat(join(nested, sub))).isDirectory()).toBe(true);
     await mkdir(join(nested, "queue", "ignored-subdir"));
-    expect(await (await Spool.open({ dir: nested })).pending()).toEqual([]);
+    expect(await (await Spool.open({ dir: nested })).queue.pending()).toEqual([]);
   });
 });
