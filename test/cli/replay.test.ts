@@ -203,7 +203,8 @@ describe("receiptd replay", () => {
       }),
     );
     const text = await receiptd("replay", "samples/noreply.eml", "--rules", rules);
-    expect(text.code).toBe(0);
+    // An action failed: exit 3, as for any failed action.
+    expect(text.code).toBe(3);
     expect(text.stdout).toContain(
       `! Connect ${instance} (role ${role}): permanent failure: ConnectAction is not supported by receiptd: `,
     );
