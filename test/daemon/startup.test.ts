@@ -146,17 +146,20 @@ describe("leftover temporary files", () => {
     const data = join(dir, "data");
     const bucket = join(data, "s3", "receiptd-inbound");
     const mailbox = join(data, "workmail", "m-0123456789abcdef0123456789abcdef", "someone@example.com");
-    for (const sub of [join(bucket, "inbox"), join(mailbox, "tmp"), join(mailbox, "new")]) await mkdir(sub, { recursive: true });
+    const outbox = join(data, "outbox");
+    for (const sub of [join(bucket, "inbox"), join(mailbox, "tmp"), join(mailbox, "new"), outbox]) await mkdir(sub, { recursive: true });
     const temps = [
       join(bucket, ".receiptd-tmp-0b1e4b8e-9a5c-4d3e-8f5e-6f1d2c3b4a59"),
       join(bucket, "inbox", ".receiptd-tmp-7c9e6679-7425-40de-944b-e07fc1f90ae7"),
       join(mailbox, "tmp", "1764684000.M123000P4242Q1R0123456789abcdef.mx.receiptd.test"),
+      join(outbox, ".20261202T144500123Z-000007-0a1b2c3d4e5f.eml.tmp"),
     ];
     const kept = [
       join(bucket, "inbox", "message-1"),
       join(bucket, ".receiptd-tmp-not-a-temp-name"),
       join(mailbox, "new", "1764684000.M123000P4242Q1R0123456789abcdef.mx.receiptd.test"),
       join(mailbox, "tmp", "written-by-another-delivery-agent"),
+      join(outbox, "20261202T144500123Z-000007-0a1b2c3d4e5f.eml"),
     ];
     for (const file of [...temps, ...kept]) await writeFile(file, "x");
 
@@ -168,7 +171,8 @@ describe("leftover temporary files", () => {
     expect(await left(join(bucket, "inbox"))).toEqual(["message-1"]);
     expect(await left(join(mailbox, "tmp"))).toEqual(["written-by-another-delivery-agent"]);
     expect(await left(join(mailbox, "new"))).toHaveLength(1);
-    expect(out.records().find((record) => record.event === "actions.temporaries_removed")).toMatchObject({ files: 3 });
+    expect(await left(outbox)).toEqual(["20261202T144500123Z-000007-0a1b2c3d4e5f.eml"]);
+    expect(out.records().find((record) => record.event === "actions.temporaries_removed")).toMatchObject({ files: 4 });
   });
 
   it("starts all the same when the leftovers cannot be looked for, and says so", async () => {

@@ -1,5 +1,6 @@
 import { readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { OUTBOX_TEMP_NAME } from "../transports/dsn.js";
 import { TEMP_FILE_NAME } from "./files.js";
 import { STAGED_NAME } from "./maildir.js";
 
@@ -24,7 +25,7 @@ async function* matching(dir: string, name: RegExp): AsyncIterable<string> {
 
 /**
  * Removes what a crash of the local back end can leave under the data directory: temp files
- * of S3 objects (`s3/**\/.receiptd-tmp-<uuid>`) and messages staged in a Maildir's tmp/ under
+ * of S3 objects (`s3/**\/.receiptd-tmp-<uuid>`), of DSNs in `outbox/`, and messages staged in a Maildir's tmp/ under
  * this back end's unique names. Only those names are touched, never an object or a delivered
  * message. Meant for start-up, before any action runs; returns the paths removed.
  */
@@ -35,6 +36,9 @@ export async function removeLeftoverTemporaries(dataDir: string): Promise<string
     removed.push(path);
   };
   for await (const path of matching(join(dataDir, "s3"), TEMP_FILE_NAME)) await remove(path);
+  for (const entry of await entries(join(dataDir, "outbox"))) {
+    if (entry.isFile() && OUTBOX_TEMP_NAME.test(entry.name)) await remove(join(dataDir, "outbox", entry.name));
+  }
   for (const org of await entries(join(dataDir, "workmail"))) {
     if (!org.isDirectory()) continue;
     for (const mailbox of await entries(join(dataDir, "workmail", org.name))) {

@@ -42,6 +42,9 @@ export function smtpDsnSender(relayUrl: string): DsnSender {
 
 let sequence = 0;
 
+/** The dot-name a DSN is written under before it is linked into place (start-up removes strays). */
+export const OUTBOX_TEMP_NAME = /^\.\d{8}T\d{9}Z-\d{6}-[0-9a-f]{12}\.eml\.tmp$/;
+
 /**
  * Writes each DSN to `<dir>/<UTC time>-<sequence>-<random>.eml`, for a pickup process or for
  * inspection. The file appears complete or not at all: it is written and fsynced under a
