@@ -106,6 +106,14 @@ describe("RCPT TO (SEMANTICS 4)", () => {
     expect(await client.command("RCPT TO:<j\u00fcrg@example.org>")).toBe("250 Accepted");
   });
 
+  it("raw 8-bit bytes that are no UTF-8 in an address, without SMTPUTF8, get 553 5.6.7", async () => {
+    const h = await start();
+    const client = await session(h);
+    expect(await client.command("MAIL FROM:<a@sender.test>")).toBe("250 Accepted");
+    client.write(Buffer.concat([Buffer.from("RCPT TO:<j"), Buffer.from([0xfc, 0xff]), Buffer.from("rg@example.org>\r\n")]));
+    expect(await client.reply()).toBe(LISTENER_REPLIES.nonAsciiAddress);
+  });
+
   it("a local part the mailbox back end cannot store is refused at RCPT time, not dead-lettered later", async () => {
     const h = await start();
     for (const local of ["a/b", "a\\\\b", '"a\\\\\\0b"']) {
