@@ -2,19 +2,20 @@ import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConfigError } from "./config-error.js";
+import { DEFAULTS } from "./defaults.js";
 import { withDefaultDataDir } from "./environment.js";
 import { parseConfig } from "./read-config.js";
 import type { ReceiptdConfig } from "./schema.js";
 
 /**
  * The embedded default, `rules/example.config.json` of the package: everything local, the
- * example rule set active with its Lambda handlers, SMTP on 127.0.0.1:2525, and the data
- * directory ./data of the working directory.
+ * example rule set active with its Lambda handlers, SMTP and the admin port on DEFAULTS'
+ * addresses, and the data directory ./data of the working directory.
  */
 export async function defaultConfig(
   options: { env?: NodeJS.ProcessEnv; backend?: "local" | "aws" } = {},
 ): Promise<ReceiptdConfig> {
-  return loadConfigFile(EXAMPLE_CONFIG, { ...options, env: withDefaultDataDir(options.env ?? process.env, resolve("data")) });
+  return loadConfigFile(EXAMPLE_CONFIG, { ...options, env: withDefaultDataDir(options.env ?? process.env, resolve(DEFAULTS.dataDir)) });
 }
 
 const EXAMPLE_CONFIG = fileURLToPath(new URL("../../rules/example.config.json", import.meta.url));

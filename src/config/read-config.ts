@@ -154,7 +154,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
       dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
     },
     spool: {
-      dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, "spool"),
+      dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, DEFAULTS.spool.dirInDataDir),
       retentionHours: reader.integer(spoolRaw.retentionHours, "config.spool.retentionHours", 0, 24 * 365) ?? DEFAULTS.spool.retentionHours,
     },
     processing: {
@@ -206,8 +206,8 @@ export function parseConfig(
 
   const hostname =
     reader.string(overrides.hostname ?? raw.hostname, "config.hostname", isHostname, "a host name") ?? osHostname();
-  const dataDir = resolve(options.baseDir, reader.string(overrides.dataDir ?? raw.dataDir, "config.dataDir") ?? "data");
-  const strict = reader.boolean(raw.strict, "config.strict") ?? true;
+  const dataDir = resolve(options.baseDir, reader.string(overrides.dataDir ?? raw.dataDir, "config.dataDir") ?? DEFAULTS.dataDir);
+  const strict = reader.boolean(raw.strict, "config.strict") ?? DEFAULTS.strict;
 
   const bounceRaw = reader.object(raw.bounce, "config.bounce", ["relay"]);
   const relay = reader.url(overrides.bounceRelay ?? bounceRaw.relay, "config.bounce.relay", ["smtp:", "smtps:"]);
@@ -258,7 +258,7 @@ export function parseConfig(
     "config.local.snsSignatureVersion",
     ["1", "2"] as const,
   );
-  const local: ReceiptdConfig["local"] = { snsHttpSubscriptions: {}, snsSignatureVersion: signatureVersion ?? "1", lambdaHandlers: {} };
+  const local: ReceiptdConfig["local"] = { snsHttpSubscriptions: {}, snsSignatureVersion: signatureVersion ?? DEFAULTS.snsSignatureVersion, lambdaHandlers: {} };
   const subscriptions = isObject(localRaw.snsHttpSubscriptions) ? localRaw.snsHttpSubscriptions : {};
   if (localRaw.snsHttpSubscriptions !== undefined && !isObject(localRaw.snsHttpSubscriptions)) {
     reader.issues.push("config.local.snsHttpSubscriptions: expected an object of topic ARN (or \"*\") to a list of URLs");
@@ -287,7 +287,7 @@ export function parseConfig(
   const localTimeout = reader.integer(localRaw.requestResponseTimeoutMs, "config.local.requestResponseTimeoutMs", 1, 900_000);
   if (localTimeout !== undefined) local.requestResponseTimeoutMs = localTimeout;
 
-  const preset = options.backend ?? reader.oneOf(raw.backend, "config.backend", ["local", "aws"] as const) ?? "local";
+  const preset = options.backend ?? reader.oneOf(raw.backend, "config.backend", ["local", "aws"] as const) ?? DEFAULTS.backend;
   const backendsRaw = reader.object(raw.backends, "config.backends", ["S3", "SNS", "Lambda", "Bounce", "WorkMail"]);
   const backends: BackendChoice = {
     S3: reader.oneOf(backendsRaw.S3, "config.backends.S3", ["aws", "local"] as const) ?? preset,
