@@ -6,6 +6,8 @@
 export const DEFAULTS = Object.freeze({
   /** Relative to the configuration file's directory. */
   dataDir: "data",
+  /** The spool's directory inside the data directory. */
+  spoolDirInDataDir: "spool",
   strict: true,
   /** Where every action type's effects go when `backends` does not say. */
   backend: "local",
@@ -36,8 +38,7 @@ export const DEFAULTS = Object.freeze({
     /** Total DNS time of one message's SPF, DKIM and DMARC checks. */
     dnsTimeoutMs: 3000,
   }),
-  /** `dirInDataDir`: the spool's directory inside the data directory. */
-  spool: Object.freeze({ dirInDataDir: "spool", retentionHours: 24 }),
+  spool: Object.freeze({ retentionHours: 24 }),
   processing: Object.freeze({
     concurrency: 8,
     concurrencyWhileReceiving: 1,

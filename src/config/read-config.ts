@@ -154,7 +154,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
       dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
     },
     spool: {
-      dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, DEFAULTS.spool.dirInDataDir),
+      dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, DEFAULTS.spoolDirInDataDir),
       retentionHours: reader.integer(spoolRaw.retentionHours, "config.spool.retentionHours", 0, 24 * 365) ?? DEFAULTS.spool.retentionHours,
     },
     processing: {
