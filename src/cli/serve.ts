@@ -1,4 +1,5 @@
 import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js";
+import { DEFAULTS } from "../config/defaults.js";
 import { startDaemon } from "../daemon/daemon.js";
 import { loggerFromEnvironment } from "../ops/log.js";
 import { PolicyLoadError } from "../ops/reload.js";
@@ -8,8 +9,8 @@ const HELP = `Usage: receiptd serve [--config <config.json>]
 
 Runs the MX daemon: SMTP in, the active rule set's actions out, every accepted message
 durable before its 250. Without --config it runs the embedded default: SMTP on
-127.0.0.1:2525, rules/example.json active, the local back end in ./data, the admin
-HTTP port (healthz, readyz, metrics) on 127.0.0.1:9025.
+${DEFAULTS.smtp.listen.host}:${DEFAULTS.smtp.listen.port}, rules/example.json active, the local back end in ./${DEFAULTS.dataDir}, the admin
+HTTP port (healthz, readyz, metrics) on ${DEFAULTS.admin.host}:${DEFAULTS.admin.port}.
 
 Signals: SIGTERM or SIGINT stop gracefully; SIGHUP reloads the rule set and filters.
 Logs: one JSON object per line on stderr, or readable lines when stderr is a terminal

@@ -4,6 +4,13 @@
  * the same values. README.md documents these numbers; change them together.
  */
 export const DEFAULTS = Object.freeze({
+  /** Relative to the configuration file's directory. */
+  dataDir: "data",
+  /** The spool's directory inside the data directory. */
+  spoolDirInDataDir: "spool",
+  strict: true,
+  /** Where every action type's effects go when `backends` does not say. */
+  backend: "local",
   smtp: Object.freeze({
     listen: Object.freeze({ host: "127.0.0.1", port: 2525 }),
     maxConnections: 1000,
@@ -41,6 +48,8 @@ export const DEFAULTS = Object.freeze({
     backoffMaxMs: 300_000,
   }),
   admin: Object.freeze({ host: "127.0.0.1", port: 9025 }),
+  /** The local SNS signs HTTP envelopes as SNS does by default: SignatureVersion 1, RSA-SHA1. */
+  snsSignatureVersion: "1",
   shutdownGraceMs: 30_000,
   /** How long a RequestResponse Lambda invocation may take; SES waits 30 s. */
   requestResponseTimeoutMs: 30_000,

@@ -26,7 +26,7 @@ export function messageIdFromBytes(bytes: Uint8Array): string {
   return id;
 }
 
-/** A fresh message ID; randomness comes from the caller so that this module stays pure. */
+/** A new message ID; randomness comes from the caller so that this module stays pure. */
 export function newMessageId(random: (n: number) => Uint8Array): string {
   return messageIdFromBytes(random(MESSAGE_ID_BYTES));
 }

@@ -3,6 +3,7 @@ import { ACTION_KEYS } from "./model.js";
 import type { IpFilter, Rule, RuleSet } from "./model.js";
 import { parseFilters, parseRuleSet } from "./validate.js";
 import type { ValidationIssue } from "./validate.js";
+import { RULE_SET_LIMITS } from "../ses/limits.js";
 
 /**
  * The receipt rule set API of SES (CreateReceiptRuleSet ... SetReceiptRulePosition, and the IP
@@ -43,13 +44,10 @@ export class ReceiptApiError extends Error {
   }
 }
 
-// Limits from SEMANTICS section 9. The validator enforces the per-rule ones too, as an invalid
-// document; SES answers LimitExceeded instead (UpdateReceiptRule lists it, and an update can
-// exceed no other limit), so they are checked before the validator runs.
-const MAX_RULE_SETS = 40;
-const MAX_RULES = 200;
-const MAX_FILTERS = 100;
-const PER_RULE_LIMITS = { Actions: 10, Recipients: 100 } as const;
+// The validator enforces the per-rule limits too, as an invalid document; SES answers
+// LimitExceeded instead (UpdateReceiptRule lists it, and an update can exceed no other limit),
+// so they are checked before the validator runs.
+const PER_RULE_LIMITS = { Actions: RULE_SET_LIMITS.actionsPerRule, Recipients: RULE_SET_LIMITS.recipientsPerRule } as const;
 
 function invalid(issues: ValidationIssue[], path: (p: string) => string): ReceiptApiError {
   return new ReceiptApiError("InvalidParameterValue", issues.map((i) => `${path(i.path)}: ${i.message}`).join("; "));
@@ -118,8 +116,8 @@ function addRuleSet(state: ReceiptState, ruleSet: RuleSet): ReceiptState {
   if (state.ruleSets.has(ruleSet.name)) {
     throw new ReceiptApiError("AlreadyExists", `Rule set already exists: ${ruleSet.name}`);
   }
-  if (state.ruleSets.size >= MAX_RULE_SETS) {
-    throw new ReceiptApiError("LimitExceeded", `An account has at most ${MAX_RULE_SETS} rule sets`);
+  if (state.ruleSets.size >= RULE_SET_LIMITS.ruleSets) {
+    throw new ReceiptApiError("LimitExceeded", `An account has at most ${RULE_SET_LIMITS.ruleSets} rule sets`);
   }
   return Object.freeze({ ...state, ruleSets: new Map(state.ruleSets).set(ruleSet.name, ruleSet) });
 }
@@ -178,8 +176,8 @@ export function createReceiptRule(state: ReceiptState, ruleSetName: string, rule
     throw new ReceiptApiError("AlreadyExists", `Rule already exists: ${created.name}`);
   }
   const index = insertionIndex(ruleSet.rules, after);
-  if (ruleSet.rules.length >= MAX_RULES) {
-    throw new ReceiptApiError("LimitExceeded", `A rule set has at most ${MAX_RULES} rules`);
+  if (ruleSet.rules.length >= RULE_SET_LIMITS.rulesPerSet) {
+    throw new ReceiptApiError("LimitExceeded", `A rule set has at most ${RULE_SET_LIMITS.rulesPerSet} rules`);
   }
   return withRules(state, ruleSet, ruleSet.rules.toSpliced(index, 0, created));
 }
@@ -260,8 +258,8 @@ export function createReceiptFilter(state: ReceiptState, filter: unknown): Recei
   if (state.filters.some((f) => f.name === created.name)) {
     throw new ReceiptApiError("AlreadyExists", `Filter already exists: ${created.name}`);
   }
-  if (state.filters.length >= MAX_FILTERS) {
-    throw new ReceiptApiError("LimitExceeded", `An account has at most ${MAX_FILTERS} IP filters`);
+  if (state.filters.length >= RULE_SET_LIMITS.filters) {
+    throw new ReceiptApiError("LimitExceeded", `An account has at most ${RULE_SET_LIMITS.filters} IP filters`);
   }
   return Object.freeze({ ...state, filters: Object.freeze([...state.filters, created]) });
 }

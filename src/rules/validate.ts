@@ -10,6 +10,7 @@ import type {
 import IPCIDR from "ip-cidr";
 import { ACTION_KEYS } from "./model.js";
 import type { ActionParamsByType, ActionType, IpFilter, Rule, RuleAction, RuleSet } from "./model.js";
+import { RULE_SET_LIMITS } from "../ses/limits.js";
 
 /** One problem in a document. `path` is a JSON path such as `Rules[3].Actions[1].BounceAction`; "" is the root. */
 export interface ValidationIssue {
@@ -21,12 +22,6 @@ export type Parsed<T> = { ok: true; value: T } | { ok: false; issues: Validation
 
 /** SES always names a rule set, but a hand-written document may leave Metadata out; it gets this name. */
 const DEFAULT_RULE_SET_NAME = "default";
-
-// Limits from SEMANTICS section 9.
-const MAX_RULES = 200;
-const MAX_ACTIONS = 10;
-const MAX_RECIPIENTS = 100;
-const MAX_FILTERS = 100;
 
 // ---------------------------------------------------------------------------------------------
 // The checking machinery: a document is described by nested checks; each check reports every
@@ -382,8 +377,8 @@ const RECEIPT_RULE = object<ReceiptRule>("ReceiptRule", {
   Name: required(text(NAME)),
   Enabled: optional(boolean),
   TlsPolicy: optional(text(oneOf("Require", "Optional"))),
-  Recipients: optional(list(text(recipient), { max: MAX_RECIPIENTS, noun: "recipients" })),
-  Actions: optional(list(receiptAction, { max: MAX_ACTIONS, noun: "actions" })),
+  Recipients: optional(list(text(recipient), { max: RULE_SET_LIMITS.recipientsPerRule, noun: "recipients" })),
+  Actions: optional(list(receiptAction, { max: RULE_SET_LIMITS.actionsPerRule, noun: "actions" })),
   ScanEnabled: optional(boolean),
 });
 
@@ -396,7 +391,7 @@ const RULE_SET_DOCUMENT = object<DescribeReceiptRuleSetResponse>(
         CreatedTimestamp: optional(text(timestamp)),
       }),
     ),
-    Rules: optional(list(RECEIPT_RULE, { max: MAX_RULES, noun: "rules", uniqueKey: "Name" })),
+    Rules: optional(list(RECEIPT_RULE, { max: RULE_SET_LIMITS.rulesPerSet, noun: "rules", uniqueKey: "Name" })),
   },
 );
 
@@ -412,7 +407,7 @@ const FILTERS_DOCUMENT = object<ListReceiptFiltersResponse>("the output of aws s
           }),
         ),
       }),
-      { max: MAX_FILTERS, noun: "IP filters", uniqueKey: "Name" },
+      { max: RULE_SET_LIMITS.filters, noun: "IP filters", uniqueKey: "Name" },
     ),
   ),
 });

@@ -15,3 +15,15 @@ export function sizeLimitError(type: ActionType, size: number): string | null {
   if (!limit || size <= limit.bytes) return null;
   return `message of ${size} bytes exceeds the ${limit.what} limit of ${limit.bytes} bytes`;
 }
+
+/**
+ * SES's receipt rule and filter limits (docs/behaviour.md §9), for the validator of a rule set
+ * document and for the receipt API store, which answers LimitExceeded instead.
+ */
+export const RULE_SET_LIMITS = Object.freeze({
+  ruleSets: 40,
+  rulesPerSet: 200,
+  actionsPerRule: 10,
+  recipientsPerRule: 100,
+  filters: 100,
+});

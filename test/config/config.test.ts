@@ -165,6 +165,15 @@ describe("configuration", () => {
     expect(serve.shutdownGraceMs).toBe(DEFAULTS.shutdownGraceMs);
   });
 
+  it("the data directory, spool, strict mode, back end and SNS signature default from the same object", () => {
+    const config = parse({});
+    expect(config.dataDir).toBe(resolve("/srv/receiptd", DEFAULTS.dataDir));
+    expect(config.serve.spool.dir).toBe(join(config.dataDir, DEFAULTS.spoolDirInDataDir));
+    expect(config.strict).toBe(DEFAULTS.strict);
+    expect(config.backends).toMatchObject({ S3: DEFAULTS.backend, SNS: DEFAULTS.backend, Lambda: DEFAULTS.backend });
+    expect(config.local.snsSignatureVersion).toBe(DEFAULTS.snsSignatureVersion);
+  });
+
   it("the DNS authentication budget defaults to the configuration's 3 s in the library too", async () => {
     expect(parse({}).serve.authentication.dnsTimeoutMs).toBe(3000);
     const message = Buffer.from("From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n");

@@ -92,7 +92,7 @@ export function awsBackend(options: AwsBackendOptions): ActionBackend {
             Key: request.key,
             // Streamed with its length known up front, so the SDK never buffers the message.
             // A stream cannot be replayed, so the SDK does not retry this call: the engine
-            // does, with a fresh stream.
+            // does, with a new stream.
             Body: Readable.from(request.body, { objectMode: false }),
             ContentLength: request.contentLength,
           }),

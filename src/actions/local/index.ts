@@ -69,7 +69,7 @@ export function localBackend(options: LocalBackendOptions): ActionBackend & { sn
     clock,
     retryDelaysMs: options.snsDeliveryRetryDelaysMs ?? DELIVERY_RETRY_DELAYS_MS,
     onBackgroundFailure,
-    signatureVersion: options.snsSignatureVersion ?? "1",
+    signatureVersion: options.snsSignatureVersion ?? DEFAULTS.snsSignatureVersion,
     publicUrl: options.snsPublicUrl ?? (() => null),
   });
   const invoke = lambdaInvoker({

@@ -1,0 +1,321 @@
+import { isIP } from "node:net";
+import { hostname as osHostname } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ConfigError } from "./config-error.js";
+import { DEFAULTS } from "./defaults.js";
+import { environmentOverrides } from "./environment.js";
+import { FieldReader, isObject } from "./field-reader.js";
+import type { Json } from "./field-reader.js";
+import type { AwsServiceConfig, BackendChoice, ReceiptdConfig, ServeConfig } from "./schema.js";
+
+/** A configuration that names no rule set gets the example one shipped with the package. */
+const DEFAULT_RULES = fileURLToPath(new URL("../../rules/example.json", import.meta.url));
+
+const ARN = /^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$/;
+
+function readAwsService(reader: FieldReader, value: unknown, path: string, s3: boolean): AwsServiceConfig | undefined {
+  if (value === undefined) return undefined;
+  const raw = reader.object(value, path, s3 ? ["region", "endpoint", "forcePathStyle"] : ["region", "endpoint"]);
+  const config: AwsServiceConfig = {};
+  const region = reader.string(raw.region, `${path}.region`, /^[a-z]{2}(-[a-z]+)+-\d+$/, "an AWS region such as us-east-1");
+  const endpoint = reader.url(raw.endpoint, `${path}.endpoint`, ["http:", "https:"]);
+  const forcePathStyle = reader.boolean(raw.forcePathStyle, `${path}.forcePathStyle`);
+  if (region) config.region = region;
+  if (endpoint) config.endpoint = endpoint;
+  if (forcePathStyle !== undefined) config.forcePathStyle = forcePathStyle;
+  return config;
+}
+
+/** RFC 1123 labels: letters, digits and inner hyphens, 63 at most; no empty label, no dot at either end. */
+const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${LABEL}(?:\\.${LABEL})*$`);
+/** A host name, whose last label is not all digits (that would be a mistyped IPv4 address). */
+const isHostname = (text: string): boolean => HOSTNAME.test(text) && !/(?:^|\.)\d+$/.test(text);
+/** Where to listen: an IPv4 or IPv6 address, or a host name. */
+const isHost = (text: string): boolean => isIP(text) !== 0 || isHostname(text);
+
+function readListen(reader: FieldReader, value: unknown): ServeConfig["smtp"]["listen"] {
+  if (value === undefined) return [{ ...DEFAULTS.smtp.listen, implicitTls: false }];
+  if (!Array.isArray(value) || value.length === 0) {
+    reader.issues.push("config.smtp.listen: expected a non-empty list of {host, port, implicitTls?}");
+    return [];
+  }
+  return value.flatMap((entry, i) => {
+    const path = `config.smtp.listen[${i}]`;
+    const raw = reader.object(entry, path, ["host", "port", "implicitTls"]);
+    const host = reader.string(raw.host, `${path}.host`, isHost, "an IP address or host name");
+    const port = reader.integer(raw.port, `${path}.port`, 0, 65535);
+    const implicitTls = reader.boolean(raw.implicitTls, `${path}.implicitTls`) ?? false;
+    if (raw.host === undefined) reader.issues.push(`${path}.host: required`);
+    if (raw.port === undefined) reader.issues.push(`${path}.port: required`);
+    return host !== undefined && port !== undefined ? [{ host, port, implicitTls }] : [];
+  });
+}
+
+function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: string): ServeConfig {
+  const path = (value: string | undefined) => (value === undefined ? undefined : resolve(baseDir, value));
+  const rules = path(reader.string(raw.rules, "config.rules")) ?? DEFAULT_RULES;
+  const filters = path(reader.string(raw.filters, "config.filters"));
+  let identities: string[] | undefined;
+  if (raw.identities !== undefined) {
+    if (!Array.isArray(raw.identities) || raw.identities.some((entry) => typeof entry !== "string" || entry === "")) {
+      reader.issues.push("config.identities: expected a list of domains and addresses");
+    } else {
+      identities = raw.identities as string[];
+    }
+  }
+
+  const smtpRaw = reader.object(raw.smtp, "config.smtp", [
+    "listen",
+    "banner",
+    "tls",
+    "proxyProtocolFrom",
+    "maxConnections",
+    "maxConnectionsPerIp",
+    "socketTimeoutMs",
+    "commandDeadlineMs",
+    "dataDeadlineMs",
+    "minDataBytesPerSecond",
+    "maxMessageBytes",
+    "maxRecipients",
+    "earlyTalkerCheckMs",
+    "reverseDns",
+    "processes",
+  ]);
+  const tlsRaw = reader.object(smtpRaw.tls, "config.smtp.tls", ["cert", "key"]);
+  const cert = path(reader.string(tlsRaw.cert, "config.smtp.tls.cert"));
+  const key = path(reader.string(tlsRaw.key, "config.smtp.tls.key"));
+  if (smtpRaw.tls !== undefined && (cert === undefined || key === undefined)) {
+    reader.issues.push("config.smtp.tls: needs both cert and key (PEM file paths)");
+  }
+  const listen = readListen(reader, smtpRaw.listen);
+  if (listen.some((address) => address.implicitTls) && (cert === undefined || key === undefined)) {
+    reader.issues.push("config.smtp.listen: an implicitTls listener needs config.smtp.tls");
+  }
+  let proxyProtocolFrom: string[] = [];
+  if (smtpRaw.proxyProtocolFrom !== undefined) {
+    if (!Array.isArray(smtpRaw.proxyProtocolFrom) || smtpRaw.proxyProtocolFrom.some((entry) => typeof entry !== "string")) {
+      reader.issues.push("config.smtp.proxyProtocolFrom: expected a list of load balancer addresses or CIDR ranges");
+    } else {
+      proxyProtocolFrom = smtpRaw.proxyProtocolFrom as string[];
+    }
+  }
+  const banner = reader.string(smtpRaw.banner, "config.smtp.banner");
+
+  const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs"]);
+  const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
+  const processingRaw = reader.object(raw.processing, "config.processing", [
+    "concurrency",
+    "concurrencyWhileReceiving",
+    "retryWindowMinutes",
+    "backoffInitialMs",
+    "backoffMaxMs",
+  ]);
+  let admin: ServeConfig["admin"] = { ...DEFAULTS.admin };
+  if (raw.admin === null) admin = null;
+  else if (raw.admin !== undefined) {
+    const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port", "url"]);
+    const url = reader.url(adminRaw.url, "config.admin.url", ["http:", "https:"]);
+    admin = {
+      host: reader.string(adminRaw.host, "config.admin.host", isHost, "an IP address or host name") ?? DEFAULTS.admin.host,
+      port: reader.integer(adminRaw.port, "config.admin.port", 0, 65535) ?? DEFAULTS.admin.port,
+      // No trailing slash: paths are appended to it.
+      ...(url === undefined ? {} : { url: url.replace(/\/+$/, "") }),
+    };
+  }
+
+  return {
+    rules,
+    ...(filters === undefined ? {} : { filters }),
+    ...(identities === undefined ? {} : { identities }),
+    smtp: {
+      listen,
+      ...(banner === undefined ? {} : { banner }),
+      ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
+      proxyProtocolFrom,
+      maxConnections: reader.integer(smtpRaw.maxConnections, "config.smtp.maxConnections", 1, 1_000_000) ?? DEFAULTS.smtp.maxConnections,
+      maxConnectionsPerIp: reader.integer(smtpRaw.maxConnectionsPerIp, "config.smtp.maxConnectionsPerIp", 1, 1_000_000) ?? DEFAULTS.smtp.maxConnectionsPerIp,
+      socketTimeoutMs: reader.integer(smtpRaw.socketTimeoutMs, "config.smtp.socketTimeoutMs", 1000, 3_600_000) ?? DEFAULTS.smtp.socketTimeoutMs,
+      commandDeadlineMs:
+        reader.integer(smtpRaw.commandDeadlineMs, "config.smtp.commandDeadlineMs", 1000, 3_600_000) ?? DEFAULTS.smtp.commandDeadlineMs,
+      dataDeadlineMs: reader.integer(smtpRaw.dataDeadlineMs, "config.smtp.dataDeadlineMs", 1000, 3_600_000) ?? DEFAULTS.smtp.dataDeadlineMs,
+      minDataBytesPerSecond:
+        reader.integer(smtpRaw.minDataBytesPerSecond, "config.smtp.minDataBytesPerSecond", 1, 1_000_000_000) ??
+        DEFAULTS.smtp.minDataBytesPerSecond,
+      maxMessageBytes: reader.integer(smtpRaw.maxMessageBytes, "config.smtp.maxMessageBytes", 1024, 2 ** 40) ?? DEFAULTS.smtp.maxMessageBytes,
+      maxRecipients: reader.integer(smtpRaw.maxRecipients, "config.smtp.maxRecipients", 1, 100_000) ?? DEFAULTS.smtp.maxRecipients,
+      earlyTalkerCheckMs: reader.integer(smtpRaw.earlyTalkerCheckMs, "config.smtp.earlyTalkerCheckMs", 0, 60_000) ?? DEFAULTS.smtp.earlyTalkerCheckMs,
+      reverseDns: reader.boolean(smtpRaw.reverseDns, "config.smtp.reverseDns") ?? DEFAULTS.smtp.reverseDns,
+      processes: reader.integer(smtpRaw.processes, "config.smtp.processes", 1, 64) ?? DEFAULTS.smtp.processes,
+    },
+    authentication: {
+      enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? DEFAULTS.authentication.enabled,
+      dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
+    },
+    spool: {
+      dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, DEFAULTS.spoolDirInDataDir),
+      retentionHours: reader.integer(spoolRaw.retentionHours, "config.spool.retentionHours", 0, 24 * 365) ?? DEFAULTS.spool.retentionHours,
+    },
+    processing: {
+      concurrency: reader.integer(processingRaw.concurrency, "config.processing.concurrency", 1, 1024) ?? DEFAULTS.processing.concurrency,
+      concurrencyWhileReceiving:
+        reader.integer(processingRaw.concurrencyWhileReceiving, "config.processing.concurrencyWhileReceiving", 1, 1024) ??
+        DEFAULTS.processing.concurrencyWhileReceiving,
+      retryWindowMinutes: reader.integer(processingRaw.retryWindowMinutes, "config.processing.retryWindowMinutes", 0, 7 * 24 * 60) ??
+        DEFAULTS.processing.retryWindowMinutes,
+      backoffInitialMs: reader.integer(processingRaw.backoffInitialMs, "config.processing.backoffInitialMs", 1, 3_600_000) ??
+        DEFAULTS.processing.backoffInitialMs,
+      backoffMaxMs: reader.integer(processingRaw.backoffMaxMs, "config.processing.backoffMaxMs", 1, 86_400_000) ?? DEFAULTS.processing.backoffMaxMs,
+    },
+    admin,
+    shutdownGraceMs: reader.integer(raw.shutdownGraceMs, "config.shutdownGraceMs", 0, 3_600_000) ?? DEFAULTS.shutdownGraceMs,
+  };
+}
+
+/**
+ * The configuration from a parsed JSON document, with the environment's overrides applied
+ * (environment.ts). Every problem is reported at once, in a ConfigError naming each field.
+ */
+export function parseConfig(
+  doc: unknown,
+  options: { source: string; baseDir: string; env?: NodeJS.ProcessEnv; backend?: "local" | "aws" },
+): ReceiptdConfig {
+  const overrides = environmentOverrides(options.env ?? process.env);
+  const reader = new FieldReader();
+  const raw = reader.object(doc, "config", [
+    "hostname",
+    "dataDir",
+    "strict",
+    "backend",
+    "backends",
+    "aws",
+    "local",
+    "bounce",
+    "workmail",
+    "rules",
+    "filters",
+    "identities",
+    "smtp",
+    "authentication",
+    "spool",
+    "processing",
+    "admin",
+    "shutdownGraceMs",
+  ]);
+
+  const hostname =
+    reader.string(overrides.hostname ?? raw.hostname, "config.hostname", isHostname, "a host name") ?? osHostname();
+  const dataDir = resolve(options.baseDir, reader.string(overrides.dataDir ?? raw.dataDir, "config.dataDir") ?? DEFAULTS.dataDir);
+  const strict = reader.boolean(raw.strict, "config.strict") ?? DEFAULTS.strict;
+
+  const bounceRaw = reader.object(raw.bounce, "config.bounce", ["relay"]);
+  const relay = reader.url(overrides.bounceRelay ?? bounceRaw.relay, "config.bounce.relay", ["smtp:", "smtps:"]);
+
+  const organizations: ReceiptdConfig["workmail"]["organizations"] = {};
+  const workmailRaw = reader.object(raw.workmail, "config.workmail", ["organizations"]);
+  // Organization ARNs are free keys, so the object is checked by hand rather than against a key list.
+  const orgs = isObject(workmailRaw.organizations) ? workmailRaw.organizations : {};
+  if (workmailRaw.organizations !== undefined && !isObject(workmailRaw.organizations)) {
+    reader.issues.push("config.workmail.organizations: expected an object of organization ARN to {host, port}");
+  }
+  for (const [arn, value] of Object.entries(orgs)) {
+    const path = `config.workmail.organizations["${arn}"]`;
+    if (!/^arn:aws[a-z-]*:workmail:[a-z0-9-]+:\d{12}:organization\/m-[0-9a-f]{32}$/.test(arn)) {
+      reader.issues.push(`${path}: expected a WorkMail organization ARN as the key`);
+    }
+    const entry = reader.object(value, path, ["host", "port", "lmtp", "secure"]);
+    const host = reader.string(entry.host, `${path}.host`);
+    const port = reader.integer(entry.port, `${path}.port`, 1, 65535);
+    if (host === undefined) reader.issues.push(`${path}.host: required`);
+    if (port === undefined && entry.port === undefined) reader.issues.push(`${path}.port: required`);
+    const lmtp = reader.boolean(entry.lmtp, `${path}.lmtp`);
+    const secure = reader.boolean(entry.secure, `${path}.secure`);
+    if (host !== undefined && port !== undefined) {
+      organizations[arn] = { host, port, ...(lmtp === undefined ? {} : { lmtp }), ...(secure === undefined ? {} : { secure }) };
+    }
+  }
+
+  const awsRaw = reader.object(raw.aws, "config.aws", ["region", "s3", "sns", "lambda", "requestResponseTimeoutMs"]);
+  const aws: ReceiptdConfig["aws"] = {};
+  const region = reader.string(awsRaw.region, "config.aws.region", /^[a-z]{2}(-[a-z]+)+-\d+$/, "an AWS region such as us-east-1");
+  if (region) aws.region = region;
+  for (const service of ["s3", "sns", "lambda"] as const) {
+    const serviceConfig = readAwsService(reader, awsRaw[service], `config.aws.${service}`, service === "s3");
+    if (serviceConfig) aws[service] = serviceConfig;
+  }
+  const awsTimeout = reader.integer(awsRaw.requestResponseTimeoutMs, "config.aws.requestResponseTimeoutMs", 1, 900_000);
+  if (awsTimeout !== undefined) aws.requestResponseTimeoutMs = awsTimeout;
+
+  const localRaw = reader.object(raw.local, "config.local", [
+    "snsHttpSubscriptions",
+    "snsSignatureVersion",
+    "lambdaHandlers",
+    "requestResponseTimeoutMs",
+  ]);
+  const signatureVersion = reader.oneOf(
+    typeof localRaw.snsSignatureVersion === "number" ? String(localRaw.snsSignatureVersion) : localRaw.snsSignatureVersion,
+    "config.local.snsSignatureVersion",
+    ["1", "2"] as const,
+  );
+  const local: ReceiptdConfig["local"] = { snsHttpSubscriptions: {}, snsSignatureVersion: signatureVersion ?? DEFAULTS.snsSignatureVersion, lambdaHandlers: {} };
+  const subscriptions = isObject(localRaw.snsHttpSubscriptions) ? localRaw.snsHttpSubscriptions : {};
+  if (localRaw.snsHttpSubscriptions !== undefined && !isObject(localRaw.snsHttpSubscriptions)) {
+    reader.issues.push("config.local.snsHttpSubscriptions: expected an object of topic ARN (or \"*\") to a list of URLs");
+  }
+  for (const [topic, urls] of Object.entries(subscriptions)) {
+    const path = `config.local.snsHttpSubscriptions["${topic}"]`;
+    if (topic !== "*" && !ARN.test(topic)) reader.issues.push(`${path}: expected a topic ARN or "*" as the key`);
+    if (!Array.isArray(urls)) {
+      reader.issues.push(`${path}: expected a list of URLs`);
+      continue;
+    }
+    local.snsHttpSubscriptions[topic] = urls.flatMap((url, i) => reader.url(url, `${path}[${i}]`, ["http:", "https:"]) ?? []);
+  }
+  const handlers = isObject(localRaw.lambdaHandlers) ? localRaw.lambdaHandlers : {};
+  if (localRaw.lambdaHandlers !== undefined && !isObject(localRaw.lambdaHandlers)) {
+    reader.issues.push("config.local.lambdaHandlers: expected an object of function ARN to module path");
+  }
+  for (const [arn, modulePath] of Object.entries(handlers)) {
+    const path = `config.local.lambdaHandlers["${arn}"]`;
+    if (!/^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$/.test(arn)) {
+      reader.issues.push(`${path}: expected a Lambda function ARN as the key`);
+    }
+    const modulePathText = reader.string(modulePath, path, undefined, "the path of a JavaScript module");
+    if (modulePathText) local.lambdaHandlers[arn] = modulePathText;
+  }
+  const localTimeout = reader.integer(localRaw.requestResponseTimeoutMs, "config.local.requestResponseTimeoutMs", 1, 900_000);
+  if (localTimeout !== undefined) local.requestResponseTimeoutMs = localTimeout;
+
+  const preset = options.backend ?? reader.oneOf(raw.backend, "config.backend", ["local", "aws"] as const) ?? DEFAULTS.backend;
+  const backendsRaw = reader.object(raw.backends, "config.backends", ["S3", "SNS", "Lambda", "Bounce", "WorkMail"]);
+  const backends: BackendChoice = {
+    S3: reader.oneOf(backendsRaw.S3, "config.backends.S3", ["aws", "local"] as const) ?? preset,
+    SNS: reader.oneOf(backendsRaw.SNS, "config.backends.SNS", ["aws", "local"] as const) ?? preset,
+    Lambda: reader.oneOf(backendsRaw.Lambda, "config.backends.Lambda", ["aws", "local"] as const) ?? preset,
+    Bounce: reader.oneOf(backendsRaw.Bounce, "config.backends.Bounce", ["relay", "outbox"] as const) ?? (relay ? "relay" : "outbox"),
+    WorkMail:
+      reader.oneOf(backendsRaw.WorkMail, "config.backends.WorkMail", ["smtp", "maildir"] as const) ??
+      (Object.keys(organizations).length > 0 ? "smtp" : "maildir"),
+  };
+  if (backends.Bounce === "relay" && !relay) reader.issues.push("config.backends.Bounce: \"relay\" needs config.bounce.relay (or RECEIPTD_BOUNCE_RELAY)");
+  if (backends.WorkMail === "smtp" && Object.keys(organizations).length === 0) {
+    reader.issues.push("config.backends.WorkMail: \"smtp\" needs config.workmail.organizations");
+  }
+
+  const serve = readServe(reader, raw, options.baseDir, dataDir);
+
+  if (reader.issues.length > 0) throw new ConfigError(options.source, reader.issues);
+  return {
+    serve,
+    hostname,
+    dataDir,
+    strict,
+    backends,
+    aws,
+    local,
+    bounce: relay ? { relay } : {},
+    workmail: { organizations },
+    baseDir: options.baseDir,
+  };
+}

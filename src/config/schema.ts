@@ -1,0 +1,104 @@
+/**
+ * The shape of a read configuration (read-config.ts makes one). A setting whose shape belongs to
+ * the module that uses it (a listen address, a mailbox host) is that module's type, imported.
+ */
+import type { MailboxHost } from "../actions/transports/mailbox.js";
+import type { ListenAddress } from "../smtp/index.js";
+
+/** Where each action type's effects go. */
+export interface BackendChoice {
+  S3: "aws" | "local";
+  SNS: "aws" | "local";
+  Lambda: "aws" | "local";
+  /** DSNs: through an SMTP relay, or as .eml files in `<dataDir>/outbox`. */
+  Bounce: "relay" | "outbox";
+  /** WorkMail: over SMTP/LMTP to the organization's mail host, or into a local Maildir. */
+  WorkMail: "smtp" | "maildir";
+}
+
+export interface AwsServiceConfig {
+  region?: string;
+  endpoint?: string;
+  forcePathStyle?: boolean;
+}
+
+export interface ReceiptdConfig {
+  hostname: string;
+  /** Absolute. */
+  dataDir: string;
+  strict: boolean;
+  backends: BackendChoice;
+  aws: {
+    region?: string;
+    s3?: AwsServiceConfig;
+    sns?: AwsServiceConfig;
+    lambda?: AwsServiceConfig;
+    requestResponseTimeoutMs?: number;
+  };
+  local: {
+    snsHttpSubscriptions: Record<string, string[]>;
+    /** How HTTP subscribers' envelopes are signed: "1" RSA-SHA1 (SNS's default), "2" RSA-SHA256. */
+    snsSignatureVersion: "1" | "2";
+    lambdaHandlers: Record<string, string>;
+    requestResponseTimeoutMs?: number;
+  };
+  bounce: { relay?: string };
+  /** The mail host of each organization, by ARN; its TLS options are not configurable. */
+  workmail: { organizations: Record<string, Omit<MailboxHost, "tls">> };
+  /** Relative paths in the file (handlers, data directory) resolve against this. */
+  baseDir: string;
+  serve: ServeConfig;
+}
+
+/** What `receiptd serve` adds to the action configuration. */
+export interface ServeConfig {
+  /** Absolute path of the active rule set (SES JSON). */
+  rules: string;
+  filters?: string;
+  /** Verified identities; absent: the domains the rule set names. */
+  identities?: string[];
+  smtp: {
+    /** The listener's addresses, each saying whether it is implicit TLS (SMTPS). */
+    listen: Required<ListenAddress>[];
+    banner?: string;
+    /** Absolute paths of the PEM certificate and key, for STARTTLS and implicit TLS. */
+    tls?: { cert: string; key: string };
+    proxyProtocolFrom: string[];
+    maxConnections: number;
+    maxConnectionsPerIp: number;
+    socketTimeoutMs: number;
+    /** docs/behaviour.md §4: from a command line's first byte to its line feed, whatever trickles in. */
+    commandDeadlineMs: number;
+    /** docs/behaviour.md §4: DATA's budget at the 354 and its cap; each byte adds 1/minDataBytesPerSecond s. */
+    dataDeadlineMs: number;
+    minDataBytesPerSecond: number;
+    maxMessageBytes: number;
+    maxRecipients: number;
+    earlyTalkerCheckMs: number;
+    reverseDns: boolean;
+    /**
+     * 1: SMTP is served by the daemon's own process. More: by that many acceptor processes, which
+     * store messages in the spool and leave processing to the daemon's process. Connection limits
+     * apply per process.
+     */
+    processes: number;
+  };
+  /** SPF, DKIM and DMARC on receipt (needs DNS). */
+  authentication: { enabled: boolean; dnsTimeoutMs: number };
+  spool: { dir: string; retentionHours: number };
+  processing: {
+    concurrency: number;
+    /** Messages processed at once while SMTP clients are being answered; acceptance comes first. */
+    concurrencyWhileReceiving: number;
+    retryWindowMinutes: number;
+    backoffInitialMs: number;
+    backoffMaxMs: number;
+  };
+  /**
+   * Health, readiness and metrics over HTTP, and the local SNS's certificate and unsubscribe
+   * links; null turns it off. `url`: how SNS subscribers reach it, if not at http://host:port.
+   */
+  admin: { host: string; port: number; url?: string } | null;
+  /** How long SIGTERM waits for sessions and actions to finish. */
+  shutdownGraceMs: number;
+}
