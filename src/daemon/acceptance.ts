@@ -4,7 +4,7 @@ import { PassThrough } from "node:stream";
 import type { ReceiptdConfig } from "../config/config.js";
 import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
 import type { AuthResult } from "../mail/auth.js";
-import type { LivePolicy, PolicySnapshot } from "../ops/reload.js";
+import type { LivePolicy, PolicyVersion } from "../ops/reload.js";
 import { storedMessage } from "../mail/stored.js";
 import type { Identities } from "../rules/model.js";
 import { scanVerdict } from "../ses/verdicts.js";
@@ -101,12 +101,12 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
 
   // One snapshot file per rule set version, not per message.
   const snapshots = new Map<number, Promise<string>>();
-  const snapshotHash = (snapshot: PolicySnapshot): Promise<string> => {
-    let hash = snapshots.get(snapshot.generation);
+  const snapshotHash = (version: PolicyVersion): Promise<string> => {
+    let hash = snapshots.get(version.generation);
     if (!hash) {
-      hash = spool.saveSnapshot({ ruleSet: snapshot.ruleSet, identities: identityLists(snapshot.identities) });
-      hash.catch(() => snapshots.delete(snapshot.generation));
-      snapshots.set(snapshot.generation, hash);
+      hash = spool.saveSnapshot({ ruleSet: version.ruleSet, identities: identityLists(version.identities) });
+      hash.catch(() => snapshots.delete(version.generation));
+      snapshots.set(version.generation, hash);
     }
     return hash;
   };
@@ -121,8 +121,8 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
 
   const store = async (session: AcceptedSession, received: AsyncIterable<Buffer>): Promise<void> => {
     const { body, endedAt } = notingEnd(received);
-    const snapshot = policy.snapshot();
-    const scanned = scanVerdict(snapshot.ruleSet, snapshot.identities, session.recipients);
+    const version = policy.version();
+    const scanned = scanVerdict(version.ruleSet, version.identities, session.recipients);
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
     const envelope = { mailFrom: session.mailFrom, recipients: session.recipients };
     const receipt = { messageId: session.messageId, receivedAt: session.receivedAt, client: session.client, hostname: config.hostname, scan: scanned };
@@ -132,7 +132,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
       envelope,
       client: { ip: session.client.ip, helo: session.client.helo, reverseDns: session.client.reverseDns, tls: session.client.tls },
       verdicts: base,
-      snapshot: await snapshotHash(snapshot),
+      snapshot: await snapshotHash(version),
     };
     if (!authenticate) {
       // Everything is known up front, so the state is written while the body streams in.
@@ -187,7 +187,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
     reverseDns: serve.smtp.reverseDns,
     policy,
     random: options.random,
-    claimMessageId: (fresh) => spool.claimMessageId(fresh),
+    claimMessageId: (newId) => spool.claimMessageId(newId),
     clock: options.clock,
     accept,
     onEvent: options.onEvent,

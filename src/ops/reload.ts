@@ -21,7 +21,7 @@ export interface LiveSources {
 }
 
 /** One consistent state: a message accepted under it is evaluated with exactly these parts. */
-export interface PolicySnapshot {
+export interface PolicyVersion {
   readonly ruleSet: RuleSet;
   readonly identities: Identities;
   readonly filters: CompiledFilters;
@@ -36,10 +36,10 @@ export interface LivePolicy {
   filters(): CompiledFilters;
   generation(): number;
   /** All parts at once, for callers that keep them across an `await`, where a reload may land in between. */
-  snapshot(): PolicySnapshot;
+  version(): PolicyVersion;
 }
 
-/** The texts a snapshot was parsed from, for a process that mirrors the policy (an acceptor). */
+/** The texts a policy version was parsed from, for a process that mirrors the policy (an acceptor). */
 export interface PolicyTexts {
   rules: string;
   filters?: string;
@@ -166,13 +166,13 @@ function compile(filters: readonly IpFilter[]): CompiledFilters {
 }
 
 /** The LivePolicy reading of whatever state `current` returns at each call. */
-function viewOf(current: () => PolicySnapshot): LivePolicy {
+function viewOf(current: () => PolicyVersion): LivePolicy {
   return {
     ruleSet: () => current().ruleSet,
     identities: () => current().identities,
     filters: () => current().filters,
     generation: () => current().generation,
-    snapshot: current,
+    version: current,
   };
 }
 
@@ -193,7 +193,7 @@ export function mirrorPolicy(
   texts: PolicyTexts,
 ): LivePolicy & { /** False when the generation was not newer. */ update(texts: PolicyTexts): boolean } {
   const resolver = identitiesResolver(identities);
-  const parse = (next: PolicyTexts): PolicySnapshot => {
+  const parse = (next: PolicyTexts): PolicyVersion => {
     const ruleSet = parseRuleSetText(next.rules, "rules");
     return Object.freeze({
       ruleSet,
@@ -250,18 +250,18 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
     filters = { name: "filters", ...filtersSpec, text: filtersStart.text, value: filtersStart.value, refused: null };
   }
 
-  let current: PolicySnapshot = Object.freeze({
+  let current: PolicyVersion = Object.freeze({
     ruleSet: rules.value,
     identities: identitiesFor(rules.value),
     filters: filters ? compile(filters.value) : NO_FILTERS,
     generation: 1,
   });
 
-  const describe = (snapshot: PolicySnapshot) => ({
-    generation: snapshot.generation,
-    ruleSet: snapshot.ruleSet.name,
-    rules: snapshot.ruleSet.rules.length,
-    filters: snapshot.filters.allow.length + snapshot.filters.block.length,
+  const describe = (version: PolicyVersion) => ({
+    generation: version.generation,
+    ruleSet: version.ruleSet.name,
+    rules: version.ruleSet.rules.length,
+    filters: version.filters.allow.length + version.filters.block.length,
     identities: resolver.fixed ? "configured" : "from rules",
   });
   logger.info("config.loaded", { rulesFile: rules.path, filtersFile: filters?.path, ...describe(current) });

@@ -55,7 +55,7 @@ export class MessageGone extends Error {
  * for that first read instead of being read back from disk, which would compete with the next
  * acceptances for the disk and the I/O threads. Bounded: older entries fall back to the disk.
  */
-const FRESH_ENTRIES = 1024;
+const JUST_STORED_ENTRIES = 1024;
 
 export interface QueueParts {
   paths: SpoolPaths;
@@ -79,7 +79,7 @@ export class Queue {
   private readonly unverified = new Set<string>();
   /** Pending messages with a queue/<id>.journal, so that moving a message costs no probe for one. */
   private readonly journaled = new Set<string>();
-  private readonly fresh = new Map<string, { state: MessageState; head: MessageHead }>();
+  private readonly justStored = new Map<string, { state: MessageState; head: MessageHead }>();
   private readonly traces: TraceLog;
   /** Resolved once recovery has handed over what it found (see adoptUnreported). */
   private readonly recovery: Promise<void>;
@@ -111,8 +111,8 @@ export class Queue {
   stored(state: MessageState, head: MessageHead | null): void {
     this.pendingIds.add(state.messageId);
     if (!head) return;
-    this.fresh.set(state.messageId, { state, head });
-    if (this.fresh.size > FRESH_ENTRIES) this.fresh.delete(this.fresh.keys().next().value as string);
+    this.justStored.set(state.messageId, { state, head });
+    if (this.justStored.size > JUST_STORED_ENTRIES) this.justStored.delete(this.justStored.keys().next().value as string);
   }
 
   /** A message another process accepted into queue/: pending from now on, read from disk. */
@@ -169,11 +169,11 @@ export class Queue {
   async read(id: string): Promise<SpooledMessage> {
     checkId(id);
     const path = join(this.paths.queue, `${id}.msg`);
-    const fresh = this.fresh.get(id);
-    if (fresh) {
+    const kept = this.justStored.get(id);
+    if (kept) {
       // Only the first read of a message can be served from memory: no journal exists before it.
-      this.fresh.delete(id);
-      const { state, head } = fresh;
+      this.justStored.delete(id);
+      const { state, head } = kept;
       return { state, outcomes: [], message: fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts }) };
     }
     let stored: { state: MessageState; head: MessageHead };
@@ -222,7 +222,7 @@ export class Queue {
     checkId(id);
     if (outcome.status !== "done") throw new TypeError("only done outcomes are recorded; a failed action is retried");
     // Once a journal exists, the copy kept in memory (which has no outcomes) is out of date.
-    this.fresh.delete(id);
+    this.justStored.delete(id);
     const created = await appendOutcome(join(this.paths.queue, `${id}.journal`), outcome, this.fsync, () => this.journaled.add(id));
     // The first line created the file; its directory entry must be durable as well.
     if (created) await this.queueSync.sync();
@@ -241,7 +241,7 @@ export class Queue {
   private async finish(id: string, area: Area, record: { at: string; [field: string]: unknown }): Promise<void> {
     checkId(id);
     if (!this.pendingIds.has(id)) throw new MessageGone(id, `message ${id} is not pending in ${this.paths.queue}`);
-    this.fresh.delete(id);
+    this.justStored.delete(id);
     const target = area === "dead" ? this.paths.dead : join(this.paths.done, record.at.slice(0, 13));
     if (area === "dead") {
       const temporary = join(this.paths.tmp, `${id}.trace.json`);

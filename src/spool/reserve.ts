@@ -23,7 +23,7 @@ export class ReservedFiles {
   private creating = 0;
   private closed = false;
   /** Set by the first claim: until IDs are claimed from here, nothing is reserved. */
-  private fresh: (() => string) | null = null;
+  private newId: (() => string) | null = null;
   private readonly pending = new Set<Promise<void>>();
 
   constructor(
@@ -31,13 +31,13 @@ export class ReservedFiles {
     private readonly sync: DirectorySync,
   ) {}
 
-  /** The ID of a reserved file, or a new ID (`fresh`) while none is ready. */
-  claim(fresh: () => string): string {
-    this.fresh = fresh;
+  /** The ID of a reserved file, or a new ID (`newId`) while none is ready. */
+  claim(newId: () => string): string {
+    this.newId = newId;
     const file = this.ready.shift();
     if (!file) {
       this.refill();
-      return fresh();
+      return newId();
     }
     this.claimed.set(file.id, file.fd);
     return file.id;
@@ -49,10 +49,10 @@ export class ReservedFiles {
    * the fdatasync that the claiming message's 250 waits for.
    */
   refill(): void {
-    const fresh = this.fresh;
+    const newId = this.newId;
     // Refilled by halves, so that several creates share one directory fsync (group commit).
-    if (!fresh || this.ready.length + this.creating > RESERVED_FILES / 2) return;
-    while (!this.closed && this.ready.length + this.creating < RESERVED_FILES) this.create(fresh);
+    if (!newId || this.ready.length + this.creating > RESERVED_FILES / 2) return;
+    while (!this.closed && this.ready.length + this.creating < RESERVED_FILES) this.create(newId);
   }
 
   /** The descriptor of the claimed file of `id` (once), or undefined if `id` is not one. */
@@ -71,9 +71,9 @@ export class ReservedFiles {
     for (const { id, fd } of unused) await this.discard(id, fd);
   }
 
-  private create(fresh: () => string): void {
+  private create(newId: () => string): void {
     this.creating++;
-    const id = fresh();
+    const id = newId();
     const creating = (async () => {
       const fd = await openFd(join(this.queue, `${id}.msg`), "wx");
       try {

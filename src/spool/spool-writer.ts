@@ -26,7 +26,7 @@ import type { Snapshot } from "./snapshots.js";
 import { writeStream } from "./staged-writer.js";
 
 /** The largest header block kept in memory for a message's first read (see Queue.stored). */
-const FRESH_HEAD_BYTES = 64 * 1024;
+const JUST_STORED_HEAD_BYTES = 64 * 1024;
 
 export interface SpoolWriterParts {
   paths: SpoolPaths;
@@ -34,7 +34,7 @@ export interface SpoolWriterParts {
   /** Shared with the queue in the daemon, so that their fsyncs of queue/ are grouped together. */
   queueSync: DirectorySync;
   snapshots: Snapshots;
-  /** Told of each message once it is stored, with its head when that fits in FRESH_HEAD_BYTES. */
+  /** Told of each message once it is stored, with its head when that fits in JUST_STORED_HEAD_BYTES. */
   onStored?: (state: MessageState, head: MessageHead | null) => void;
 }
 
@@ -58,10 +58,10 @@ export class SpoolWriter {
   /**
    * The ID for the next message to accept. Once IDs are taken from here, the writer keeps files
    * created ahead for them (they appear in queue/ as empty files until used or closed), and
-   * `accept` for such an ID starts writing at once. `fresh` makes a new ID.
+   * `accept` for such an ID starts writing at once. `newId` makes a new ID.
    */
-  claimMessageId(fresh: () => string): string {
-    return this.reserved.claim(fresh);
+  claimMessageId(newId: () => string): string {
+    return this.reserved.claim(newId);
   }
 
   /** Stores the snapshot once, under the SHA-256 of its JSON, and returns that hash. */
@@ -109,8 +109,8 @@ export class SpoolWriter {
     let bodyCrc = 0;
     async function* keepingPrefix(): AsyncGenerator<Buffer> {
       for await (const chunk of body) {
-        if (keepsHead && !headerSeen && prefix.length < FRESH_HEAD_BYTES) {
-          const grown = Buffer.concat([prefix, chunk.subarray(0, FRESH_HEAD_BYTES - prefix.length)]);
+        if (keepsHead && !headerSeen && prefix.length < JUST_STORED_HEAD_BYTES) {
+          const grown = Buffer.concat([prefix, chunk.subarray(0, JUST_STORED_HEAD_BYTES - prefix.length)]);
           const scan = scanHeaderEnd(grown, lineStart, grown.length);
           headerSeen = scan.end !== -1;
           lineStart = scan.lineStart;
@@ -160,7 +160,7 @@ export class SpoolWriter {
 function freshHead(prefix: Buffer, size: number): MessageHead | null {
   let head: MessageHead;
   try {
-    head = parseMessageHead(prefix, { maxHeaderBytes: FRESH_HEAD_BYTES });
+    head = parseMessageHead(prefix, { maxHeaderBytes: JUST_STORED_HEAD_BYTES });
   } catch {
     return null; // read() will meet the same trouble on disk and report it
   }

@@ -75,7 +75,7 @@ describe("loading at start", () => {
     expect(isInsideIdentity("a@example.com", policy.identities())).toBe(true);
     expect(isInsideIdentity("a@example.net", policy.identities())).toBe(false);
     expect(decideIp(policy.filters(), "10.1.2.3").decision).toBe("block");
-    expect(policy.snapshot()).toEqual({
+    expect(policy.version()).toEqual({
       ruleSet: policy.ruleSet(),
       identities: policy.identities(),
       filters: policy.filters(),
@@ -115,7 +115,7 @@ describe("reload()", () => {
   it("takes a changed rule set, recomputing the identities; old snapshots stay as they were", async () => {
     const metrics = createMetrics();
     policy = await watchPolicy({ sources: { rules: rulesFile }, logger: logger(), metrics });
-    const before = policy.snapshot();
+    const before = policy.version();
     await writeFile(rulesFile, ruleSetJson("two", "example.org"));
     expect(await policy.reload()).toBe(true);
     expect(policy.ruleSet().name).toBe("two");
@@ -192,16 +192,16 @@ describe("reload()", () => {
   it("reports an unchanged configuration without a new generation", async () => {
     const metrics = createMetrics();
     policy = await watchPolicy({ sources: { rules: rulesFile, filters: filtersFile }, logger: logger(), metrics });
-    const before = policy.snapshot();
+    const before = policy.version();
     expect(await policy.reload()).toBe(true);
-    expect(policy.snapshot()).toBe(before);
+    expect(policy.version()).toBe(before);
     expect(events("config.unchanged")).toHaveLength(1);
     expect(metrics.configReloads.get({ result: "success" })).toBe(1);
   });
 
   it("reloads filters alone, keeping the rule set and identities objects", async () => {
     policy = await watchPolicy({ sources: { rules: rulesFile, filters: filtersFile }, logger: logger() });
-    const before = policy.snapshot();
+    const before = policy.version();
     await writeFile(filtersFile, filtersJson("192.0.2.0/24"));
     expect(await policy.reload()).toBe(true);
     expect(decideIp(policy.filters(), "10.1.2.3").decision).toBe("none");
@@ -302,7 +302,7 @@ describe("mirroring in another process (acceptors)", () => {
     expect(mirror.ruleSet()).toEqual(policy.ruleSet());
     expect(mirror.filters()).toEqual(policy.filters());
     expect(mirror.identities()).toEqual(policy.identities());
-    expect(Object.isFrozen(mirror.snapshot())).toBe(true);
+    expect(Object.isFrozen(mirror.version())).toBe(true);
 
     await writeFile(rulesFile, BROKEN_RULES);
     expect(await policy.reload()).toBe(false);
@@ -312,12 +312,12 @@ describe("mirroring in another process (acceptors)", () => {
     expect(changes).toEqual([{ rules: ruleSetJson("two", "example.org"), filters: filtersJson("192.0.2.0/24"), generation: 2 }]);
 
     expect(mirror.update(changes[0]!)).toBe(true);
-    expect(mirror.snapshot()).toEqual(policy.snapshot());
+    expect(mirror.version()).toEqual(policy.version());
     expect(decideIp(mirror.filters(), "192.0.2.9").decision).toBe("block");
     // A generation it has already (a repeated broadcast) changes nothing.
-    const current = mirror.snapshot();
+    const current = mirror.version();
     expect(mirror.update({ rules: ruleSetJson("old", "example.com"), generation: 1 })).toBe(false);
-    expect(mirror.snapshot()).toBe(current);
+    expect(mirror.version()).toBe(current);
   });
 
   it("takes identities from the rule set when none are configured, and no filters file as no filters", () => {
