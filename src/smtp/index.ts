@@ -1,15 +1,7 @@
-export { DEFAULT_MAX_MESSAGE_BYTES, LISTENER_REPLIES, SmtpListener } from "./listener.js";
-export type {
-  AcceptedSession,
-  BoundAddress,
-  ClientInfo,
-  DataRefusalReason,
-  ListenAddress,
-  ListenerPolicy,
-  RefusalReason,
-  ReverseDnsOptions,
-  SmtpEvent,
-  SmtpListenerOptions,
-} from "./listener.js";
+export type { ListenerPolicy } from "./admission.js";
+export type { DataRefusalReason, RefusalReason, SmtpEvent } from "./events.js";
+export { DEFAULT_MAX_MESSAGE_BYTES, SmtpListener } from "./listener.js";
+export type { AcceptedSession, BoundAddress, ClientInfo, ListenAddress, ReverseDnsOptions, SmtpListenerOptions } from "./listener.js";
 export { SmtpServerPatchError } from "./patches.js";
+export { LISTENER_REPLIES } from "./replies.js";
 export type { ReverseResolver } from "./reverse-dns.js";
