@@ -1,11 +1,10 @@
 import net from "node:net";
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server";
 import { REPLIES, decideRecipient } from "../rules/acceptance.js";
-import type { RecipientDecision } from "../rules/acceptance.js";
 import { decideIp } from "../rules/filters.js";
 import type { CompiledFilters } from "../rules/filters.js";
 import type { Identities, RuleSet } from "../rules/model.js";
-import type { RefusalReason, SmtpEvent } from "./events.js";
+import type { MailRefusalReason, RcptRefusalReason, RefusalReason, SmtpEvent } from "./events.js";
 import { LISTENER_REPLIES, replyError } from "./replies.js";
 
 /** Read at each decision, so that a reload applies to the next command without dropping connections. */
@@ -64,10 +63,12 @@ function unstorableLocalPart(address: string): boolean {
   return /[/\\\0]/.test(name) || name === "." || name === "..";
 }
 
+type RecipientVerdict = { accepted: true } | { accepted: false; reason: RcptRefusalReason; reply: string };
+
 /** What the listener refuses in a recipient before the rules are asked, or null. */
-function recipientRefusal(address: string, mailFrom: SMTPServerAddress | false | undefined): string | null {
-  if (needsSmtpUtf8(address, mailFrom)) return LISTENER_REPLIES.nonAsciiAddress;
-  if (unstorableLocalPart(address)) return LISTENER_REPLIES.unstorableRecipient;
+function recipientRefusal(address: string, mailFrom: SMTPServerAddress | false | undefined): RecipientVerdict | null {
+  if (needsSmtpUtf8(address, mailFrom)) return { accepted: false, reason: "smtputf8-required", reply: LISTENER_REPLIES.nonAsciiAddress };
+  if (unstorableLocalPart(address)) return { accepted: false, reason: "unstorable-local-part", reply: LISTENER_REPLIES.unstorableRecipient };
   return null;
 }
 
@@ -134,32 +135,28 @@ export class Admission {
   mailFrom(address: SMTPServerAddress, session: SMTPServerSession, ip: string, closing: boolean): Error | null {
     const { emit } = this.settings;
     const base = { type: "mail", session: session.id, ip, mailFrom: address.address } as const;
-    if (closing) {
-      emit({ ...base, accepted: false, reply: LISTENER_REPLIES.shuttingDown });
-      return replyError(LISTENER_REPLIES.shuttingDown);
-    }
-    if (needsSmtpUtf8(address.address, address)) {
-      emit({ ...base, accepted: false, reply: LISTENER_REPLIES.nonAsciiAddress });
-      return replyError(LISTENER_REPLIES.nonAsciiAddress);
-    }
+    const refuse = (reason: MailRefusalReason, reply: string): Error => {
+      emit({ ...base, accepted: false, reason, reply });
+      return replyError(reply);
+    };
+    if (closing) return refuse("shutting-down", LISTENER_REPLIES.shuttingDown);
+    if (needsSmtpUtf8(address.address, address)) return refuse("smtputf8-required", LISTENER_REPLIES.nonAsciiAddress);
     emit({ ...base, accepted: true });
     return null;
   }
 
   rcptTo(address: SMTPServerAddress, session: SMTPServerSession, ip: string): Error | null {
     const { policy, emit } = this.settings;
-    const decide = (recipient: string): RecipientDecision => {
-      const refusal = recipientRefusal(recipient, session.envelope.mailFrom);
-      if (refusal !== null) return { accepted: false, reply: refusal };
-      return decideRecipient(recipient, {
+    const decide = (recipient: string): RecipientVerdict =>
+      recipientRefusal(recipient, session.envelope.mailFrom) ??
+      decideRecipient(recipient, {
         ruleSet: policy.ruleSet(),
         identities: policy.identities(),
         tls: session.secure,
         acceptedSoFar: session.envelope.rcptTo.length,
         maxRecipients: this.settings.maxRecipients,
       });
-    };
-    let decision: RecipientDecision;
+    let decision: RecipientVerdict;
     if (address.address.toLowerCase() === "postmaster") {
       // RFC 5321 4.5.1, docs/behaviour.md §4: our host's postmaster, else that of the first
       // verified domain whose rules take one. The envelope keeps the address it was routed to.
@@ -180,7 +177,7 @@ export class Admission {
       emit({ ...base, accepted: true });
       return null;
     }
-    emit({ ...base, accepted: false, reply: decision.reply });
+    emit({ ...base, accepted: false, reason: decision.reason, reply: decision.reply });
     return replyError(decision.reply);
   }
 }

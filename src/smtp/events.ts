@@ -1,5 +1,12 @@
+import type { RecipientRefusalReason } from "../rules/acceptance.js";
 import type { DeadlineStage } from "./deadlines.js";
 
+/*
+ * Why something was refused, given by whoever decided it: logs show it and the daemon's
+ * metrics label it (docs/behaviour.md §4), so nothing reads it back out of a reply's text.
+ */
+
+/** A connection turned away, before or at the greeting. */
 export type RefusalReason =
   | "blocked"
   | "too-many-connections"
@@ -10,7 +17,14 @@ export type RefusalReason =
   | "proxy-header-not-allowed"
   | "tls-handshake-failed";
 
+export type MailRefusalReason = "shutting-down" | "smtputf8-required" | "size";
+
+export type RcptRefusalReason = RecipientRefusalReason | "smtputf8-required" | "unstorable-local-part";
+
 export type DataRefusalReason = "size" | "smuggling" | "header-limit" | "accept-failed" | "connection-lost";
+
+/** Every reason the listener gives. */
+export type ListenerRefusalReason = RefusalReason | MailRefusalReason | RcptRefusalReason | DataRefusalReason;
 
 /**
  * What the listener reports, for logs and metrics. `session` is the SMTP session's ID (null before a
@@ -28,9 +42,9 @@ export type SmtpEvent =
   | { type: "refused"; session: string | null; ip: string; reason: RefusalReason; reply: string | null; filter?: string | null; error?: string }
   | { type: "tls"; session: string; ip: string; protocol: string | null; cipher: string | null }
   | { type: "mail"; session: string; ip: string; mailFrom: string; accepted: true }
-  | { type: "mail"; session: string; ip: string; mailFrom: string; accepted: false; reply: string }
+  | { type: "mail"; session: string; ip: string; mailFrom: string; accepted: false; reason: MailRefusalReason; reply: string }
   | { type: "rcpt"; session: string; ip: string; recipient: string; accepted: true }
-  | { type: "rcpt"; session: string; ip: string; recipient: string; accepted: false; reply: string }
+  | { type: "rcpt"; session: string; ip: string; recipient: string; accepted: false; reason: RcptRefusalReason; reply: string }
   | { type: "data"; session: string; ip: string; accepted: true; messageId: string; size: number; ms: number }
   | {
       type: "data";

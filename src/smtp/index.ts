@@ -1,5 +1,12 @@
 export type { ListenerPolicy } from "./admission.js";
-export type { DataRefusalReason, RefusalReason, SmtpEvent } from "./events.js";
+export type {
+  DataRefusalReason,
+  ListenerRefusalReason,
+  MailRefusalReason,
+  RcptRefusalReason,
+  RefusalReason,
+  SmtpEvent,
+} from "./events.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, SmtpListener } from "./listener.js";
 export type { AcceptedSession, BoundAddress, ClientInfo, ListenAddress, ReverseDnsOptions, SmtpListenerOptions } from "./listener.js";
 export { SmtpServerPatchError } from "./patches.js";

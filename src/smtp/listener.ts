@@ -351,6 +351,7 @@ export class SmtpListener {
           ip: this.ipOf(connection.session),
           mailFrom,
           accepted: false,
+          reason: "size",
           reply: REPLIES.sizeExceeded,
         }),
       proxyRefusal: splitReply(LISTENER_REPLIES.proxyNotAllowed),
