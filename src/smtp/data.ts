@@ -7,12 +7,10 @@ import type { SessionState } from "./admission.js";
 import { errorText } from "./events.js";
 import type { DataRefusalReason, SmtpEvent } from "./events.js";
 import type { AcceptedSession } from "./listener.js";
-import { traceHeaders } from "./received.js";
 import { LISTENER_REPLIES, replyError } from "./replies.js";
 import { DataScanner } from "./scanner.js";
 
 export interface DataSettings {
-  hostname: string;
   maxMessageBytes: number;
   random: (n: number) => Uint8Array;
   claimMessageId?: (fresh: () => string) => string;
@@ -99,7 +97,7 @@ export async function receiveMessage(
   // `<postmaster>` and the address it was routed to are one recipient (Admission.rcptTo).
   const recipients = [...new Map(session.envelope.rcptTo.map((rcpt) => [rcpt.address.toLowerCase(), rcpt.address])).values()];
   const helo = session.hostNameAppearsAs;
-  // Until the trace headers are known smtp-server's stream buffers, holding the client back.
+  // Until the client's name is known (for the Received header) smtp-server's stream buffers, holding the client back.
   const reverseDns = (await state?.reverseDns) ?? null;
   const accepted: AcceptedSession = {
     messageId,
@@ -107,16 +105,6 @@ export async function receiveMessage(
     recipients,
     client: { ip, port: session.remotePort, helo, reverseDns, tls: session.secure },
     receivedAt,
-    receiptHeaders: traceHeaders({
-      mailFrom,
-      helo,
-      reverseDns,
-      ip,
-      hostname: settings.hostname,
-      messageId,
-      firstRecipient: recipients[0] ?? "",
-      receivedAt,
-    }),
   };
   const content = checkedContent(stream, scanner);
   const delivery = deliver(settings.accept, accepted, content.body);

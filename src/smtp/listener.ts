@@ -6,7 +6,6 @@ import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { DEFAULTS } from "../config/defaults.js";
 import { DEFAULT_MAX_RECIPIENTS, REPLIES } from "../rules/acceptance.js";
 import { compileFilters } from "../rules/filters.js";
-import type { Header } from "../rules/model.js";
 import { Admission } from "./admission.js";
 import type { ListenerPolicy } from "./admission.js";
 import { receiveMessage } from "./data.js";
@@ -54,14 +53,8 @@ export interface AcceptedSession {
   /** Accepted RCPT TO addresses, in the order given. */
   recipients: string[];
   client: ClientInfo;
-  /** When DATA began; the date of the Received header. */
+  /** When DATA began; the date of the Received header (made from all this by `storedMessage`, src/mail/stored.ts). */
   receivedAt: Date;
-  /**
-   * Return-Path and Received (SEMANTICS 5), top first. They are handed over beside the body,
-   * not in it, so that the caller can put headers it learns from the whole body (SPF, DKIM,
-   * DMARC) below them without holding the message in memory.
-   */
-  receiptHeaders: Header[];
 }
 
 export interface ReverseDnsOptions {
@@ -117,7 +110,7 @@ export interface SmtpListenerOptions {
   clock?: () => Date;
   /**
    * Gets the message as the client sent it, bare LF normalised, smuggling-checked and
-   * size-enforced (the SEMANTICS 5 headers are in `session.receiptHeaders`). Must resolve only
+   * size-enforced (the SEMANTICS 5 headers are the caller's to make). Must resolve only
    * once the message is durable; `250` is answered then. A rejection answers `451 4.3.0` and
    * nothing is accepted.
    */
@@ -200,7 +193,6 @@ export class SmtpListener {
       emit,
     });
     this.data = {
-      hostname: options.hostname,
       maxMessageBytes: this.maxMessageBytes,
       random: options.random,
       ...(options.claimMessageId ? { claimMessageId: options.claimMessageId } : {}),
