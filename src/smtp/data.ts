@@ -6,9 +6,30 @@ import { REPLIES } from "../rules/acceptance.js";
 import type { SessionState } from "./admission.js";
 import { errorText } from "./events.js";
 import type { DataRefusalReason, SmtpEvent } from "./events.js";
-import type { AcceptedSession } from "./listener.js";
 import { LISTENER_REPLIES, replyError } from "./replies.js";
 import { DataScanner } from "./scanner.js";
+
+export interface ClientInfo {
+  /** The client's address: the proxied one behind a load balancer that sends PROXY headers. */
+  ip: string;
+  port: number;
+  /** The HELO/EHLO name, lower-cased. */
+  helo: string;
+  reverseDns: string | null;
+  tls: boolean;
+}
+
+/** One message being accepted. */
+export interface AcceptedSession {
+  messageId: string;
+  /** "" for the null sender. */
+  mailFrom: string;
+  /** Accepted RCPT TO addresses, in the order given. */
+  recipients: string[];
+  client: ClientInfo;
+  /** When DATA began; the date of the Received header (made from all this by `storedMessage`, src/mail/stored.ts). */
+  receivedAt: Date;
+}
 
 export interface DataSettings {
   maxMessageBytes: number;

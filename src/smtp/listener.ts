@@ -9,7 +9,7 @@ import { compileFilters } from "../rules/filters.js";
 import { Admission } from "./admission.js";
 import type { ListenerPolicy } from "./admission.js";
 import { receiveMessage } from "./data.js";
-import type { DataSettings } from "./data.js";
+import type { AcceptedSession, DataSettings } from "./data.js";
 import { InputDeadlines } from "./deadlines.js";
 import type { DeadlineStage, InputDeadlineSettings } from "./deadlines.js";
 import { errorText } from "./events.js";
@@ -33,28 +33,6 @@ export interface BoundAddress {
   host: string;
   port: number;
   implicitTls: boolean;
-}
-
-export interface ClientInfo {
-  /** The client's address: the proxied one behind a load balancer that sends PROXY headers. */
-  ip: string;
-  port: number;
-  /** The HELO/EHLO name, lower-cased. */
-  helo: string;
-  reverseDns: string | null;
-  tls: boolean;
-}
-
-/** One message being accepted. */
-export interface AcceptedSession {
-  messageId: string;
-  /** "" for the null sender. */
-  mailFrom: string;
-  /** Accepted RCPT TO addresses, in the order given. */
-  recipients: string[];
-  client: ClientInfo;
-  /** When DATA began; the date of the Received header (made from all this by `storedMessage`, src/mail/stored.ts). */
-  receivedAt: Date;
 }
 
 export interface ReverseDnsOptions {
@@ -175,7 +153,7 @@ export class SmtpListener {
       socketMs: this.socketMs,
       maxPending: maxConnections,
       // The context smtp-server built from the tls option, the one STARTTLS uses too.
-      secureContext: () => this.smtp(true).secureContext.get("*")!,
+      secureContext: () => this.smtp(true).secureContext.get("*"),
       emit,
       onDropped: () => this.checkIdle(),
     });
@@ -436,5 +414,4 @@ export class SmtpListener {
     this.checkIdle();
     this.admission.close(session);
   }
-
 }

@@ -15,7 +15,7 @@ export interface PreSessionSettings {
   /** Connections waiting here at most (docs/behaviour.md §4: bounded in all, not per address). */
   maxPending: number;
   /** The context of the implicit-TLS handshake. */
-  secureContext(): tls.SecureContext;
+  secureContext(): tls.SecureContext | undefined;
   emit(event: SmtpEvent): void;
   /** A connection was dropped here. */
   onDropped(): void;
