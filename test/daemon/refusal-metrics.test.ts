@@ -6,7 +6,7 @@ import { createMetrics } from "../../src/ops/metrics.js";
 import type { Metrics } from "../../src/ops/metrics.js";
 import type { SmtpEvent } from "../../src/smtp/index.js";
 import type { RawSmtp } from "../helpers/smtp-client.js";
-import { harnessPerTest } from "../smtp/fixture.js";
+import { eventually, harnessPerTest } from "../smtp/fixture.js";
 import type { HarnessOptions } from "../smtp/fixture.js";
 
 const { start, connect } = harnessPerTest();
@@ -91,6 +91,38 @@ describe("refusals in /metrics: each labelled with the reason its decision gave"
       "552 5.3.4 Message header block exceeds local limits",
     );
     expect(await refusals(metrics)).toEqual({ "data size": 1, "data smuggling": 1, "data header_limit": 1 });
+  });
+
+  it("the limit in all, shutting down, a command deadline and a failing accept()", async () => {
+    const { h, metrics, session } = await reported({
+      maxConnections: 1,
+      timeouts: { commandMs: 300 },
+      accept: () => Promise.reject(new Error("disk full")),
+    });
+    const client = await session();
+    const second = await connect(h.port, "127.0.0.1", { localAddress: "127.0.0.3" });
+    expect(await second.reply()).toBe("421 4.7.0 Too many connections, try again later");
+    await client.transaction("a@sender.test", ["info@example.com"]);
+    client.write("Subject: x\r\n\r\nbody\r\n.\r\n");
+    expect(await client.reply()).toMatch(/^451 /);
+    client.write("NOO");
+    expect(await client.reply()).toBe("421 4.4.2 Command not received in time, closing connection");
+    await client.closed();
+    await eventually(() => h.listener.connections() === 0);
+
+    const last = await session();
+    expect(await last.command("MAIL FROM:<a@sender.test>")).toBe("250 Accepted");
+    // Its transaction may finish within the grace; a new one is refused.
+    const closed = h.listener.close(5_000);
+    expect(await last.command("RSET")).toMatch(/^250 /);
+    expect(await last.command("MAIL FROM:<b@sender.test>")).toMatch(/^421 4\.3\.2 /);
+    await closed;
+    expect(await refusals(metrics)).toEqual({
+      "connect too_many_connections": 1,
+      "data accept_failed": 1,
+      "command deadline": 1,
+      "mail shutting_down": 1,
+    });
   });
 
   it("come from the event's reason, not its reply text", async () => {
