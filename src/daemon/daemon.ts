@@ -7,10 +7,10 @@ import { startAdminServer } from "../ops/admin.js";
 import type { AdminServer } from "../ops/admin.js";
 import type { Logger } from "../ops/log.js";
 import { createMetrics } from "../ops/metrics.js";
-import type { Metrics } from "../ops/metrics.js";
+import type { Metrics, SmtpRefusalReason } from "../ops/metrics.js";
 import { watchPolicy } from "../ops/reload.js";
 import type { PolicyTexts, WatchedPolicy } from "../ops/reload.js";
-import type { BoundAddress, SmtpEvent } from "../smtp/index.js";
+import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
 import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
@@ -39,16 +39,28 @@ export interface DaemonOptions {
 
 const HOUR_MS = 60 * 60 * 1000;
 
-/** Metric label for why the listener refused something. */
-function refusalReason(reply: string): string {
-  if (reply.includes("Relaying denied")) return "relaying_denied";
-  if (reply.includes("mailbox unavailable")) return "mailbox_unavailable";
-  if (reply.includes("STARTTLS")) return "tls_required";
-  if (reply.includes("Too many recipients")) return "too_many_recipients";
-  if (reply.startsWith("552")) return "size";
-  if (reply.startsWith("421")) return "shutting_down";
-  return "other";
-}
+/** The metric label of each reason the listener gives for a refusal (the labels: SmtpRefusalReason). */
+const REFUSAL_LABELS: Record<ListenerRefusalReason, SmtpRefusalReason> = {
+  blocked: "ip_filter",
+  "too-many-connections": "too_many_connections",
+  "too-many-connections-from-ip": "too_many_connections_from_ip",
+  "too-many-pending": "too_many_pending",
+  "shutting-down": "shutting_down",
+  "proxy-header-invalid": "proxy_header_invalid",
+  "proxy-header-not-allowed": "proxy_header_not_allowed",
+  "tls-handshake-failed": "tls_handshake_failed",
+  "smtputf8-required": "smtputf8_required",
+  "relaying-denied": "relaying_denied",
+  "mailbox-unavailable": "mailbox_unavailable",
+  "tls-required": "tls_required",
+  "too-many-recipients": "too_many_recipients",
+  "unstorable-local-part": "unstorable_local_part",
+  size: "size",
+  smuggling: "smuggling",
+  "header-limit": "header_limit",
+  "accept-failed": "accept_failed",
+  "connection-lost": "connection_lost",
+};
 
 export async function startDaemon(config: ReceiptdConfig, options: DaemonOptions): Promise<Daemon> {
   // First of all: a second daemon on the same directory must refuse before it touches the spool.
@@ -291,7 +303,8 @@ async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContex
   };
 }
 
-function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {
+/** An SMTP event into the log and the metrics; the refusal label comes from the event's reason, never its reply text. */
+export function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {
   switch (event.type) {
     case "connect":
       metrics.smtpConnections.inc();
@@ -303,16 +316,16 @@ function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {
       logger.debug("smtp.close", event);
       return;
     case "refused":
-      metrics.smtpRefused.inc({ stage: "connect", reason: event.reason === "blocked" ? "ip_filter" : event.reason.replaceAll("-", "_") });
+      metrics.smtpRefused.inc({ stage: "connect", reason: REFUSAL_LABELS[event.reason] });
       logger.info("smtp.refused", event);
       return;
     case "mail":
-      if (!event.accepted) metrics.smtpRefused.inc({ stage: "mail", reason: refusalReason(event.reply) });
+      if (!event.accepted) metrics.smtpRefused.inc({ stage: "mail", reason: REFUSAL_LABELS[event.reason] });
       logger.debug("smtp.mail", event);
       return;
     case "rcpt":
       if (!event.accepted) {
-        metrics.smtpRefused.inc({ stage: "rcpt", reason: refusalReason(event.reply) });
+        metrics.smtpRefused.inc({ stage: "rcpt", reason: REFUSAL_LABELS[event.reason] });
         logger.info("smtp.rcpt_refused", event);
       }
       return;
@@ -321,7 +334,7 @@ function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): void {
         metrics.smtpMessagesAccepted.inc();
         logger.info("smtp.accepted", event);
       } else {
-        metrics.smtpRefused.inc({ stage: "data", reason: event.reason.replaceAll("-", "_") });
+        metrics.smtpRefused.inc({ stage: "data", reason: REFUSAL_LABELS[event.reason] });
         logger.warn("smtp.data_refused", event);
       }
       return;

@@ -3,12 +3,12 @@
  * the daemon needs counters, gauges and fixed-bucket histograms, nothing a client library adds.
  */
 
-/** Label values by label name; a metric without labels takes none. */
-type LabelArgs<L extends string> = [L] extends [never] ? [] : [labels: Record<L, string>];
+/** Label values by label name; a metric without labels takes none. `V` narrows the values a label may take. */
+type LabelArgs<L extends string, V extends Record<L, string> = Record<L, string>> = [L] extends [never] ? [] : [labels: V];
 
-export interface Counter<L extends string = never> {
-  inc(...args: [...LabelArgs<L>, by?: number]): void;
-  get(...args: LabelArgs<L>): number;
+export interface Counter<L extends string = never, V extends Record<L, string> = Record<L, string>> {
+  inc(...args: [...LabelArgs<L, V>, by?: number]): void;
+  get(...args: LabelArgs<L, V>): number;
 }
 
 export interface Gauge<L extends string = never> {
@@ -292,23 +292,49 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
   return { counter, gauge, histogram, render };
 }
 
-export type SmtpStage = "connect" | "mail" | "rcpt" | "data";
+/** Where the conversation was refused: "command" is a command line cut by its deadline. */
+export type SmtpStage = "connect" | "command" | "mail" | "rcpt" | "data";
+
+/**
+ * The `reason` label of receiptd_smtp_refused_total, a closed set (the daemon maps each of the
+ * listener's refusal reasons to one, src/daemon/daemon.ts):
+ * - connect: ip_filter (a Block filter), too_many_connections, too_many_connections_from_ip,
+ *   too_many_pending (PROXY headers or TLS handshakes waiting), shutting_down,
+ *   proxy_header_invalid, proxy_header_not_allowed, tls_handshake_failed;
+ * - mail: shutting_down, smtputf8_required, size (declared SIZE);
+ * - rcpt: relaying_denied, mailbox_unavailable, tls_required, too_many_recipients,
+ *   smtputf8_required, unstorable_local_part;
+ * - data: size, smuggling, header_limit, accept_failed, connection_lost;
+ * - command, data: deadline.
+ */
 export type SmtpRefusalReason =
   | "ip_filter"
+  | "too_many_connections"
+  | "too_many_connections_from_ip"
+  | "too_many_pending"
+  | "shutting_down"
+  | "proxy_header_invalid"
+  | "proxy_header_not_allowed"
+  | "tls_handshake_failed"
+  | "smtputf8_required"
   | "relaying_denied"
   | "mailbox_unavailable"
   | "tls_required"
   | "too_many_recipients"
+  | "unstorable_local_part"
   | "size"
-  | "smuggling";
+  | "smuggling"
+  | "header_limit"
+  | "accept_failed"
+  | "connection_lost"
+  | "deadline";
 
 /** The daemon's metric set; more metrics can be added through the registry methods it also has. */
 export interface Metrics extends Registry {
   smtpConnections: Counter;
   smtpConnectionsOpen: Gauge;
   smtpMessagesAccepted: Counter;
-  /** `stage`: one of SmtpStage; `reason`: one of SmtpRefusalReason, or another snake_case word. */
-  smtpRefused: Counter<"stage" | "reason">;
+  smtpRefused: Counter<"stage" | "reason", { stage: SmtpStage; reason: SmtpRefusalReason }>;
   smtpAcceptSeconds: Histogram;
   /** Set through `onScrape` by whoever owns the spool. */
   spoolDepth: Gauge;

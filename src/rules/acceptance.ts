@@ -25,7 +25,10 @@ export interface RecipientContext {
   maxRecipients?: number;
 }
 
-export type RecipientDecision = { accepted: true } | { accepted: false; reply: string };
+/** Why a recipient was refused, decided with the reply so that nobody has to read it back out of the text. */
+export type RecipientRefusalReason = "mailbox-unavailable" | "relaying-denied" | "tls-required" | "too-many-recipients";
+
+export type RecipientDecision = { accepted: true } | { accepted: false; reason: RecipientRefusalReason; reply: string };
 
 /**
  * The RCPT TO answer for one recipient. Checks run in the order of the SEMANTICS table;
@@ -34,8 +37,8 @@ export type RecipientDecision = { accepted: true } | { accepted: false; reply: s
  */
 export function decideRecipient(recipient: string, context: RecipientContext): RecipientDecision {
   const { ruleSet, identities } = context;
-  if (!ruleSet) return { accepted: false, reply: REPLIES.mailboxUnavailable };
-  if (!isInsideIdentity(recipient, identities)) return { accepted: false, reply: REPLIES.relayingDenied };
+  if (!ruleSet) return { accepted: false, reason: "mailbox-unavailable", reply: REPLIES.mailboxUnavailable };
+  if (!isInsideIdentity(recipient, identities)) return { accepted: false, reason: "relaying-denied", reply: REPLIES.relayingDenied };
   let matched = false;
   let requiresTls = false;
   for (const ruleIndex of rulesMatchingRecipient(ruleSet.rules, recipient, identities)) {
@@ -44,10 +47,10 @@ export function decideRecipient(recipient: string, context: RecipientContext): R
     matched = true;
     if (rule.tlsPolicy === "Require") requiresTls = true;
   }
-  if (!matched) return { accepted: false, reply: REPLIES.mailboxUnavailable };
-  if (requiresTls && !context.tls) return { accepted: false, reply: REPLIES.mustStartTls };
+  if (!matched) return { accepted: false, reason: "mailbox-unavailable", reply: REPLIES.mailboxUnavailable };
+  if (requiresTls && !context.tls) return { accepted: false, reason: "tls-required", reply: REPLIES.mustStartTls };
   if (context.acceptedSoFar >= (context.maxRecipients ?? DEFAULT_MAX_RECIPIENTS)) {
-    return { accepted: false, reply: REPLIES.tooManyRecipients };
+    return { accepted: false, reason: "too-many-recipients", reply: REPLIES.tooManyRecipients };
   }
   return { accepted: true };
 }

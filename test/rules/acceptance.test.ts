@@ -17,23 +17,25 @@ describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
   it("no active rule set refuses everything with mailbox unavailable", () => {
     expect(decideRecipient("info@example.com", { ...base, ruleSet: null })).toEqual({
       accepted: false,
+      reason: "mailbox-unavailable",
       reply: "550 5.1.1 Requested action not taken: mailbox unavailable",
     });
   });
 
   it("a recipient outside every verified identity is relaying denied", () => {
-    expect(decideRecipient("someone@example.net", base)).toEqual({ accepted: false, reply: "550 5.7.1 Relaying denied" });
+    expect(decideRecipient("someone@example.net", base)).toEqual({ accepted: false, reason: "relaying-denied", reply: "550 5.7.1 Relaying denied" });
   });
 
   it("a verified recipient no enabled rule matches is mailbox unavailable", () => {
-    expect(decideRecipient("nobody@example.com", base)).toEqual({ accepted: false, reply: REPLIES.mailboxUnavailable });
-    expect(decideRecipient("off@example.com", base)).toEqual({ accepted: false, reply: REPLIES.mailboxUnavailable });
-    expect(decideRecipient("never@example.com", base)).toEqual({ accepted: false, reply: REPLIES.mailboxUnavailable });
+    expect(decideRecipient("nobody@example.com", base)).toEqual({ accepted: false, reason: "mailbox-unavailable", reply: REPLIES.mailboxUnavailable });
+    expect(decideRecipient("off@example.com", base)).toEqual({ accepted: false, reason: "mailbox-unavailable", reply: REPLIES.mailboxUnavailable });
+    expect(decideRecipient("never@example.com", base)).toEqual({ accepted: false, reason: "mailbox-unavailable", reply: REPLIES.mailboxUnavailable });
   });
 
   it("a matching rule that requires TLS refuses a plain session and accepts a TLS one", () => {
     expect(decideRecipient("a@secure.example.net", base)).toEqual({
       accepted: false,
+      reason: "tls-required",
       reply: "530 5.7.0 Must issue a STARTTLS command first",
     });
     expect(decideRecipient("a@secure.example.net", { ...base, tls: true })).toEqual({ accepted: true });
@@ -46,7 +48,7 @@ describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
 
   it("any matching enabled rule with Require is enough to ask for TLS", () => {
     const set = ruleSet(rule("open", ["example.com"]), rule("strict", ["info@example.com"], [], { tlsPolicy: "Require" }));
-    expect(decideRecipient("info@example.com", { ...base, ruleSet: set })).toEqual({ accepted: false, reply: REPLIES.mustStartTls });
+    expect(decideRecipient("info@example.com", { ...base, ruleSet: set })).toEqual({ accepted: false, reason: "tls-required", reply: REPLIES.mustStartTls });
     expect(decideRecipient("other@example.com", { ...base, ruleSet: set })).toEqual({ accepted: true });
   });
 
@@ -64,7 +66,7 @@ describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
         for (const recipient of ["info@xn--mnchen-3ya.test", "info@münchen.test", "info@MÜNCHEN.TEST"]) {
           expect(decideRecipient(recipient, context), `${ruleDomain} / ${identity} / ${recipient}`).toEqual({ accepted: true });
         }
-        expect(decideRecipient("info@munchen.test", context)).toEqual({ accepted: false, reply: REPLIES.relayingDenied });
+        expect(decideRecipient("info@munchen.test", context)).toEqual({ accepted: false, reason: "relaying-denied", reply: REPLIES.relayingDenied });
       }
     }
   });
@@ -73,10 +75,12 @@ describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
     expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 99 })).toEqual({ accepted: true });
     expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 100 })).toEqual({
       accepted: false,
+      reason: "too-many-recipients",
       reply: "452 4.5.3 Too many recipients",
     });
     expect(decideRecipient("info@example.com", { ...base, acceptedSoFar: 2, maxRecipients: 2 })).toEqual({
       accepted: false,
+      reason: "too-many-recipients",
       reply: REPLIES.tooManyRecipients,
     });
   });

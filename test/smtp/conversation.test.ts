@@ -200,13 +200,6 @@ describe("DATA (SEMANTICS 4 and 5)", () => {
       recipients: ["info@example.com", "a@example.org"],
       client: { ip: "127.0.0.1", port: expect.any(Number), helo: "client.test", reverseDns: "mail.client.test", tls: false },
       receivedAt: FIXED_DATE,
-      receiptHeaders: [
-        { name: "Return-Path", value: "<sender@sender.test>" },
-        {
-          name: "Received",
-          value: `from client.test (mail.client.test [127.0.0.1]) by ${HOSTNAME} with SMTP id ${messageId} for info@example.com; Mon, 23 Nov 2026 12:00:00 +0000 (UTC)`,
-        },
-      ],
     } satisfies AcceptedSession);
     expect(stored.message.toString("latin1")).toBe(
       "Return-Path: <sender@sender.test>\r\n" +

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { generate } from "selfsigned";
 import { afterEach } from "vitest";
 import { prependedHeaderBytes } from "../../src/mail/edit.js";
+import { storedMessage } from "../../src/mail/stored.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import type { CompiledFilters } from "../../src/rules/filters.js";
 import type { IpFilter, RuleSet } from "../../src/rules/model.js";
@@ -78,8 +79,16 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       throw error;
     }
     await file.close();
-    // As the daemon's actions see it: the receipt headers on top of what the client sent.
-    stored.push({ session, message: Buffer.concat([prependedHeaderBytes(session.receiptHeaders), ...chunks]) });
+    // As the daemon's actions see it: the receipt headers made from the session on top of what the client sent.
+    const made = storedMessage({ mailFrom: session.mailFrom, recipients: session.recipients }, Buffer.concat(chunks), {
+      messageId: session.messageId,
+      receivedAt: session.receivedAt,
+      client: session.client,
+      hostname: rest.hostname ?? HOSTNAME,
+      scan: "DISABLED",
+      auth: { headers: [] },
+    });
+    stored.push({ session, message: Buffer.concat([prependedHeaderBytes(await made.headers), made.body]) });
   };
   const listener = await SmtpListener.start({
     listen: [{ host: "127.0.0.1", port: 0 }],
