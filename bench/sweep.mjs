@@ -36,7 +36,7 @@ async function filledSpool(dir) {
       verdicts: { spam: "DISABLED", virus: "DISABLED", spf: "DISABLED", dkim: "DISABLED", dmarc: "DISABLED" },
       snapshot,
     };
-    await spool.writer.accept(state, message(id));
+    await spool.writer.store(state, message(id));
     await spool.queue.complete(id, { messageId: id, rules: [], end: "completed", outcomes: [], prependedHeaders: [] });
     if (i % 5000 === 4999) process.stderr.write(`  ${i + 1}/${MESSAGES} messages\n`);
   }

@@ -23,8 +23,8 @@ export {
 } from "./rules/recipients.js";
 export { compileFilters, decideIp } from "./rules/filters.js";
 export type { CompiledFilters, IpFilterDecision } from "./rules/filters.js";
-export { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient, decideRecipients } from "./rules/acceptance.js";
-export type { EnvelopeDecision, RecipientContext, RecipientDecision } from "./rules/acceptance.js";
+export { DEFAULT_MAX_RECIPIENTS, REPLIES, decideRecipient, decideRecipients } from "./rules/recipient-policy.js";
+export type { EnvelopeDecision, RecipientContext, RecipientDecision } from "./rules/recipient-policy.js";
 export { evaluate } from "./rules/evaluate.js";
 export type { ActionTrace, EvaluationInput, EvaluationTrace, RuleStop, RuleTrace } from "./rules/evaluate.js";
 export type { ActionCall, ActionExecutor, ActionOutcome } from "./rules/executor.js";

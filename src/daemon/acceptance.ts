@@ -119,7 +119,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
         )
     : null;
 
-  const store = async (session: AcceptedSession, received: AsyncIterable<Buffer>): Promise<void> => {
+  const spoolMessage = async (session: AcceptedSession, received: AsyncIterable<Buffer>): Promise<void> => {
     const { body, endedAt } = notingEnd(received);
     const version = policy.version();
     const scanned = scanVerdict(version.ruleSet, version.identities, session.recipients);
@@ -137,12 +137,12 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
     if (!authenticate) {
       // Everything is known up front, so the state is written while the body streams in.
       const stored = storedMessage(envelope, body, { ...receipt, auth: AUTH_DISABLED });
-      await spool.accept({ ...state, receiptHeaders: await stored.headers }, stored.body);
+      await spool.store({ ...state, receiptHeaders: await stored.headers }, stored.body);
     } else {
       // Authentication reads the message as the client sent it, before it is made the stored one.
       const tee = teeForAuthentication(body, authenticate(session));
       const stored = storedMessage(envelope, tee.body, { ...receipt, auth: tee.result });
-      await spool.accept(state, stored.body, {
+      await spool.store(state, stored.body, {
         completeState: async () => ({
           verdicts: { ...base, ...(await tee.result).verdicts },
           receiptHeaders: await stored.headers,
@@ -156,7 +156,7 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
   const accept = async (session: AcceptedSession, body: AsyncIterable<Buffer>): Promise<void> => {
     accepting++;
     try {
-      await store(session, body);
+      await spoolMessage(session, body);
     } finally {
       accepting--;
       lastAccepted = performance.now();

@@ -1,6 +1,6 @@
 import net from "node:net";
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server";
-import { REPLIES, decideRecipient } from "../rules/acceptance.js";
+import { REPLIES, decideRecipient } from "../rules/recipient-policy.js";
 import { decideIp } from "../rules/filters.js";
 import type { CompiledFilters } from "../rules/filters.js";
 import type { Identities, RuleSet } from "../rules/model.js";

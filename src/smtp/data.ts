@@ -2,7 +2,7 @@ import { performance } from "node:perf_hooks";
 import { Readable, finished } from "node:stream";
 import type { SMTPServerDataStream, SMTPServerSession } from "smtp-server";
 import { newMessageId } from "../mail/message-id.js";
-import { REPLIES } from "../rules/acceptance.js";
+import { REPLIES } from "../rules/recipient-policy.js";
 import type { SessionState } from "./admission.js";
 import { errorText } from "../ops/log.js";
 import type { DataRefusalReason, SmtpEvent } from "./events.js";

@@ -1,4 +1,4 @@
-import type { RecipientRefusalReason } from "../rules/acceptance.js";
+import type { RecipientRefusalReason } from "../rules/recipient-policy.js";
 import type { DeadlineStage } from "./deadlines.js";
 
 /*

@@ -4,7 +4,7 @@ import { SMTPServer } from "smtp-server";
 import type { SMTPServerOptions, SMTPServerSession } from "smtp-server";
 import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { DEFAULTS } from "../config/defaults.js";
-import { DEFAULT_MAX_RECIPIENTS, REPLIES } from "../rules/acceptance.js";
+import { DEFAULT_MAX_RECIPIENTS, REPLIES } from "../rules/recipient-policy.js";
 import { compileFilters } from "../rules/filters.js";
 import { Admission } from "./admission.js";
 import type { ListenerPolicy } from "./admission.js";

@@ -76,7 +76,7 @@ async function recoverQueue(paths: SpoolPaths, names: string[], queueSync: Direc
       continue;
     }
     if (!kinds.has("journal") && !(await storedFileIsWhole(join(queue, `${id}.msg`), { checksum: false }))) {
-      // Cut off before its footer: its accept never committed, so it was never answered 250.
+      // Cut off before its footer: its store never committed, so it was never answered 250.
       await rm(join(queue, `${id}.msg`), { force: true });
       touched.add(queue);
       continue;

@@ -44,7 +44,7 @@ export class ReservedFiles {
   }
 
   /**
-   * Creates files up to the reserve's size. Called once an accept has its answer rather than
+   * Creates files up to the reserve's size. Called once a store has its answer rather than
    * when a file is claimed: the directory fsync would otherwise share the disk's journal with
    * the fdatasync that the claiming message's 250 waits for.
    */
@@ -85,7 +85,7 @@ export class ReservedFiles {
       if (this.closed) await this.discard(id, fd);
       else this.ready.push({ id, fd });
     })()
-      // A disk that fails here fails the accept too, which opens its own file and reports why.
+      // A disk that fails here fails the store too, which opens its own file and reports why.
       .catch(() => undefined)
       .finally(() => {
         this.creating--;

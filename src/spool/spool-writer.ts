@@ -5,7 +5,7 @@
  * Commit point: queue/<id>.msg is created, and queue/ fsync'd while the body streams in; the file
  * is complete with its footer (format.ts) and fdatasync'd before the 250. So the 250 waits for one
  * write and one fdatasync after the final dot, and for nothing else. A file in queue/ without a
- * footer is an accept cut short and recovery deletes it; one whose content does not match its
+ * footer is a store cut short and recovery deletes it; one whose content does not match its
  * footer (the machine went down before the fdatasync finished, and blocks reached the disk out of
  * order) is found when it is first read (Queue.read) and deleted too. Neither was answered 250.
  */
@@ -58,7 +58,7 @@ export class SpoolWriter {
   /**
    * The ID for the next message to accept. Once IDs are taken from here, the writer keeps files
    * created ahead for them (they appear in queue/ as empty files until used or closed), and
-   * `accept` for such an ID starts writing at once. `newId` makes a new ID.
+   * `store` for such an ID starts writing at once. `newId` makes a new ID.
    */
   claimMessageId(newId: () => string): string {
     return this.reserved.claim(newId);
@@ -73,7 +73,7 @@ export class SpoolWriter {
    * Stores one message durably. Only when this resolves may the listener answer 250. When `body`
    * throws (size limit, smuggling, client gone), nothing is left behind and the error is rethrown.
    */
-  async accept(
+  async store(
     state: MessageState,
     body: AsyncIterable<Buffer>,
     options: {

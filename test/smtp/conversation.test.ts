@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { isMessageId } from "../../src/mail/message-id.js";
-import { REPLIES } from "../../src/rules/acceptance.js";
+import { REPLIES } from "../../src/rules/recipient-policy.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
 import type { AcceptedSession } from "../../src/smtp/index.js";

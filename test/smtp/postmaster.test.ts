@@ -1,6 +1,6 @@
 import nodemailer from "nodemailer";
 import { describe, expect, it } from "vitest";
-import { REPLIES } from "../../src/rules/acceptance.js";
+import { REPLIES } from "../../src/rules/recipient-policy.js";
 import { identitiesFrom } from "../../src/rules/recipients.js";
 import { rule, ruleSet } from "../helpers/rules.js";
 import { HOSTNAME, IDENTITIES, RULES, harnessPerTest } from "./fixture.js";

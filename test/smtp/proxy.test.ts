@@ -1,7 +1,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { describe, expect, it } from "vitest";
-import { REPLIES } from "../../src/rules/acceptance.js";
+import { REPLIES } from "../../src/rules/recipient-policy.js";
 import { LISTENER_REPLIES } from "../../src/smtp/index.js";
 import { ProxyHeaderError, parseProxyHeader, parseProxyV2Header } from "../../src/smtp/proxy.js";
 import { HOSTNAME, harnessPerTest, testCertificate } from "./fixture.js";

@@ -1,6 +1,6 @@
 import tls from "node:tls";
 import { describe, expect, it } from "vitest";
-import { REPLIES } from "../../src/rules/acceptance.js";
+import { REPLIES } from "../../src/rules/recipient-policy.js";
 import { compileFilters } from "../../src/rules/filters.js";
 import { SmtpListener } from "../../src/smtp/index.js";
 import { HOSTNAME, IDENTITIES, RULES, harnessPerTest, testCertificate } from "./fixture.js";

@@ -20,7 +20,7 @@ const openDescriptors = async () => (await readdir("/proc/self/fd")).length;
 it("closes the message file of actions that fail before or while reading it", async () => {
   const spool = await Spool.open({ dir, fsync: false });
   const id = newId();
-  await spool.writer.accept(stateFor(id, await spool.writer.saveSnapshot(snapshotOf())), chunks(messageBytes(id)));
+  await spool.writer.store(stateFor(id, await spool.writer.saveSnapshot(snapshotOf())), chunks(messageBytes(id)));
   let calls = 0;
   const fail = async (call: { message: { open(): AsyncIterable<Buffer> }; prependedHeaders: readonly { name: string; value: string }[] }) => {
     calls++;

@@ -50,7 +50,7 @@ const HOUR = 60 * 60 * 1000;
 async function spoolMessage(rules?: RuleSet, extra: Partial<MessageState> = {}): Promise<string> {
   const snapshot = await spool.writer.saveSnapshot(snapshotOf(rules));
   const id = newId();
-  await spool.writer.accept(stateFor(id, snapshot, extra), chunks(messageBytes(id)));
+  await spool.writer.store(stateFor(id, snapshot, extra), chunks(messageBytes(id)));
   return id;
 }
 
@@ -399,7 +399,7 @@ describe("permanent failures", () => {
   it("include messages that cannot be parsed: dead-lettered, not retried forever", async () => {
     const id = newId();
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    await spool.writer.accept(stateFor(id, snapshot), chunks(Buffer.from("\x00\x01 binary garbage, no header\r\n")));
+    await spool.writer.store(stateFor(id, snapshot), chunks(Buffer.from("\x00\x01 binary garbage, no header\r\n")));
     const h = harness();
     const dead = h.events.next("message-dead-lettered", id);
     h.processor.enqueue(id);
@@ -412,7 +412,7 @@ describe("permanent failures", () => {
     const writer = SpoolWriter.forAcceptor({ dir, fsync: false });
     const snapshot = await writer.saveSnapshot(snapshotOf());
     const id = newId();
-    await writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
+    await writer.store(stateFor(id, snapshot), chunks(messageBytes(id)));
     await writer.close();
     const h = harness(() => ({ status: "done" }));
     const missing = h.events.next("message-missing", id);

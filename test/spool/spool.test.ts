@@ -38,9 +38,9 @@ function trace(id: string): EvaluationTrace {
   return { messageId: id, rules: [], end: "completed", outcomes: [], prependedHeaders: [] };
 }
 
-async function acceptOne(writer: SpoolWriter, snapshot: string, receivedAt = RECEIVED_AT): Promise<string> {
+async function storeOne(writer: SpoolWriter, snapshot: string, receivedAt = RECEIVED_AT): Promise<string> {
   const id = newId();
-  await writer.accept(stateFor(id, snapshot, { receivedAt: receivedAt.toISOString() }), chunks(messageBytes(id)));
+  await writer.store(stateFor(id, snapshot, { receivedAt: receivedAt.toISOString() }), chunks(messageBytes(id)));
   return id;
 }
 
@@ -50,7 +50,7 @@ describe("accept", () => {
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     const bytes = messageBytes(id);
-    const { size } = await spool.writer.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 10), bytes.subarray(10)));
+    const { size } = await spool.writer.store(stateFor(id, snapshot), chunks(bytes.subarray(0, 10), bytes.subarray(10)));
     expect(size).toBe(bytes.length);
     expect(await listDir(join(dir, "queue"))).toEqual([`${id}.msg`]);
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
@@ -74,7 +74,7 @@ describe("accept", () => {
       { name: "Return-Path", value: "<sender@example.net>" },
       { name: "Authentication-Results", value: "mx.example.com; spf=pass" },
     ];
-    await spool.writer.accept(stateFor(id, snapshot), body(), {
+    await spool.writer.store(stateFor(id, snapshot), body(), {
       completeState: async () => {
         expect(bodyDone).toBe(true);
         return { receiptHeaders, verdicts: { ...stateFor(id, snapshot).verdicts, spf: "PASS" } };
@@ -106,9 +106,9 @@ describe("accept", () => {
       }
     }
     // Warm up, so that what is measured is the 40 MB and not the first use of the code paths.
-    await acceptOne(spool.writer, snapshot);
+    await storeOne(spool.writer, snapshot);
     const before = process.memoryUsage();
-    const { size } = await spool.writer.accept(stateFor(id, snapshot), body());
+    const { size } = await spool.writer.store(stateFor(id, snapshot), body());
     const after = process.memoryUsage();
     expect(size).toBe(messageBytes(id, "").length + count * chunkSize);
     expect(after.rss - before.rss).toBeLessThan(16 * 1024 * 1024);
@@ -130,7 +130,7 @@ describe("accept", () => {
       yield Buffer.alloc(300 * 1024, 0x61);
       throw new Error("552 5.3.4 Message size exceeds fixed maximum message size");
     }
-    await expect(spool.writer.accept(stateFor(id, snapshot), body())).rejects.toThrow(/552/);
+    await expect(spool.writer.store(stateFor(id, snapshot), body())).rejects.toThrow(/552/);
     expect(await listDir(join(dir, "queue"))).toEqual([]);
     expect(await listDir(join(dir, "tmp"))).toEqual([]);
     expect(spool.queue.depth()).toBe(0);
@@ -146,7 +146,7 @@ describe("accept", () => {
       setTimeout(() => original(fd, callback), 5);
     }) as typeof fs.fsync);
     const ids = Array.from({ length: 50 }, () => newId());
-    await Promise.all(ids.map((id) => spool.writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)))));
+    await Promise.all(ids.map((id) => spool.writer.store(stateFor(id, snapshot), chunks(messageBytes(id)))));
     expect(fsync.mock.calls.length).toBeGreaterThanOrEqual(1);
     expect(fsync.mock.calls.length).toBeLessThan(50);
     expect(fsync.mock.calls.length).toBeLessThanOrEqual(10);
@@ -164,16 +164,16 @@ describe("accept", () => {
       committedAtSync = fs.readdirSync(join(dir, "queue")).sort();
       original(fd, callback);
     }) as typeof fs.fsync);
-    await spool.writer.accept(stateFor(id, snapshot), chunks(messageBytes(id)));
+    await spool.writer.store(stateFor(id, snapshot), chunks(messageBytes(id)));
     expect(committedAtSync).toEqual([`${id}.msg`]);
   });
 
   it("refuses a message whose snapshot was never saved, and bad message IDs", async () => {
     const spool = await Spool.open({ dir });
     const id = newId();
-    await expect(spool.writer.accept(stateFor(id, "0".repeat(64)), chunks(messageBytes(id)))).rejects.toThrow(/snapshot/);
+    await expect(spool.writer.store(stateFor(id, "0".repeat(64)), chunks(messageBytes(id)))).rejects.toThrow(/snapshot/);
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    await expect(spool.writer.accept(stateFor("../../etc/passwd", snapshot), chunks(messageBytes(id)))).rejects.toThrow(TypeError);
+    await expect(spool.writer.store(stateFor("../../etc/passwd", snapshot), chunks(messageBytes(id)))).rejects.toThrow(TypeError);
     await expect(spool.queue.read("../x")).rejects.toThrow(TypeError);
     await expect(spool.queue.loadSnapshot("../x")).rejects.toThrow(TypeError);
     expect(await listDir(join(dir, "queue"))).toEqual([]);
@@ -208,7 +208,7 @@ describe("files reserved for the next messages", () => {
     }) as typeof fs.fsync);
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    await acceptOne(spool.writer, snapshot);
+    await storeOne(spool.writer, snapshot);
     expect((await listDir(join(dir, "queue"))).length).toBe(1);
 
     const first = spool.writer.claimMessageId(newId);
@@ -221,7 +221,7 @@ describe("files reserved for the next messages", () => {
 
     const id = await claimReserved(spool.writer, files);
     const bytes = messageBytes(id);
-    await spool.writer.accept(stateFor(id, snapshot), chunks(bytes));
+    await spool.writer.store(stateFor(id, snapshot), chunks(bytes));
     const { message, state } = storedParts(await readFile(join(dir, "queue", `${id}.msg`)));
     expect(message).toEqual(bytes);
     expect(state).toEqual(stateFor(id, snapshot));
@@ -230,7 +230,7 @@ describe("files reserved for the next messages", () => {
     // Used files are replaced, half the reserve at a time, once their messages are stored.
     for (let i = 0; i < RESERVE / 2; i++) {
       const next = spool.writer.claimMessageId(newId);
-      await spool.writer.accept(stateFor(next, snapshot), chunks(messageBytes(next)));
+      await spool.writer.store(stateFor(next, snapshot), chunks(messageBytes(next)));
     }
     const empty = async (): Promise<number> => {
       let count = 0;
@@ -256,7 +256,7 @@ describe("files reserved for the next messages", () => {
     crashed.writer.claimMessageId(newId);
     const id = crashed.writer.claimMessageId(newId);
     await reserved(RESERVE);
-    const kept = await acceptOne(crashed.writer, snapshot);
+    const kept = await storeOne(crashed.writer, snapshot);
     const reopened = await Spool.open({ dir });
     expect(await listDir(join(dir, "queue"))).toEqual([`${kept}.msg`]);
     expect(await reopened.queue.pending()).toEqual([kept]);
@@ -274,9 +274,9 @@ describe("files reserved for the next messages", () => {
       yield Buffer.alloc(1024, 0x61);
       throw new Error("552 5.3.4 Message size exceeds fixed maximum message size");
     }
-    await expect(spool.writer.accept(stateFor(refused, snapshot), body())).rejects.toThrow(/552/);
+    await expect(spool.writer.store(stateFor(refused, snapshot), body())).rejects.toThrow(/552/);
     const unsaved = spool.writer.claimMessageId(newId);
-    await expect(spool.writer.accept(stateFor(unsaved, "0".repeat(64)), chunks(messageBytes(unsaved)))).rejects.toThrow(/was not saved/);
+    await expect(spool.writer.store(stateFor(unsaved, "0".repeat(64)), chunks(messageBytes(unsaved)))).rejects.toThrow(/was not saved/);
     const left = await listDir(join(dir, "queue"));
     expect(left).not.toContain(`${refused}.msg`);
     expect(left).not.toContain(`${unsaved}.msg`);
@@ -293,7 +293,7 @@ describe("an acceptor process's spool beside the daemon's", () => {
     const snapshot = await acceptor.saveSnapshot(snapshotOf());
     const id = acceptor.claimMessageId(newId);
     const bytes = messageBytes(id);
-    await acceptor.accept(stateFor(id, snapshot), chunks(bytes));
+    await acceptor.store(stateFor(id, snapshot), chunks(bytes));
     expect(daemon.queue.depth()).toBe(0);
 
     daemon.queue.adopt(id);
@@ -317,9 +317,9 @@ describe("an acceptor process's spool beside the daemon's", () => {
     const daemon = await Spool.open({ dir });
     const acceptor = SpoolWriter.forAcceptor({ dir });
     const snapshot = await acceptor.saveSnapshot(snapshotOf());
-    const reported = await acceptOne(acceptor, snapshot);
+    const reported = await storeOne(acceptor, snapshot);
     daemon.queue.adopt(reported);
-    const unreported = await acceptOne(acceptor, snapshot);
+    const unreported = await storeOne(acceptor, snapshot);
     acceptor.claimMessageId(newId); // reserves empty files
     const partial = newId();
     await writeFile(join(dir, "queue", `${partial}.msg`), "Subject: half a message\r\n");
@@ -334,7 +334,7 @@ describe("an acceptor process's spool beside the daemon's", () => {
   it("adoptUnreported leaves what an earlier run left to recovery, when an acceptor dies before recovery is done", async () => {
     const earlier = await Spool.open({ dir });
     const snapshot = await earlier.writer.saveSnapshot(snapshotOf());
-    const left = await acceptOne(earlier.writer, snapshot);
+    const left = await storeOne(earlier.writer, snapshot);
     await earlier.close();
     await writeFile(join(dir, "dead", `${left}.trace.json`), JSON.stringify({ at: RECEIVED_AT.toISOString(), reason: "abandoned", trace: null }));
 
@@ -361,7 +361,7 @@ describe("open", () => {
   it("removes accepts cut short (no footer), orphan journals and whatever is in tmp/", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const kept = await acceptOne(spool.writer, snapshot);
+    const kept = await storeOne(spool.writer, snapshot);
     const half = newId();
     const orphan = newId();
     // A crash mid-body, a journal with no message, and a dead-letter trace being written.
@@ -378,7 +378,7 @@ describe("open", () => {
   it("finishes a move to dead/ that a crash interrupted", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const toDead = await acceptOne(spool.writer, snapshot);
+    const toDead = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(toDead, { status: "done" });
     // As left by a crash inside deadLetter(): the trace durable, the journal and the message not moved yet.
     await writeFile(join(dir, "dead", `${toDead}.trace.json`), JSON.stringify({ reason: "x", trace: null }));
@@ -391,7 +391,7 @@ describe("open", () => {
   it("brings back a journal whose move to done/ a crash kept while undoing the message's", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(id, { status: "done", detail: { n: 1 } });
     // The moves are not fsync'd: after a crash the journal's rename may survive without the rest.
     await mkdir(join(dir, "done", "2026-11-23T09"));
@@ -405,7 +405,7 @@ describe("open", () => {
   it("sends a journal left in queue/ after its message to the done/ hour that has the message", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(id, { status: "done" });
     await spool.queue.complete(id, trace(id));
     const [hour] = await listDir(join(dir, "done")).then((names) => names.filter((name) => !name.startsWith("traces-")));
@@ -420,8 +420,8 @@ describe("open", () => {
   it("removes, when first read, a message whose content does not match its checksum (never committed)", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const torn = await acceptOne(spool.writer, snapshot);
-    const whole = await acceptOne(spool.writer, snapshot);
+    const torn = await storeOne(spool.writer, snapshot);
+    const whole = await storeOne(spool.writer, snapshot);
     // As after a power cut during the fdatasync: the footer reached the disk, a body block did not.
     const path = join(dir, "queue", `${torn}.msg`);
     const bytes = await readFile(path);
@@ -440,7 +440,7 @@ describe("open", () => {
   it("keeps a damaged message that had started processing, and reports it when read", async () => {
     let spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(id, { status: "done" });
     const path = join(dir, "queue", `${id}.msg`);
     const bytes = await readFile(path);
@@ -456,9 +456,9 @@ describe("pending", () => {
   it("lists committed messages oldest first", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const late = await acceptOne(spool.writer, snapshot, new Date("2026-11-23T10:00:00Z"));
-    const early = await acceptOne(spool.writer, snapshot, new Date("2026-11-23T08:00:00Z"));
-    const middle = await acceptOne(spool.writer, snapshot, new Date("2026-11-23T09:00:00Z"));
+    const late = await storeOne(spool.writer, snapshot, new Date("2026-11-23T10:00:00Z"));
+    const early = await storeOne(spool.writer, snapshot, new Date("2026-11-23T08:00:00Z"));
+    const middle = await storeOne(spool.writer, snapshot, new Date("2026-11-23T09:00:00Z"));
     expect(await spool.queue.pending()).toEqual([early, middle, late]);
     await spool.queue.complete(middle, trace(middle));
     expect(await spool.queue.pending()).toEqual([early, late]);
@@ -471,7 +471,7 @@ describe("read", () => {
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const id = newId();
     const bytes = messageBytes(id);
-    await spool.writer.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, 7), bytes.subarray(7)));
+    await spool.writer.store(stateFor(id, snapshot), chunks(bytes.subarray(0, 7), bytes.subarray(7)));
     const fromMemory = await spool.queue.read(id);
     const fromDisk = await (await Spool.open({ dir })).queue.read(id);
     expect(fromMemory.state).toEqual(fromDisk.state);
@@ -500,7 +500,7 @@ describe("read", () => {
       for (const cut of [1, 2, end - 1, end, end + 1, end + 2, end + 3, end + 4, bytes.length - 1]) {
         if (cut <= 0 || cut >= bytes.length) continue;
         const id = newId();
-        await spool.writer.accept(stateFor(id, snapshot), chunks(bytes.subarray(0, cut), bytes.subarray(cut)));
+        await spool.writer.store(stateFor(id, snapshot), chunks(bytes.subarray(0, cut), bytes.subarray(cut)));
         const fromDisk = await (await Spool.open({ dir })).queue.read(id);
         // Moved away while read, so that only the copy in memory can answer.
         const stored = join(dir, "queue", `${id}.msg`);
@@ -519,7 +519,7 @@ describe("journal", () => {
   it("reads back the recorded outcomes with the state and the message", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(id, { status: "done", detail: { objectKey: id } });
     await spool.queue.recordOutcome(id, { status: "done", disposition: "STOP_RULE" });
     const { state, outcomes, message } = await spool.queue.read(id);
@@ -539,7 +539,7 @@ describe("journal", () => {
   it("ignores a torn last line and cuts it off so that later lines stay readable", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(id, { status: "done", detail: { n: 1 } });
     await appendFile(join(dir, "queue", `${id}.journal`), '{"status":"done","det');
     expect((await spool.queue.read(id)).outcomes).toEqual([{ status: "done", detail: { n: 1 } }]);
@@ -553,14 +553,14 @@ describe("journal", () => {
   it("does not journal failed outcomes: they are retried, not replayed", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     await expect(spool.queue.recordOutcome(id, { status: "failed", failure: "transient", error: "x" })).rejects.toThrow(TypeError);
   });
 
   it("fdatasyncs each line before resolving", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const id = await acceptOne(spool.writer, snapshot);
+    const id = await storeOne(spool.writer, snapshot);
     const datasync = vi.spyOn(fs, "fdatasync");
     await spool.queue.recordOutcome(id, { status: "done" });
     expect(datasync).toHaveBeenCalledTimes(1);
@@ -571,8 +571,8 @@ describe("complete, deadLetter and sweep", () => {
   it("moves a finished message to done/<hour>/ with its trace, an abandoned one to dead/ with the reason", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const good = await acceptOne(spool.writer, snapshot);
-    const bad = await acceptOne(spool.writer, snapshot);
+    const good = await storeOne(spool.writer, snapshot);
+    const bad = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(good, { status: "done" });
     await spool.queue.complete(good, trace(good));
     await spool.queue.deadLetter(bad, null, "permanent failure: NoSuchBucket");
@@ -597,8 +597,8 @@ describe("complete, deadLetter and sweep", () => {
   it("complete() syncs nothing (the journal already holds every outcome); deadLetter() syncs its trace", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const good = await acceptOne(spool.writer, snapshot);
-    const bad = await acceptOne(spool.writer, snapshot);
+    const good = await storeOne(spool.writer, snapshot);
+    const bad = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(good, { status: "done" });
     const datasync = vi.spyOn(fs, "fdatasync");
     const fsync = vi.spyOn(fs, "fsync");
@@ -616,16 +616,16 @@ describe("complete, deadLetter and sweep", () => {
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
     const completeAt = async (at: string) => {
       vi.setSystemTime(new Date(at));
-      const id = await acceptOne(spool.writer, snapshot, new Date(at));
+      const id = await storeOne(spool.writer, snapshot, new Date(at));
       await spool.queue.complete(id, trace(id));
       return id;
     };
     await completeAt("2026-11-24T10:30:00Z");
     await completeAt("2026-11-24T11:59:59Z");
     const next = await completeAt("2026-11-24T12:00:00Z");
-    const dead = await acceptOne(spool.writer, snapshot, new Date("2026-11-20T00:00:00Z"));
+    const dead = await storeOne(spool.writer, snapshot, new Date("2026-11-20T00:00:00Z"));
     await spool.queue.deadLetter(dead, null, "gone");
-    const pending = await acceptOne(spool.writer, snapshot, new Date("2026-11-20T00:00:00Z"));
+    const pending = await storeOne(spool.writer, snapshot, new Date("2026-11-20T00:00:00Z"));
     vi.useRealTimers();
 
     // 24 hours after the end of 11:00-12:00, and not yet after the end of 12:00-13:00.
@@ -641,7 +641,7 @@ describe("complete, deadLetter and sweep", () => {
   it("sweep reads no message: whole hours go by their name", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const ids = await Promise.all(Array.from({ length: 5 }, () => acceptOne(spool.writer, snapshot)));
+    const ids = await Promise.all(Array.from({ length: 5 }, () => storeOne(spool.writer, snapshot)));
     for (const id of ids) await spool.queue.complete(id, trace(id));
     const read = vi.spyOn(fs, "read");
     expect(await spool.queue.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000))).toBe(5);
@@ -652,10 +652,10 @@ describe("complete, deadLetter and sweep", () => {
   it("finishes a message into its hour after a sweep removed that hour's directory", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const first = await acceptOne(spool.writer, snapshot);
+    const first = await storeOne(spool.writer, snapshot);
     await spool.queue.complete(first, trace(first));
     await spool.queue.sweep(new Date(Date.now() + 3 * 24 * 60 * 60 * 1000), 0);
-    const second = await acceptOne(spool.writer, snapshot);
+    const second = await storeOne(spool.writer, snapshot);
     await spool.queue.recordOutcome(second, { status: "done" });
     await spool.queue.complete(second, trace(second));
     expect((await doneFiles(dir)).map((path) => path.slice(14))).toEqual([`${second}.journal`, `${second}.msg`]);
@@ -664,8 +664,8 @@ describe("complete, deadLetter and sweep", () => {
   it("sweep deletes the messages a spool kept in done/ itself before they were filed by hour, by their receipt time", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const old = await acceptOne(spool.writer, snapshot, new Date("2026-11-24T11:00:00Z"));
-    const recent = await acceptOne(spool.writer, snapshot, new Date("2026-11-24T13:00:00Z"));
+    const old = await storeOne(spool.writer, snapshot, new Date("2026-11-24T11:00:00Z"));
+    const recent = await storeOne(spool.writer, snapshot, new Date("2026-11-24T13:00:00Z"));
     await spool.queue.recordOutcome(old, { status: "done" });
     for (const id of [old, recent]) await spool.queue.complete(id, trace(id));
     for (const path of await doneFiles(dir)) await rename(join(dir, "done", path), join(dir, "done", path.slice(14)));
@@ -683,7 +683,7 @@ describe("complete, deadLetter and sweep", () => {
   it("appends the traces of messages completed together in one write, and keeps writing after a sweep", async () => {
     const spool = await Spool.open({ dir });
     const snapshot = await spool.writer.saveSnapshot(snapshotOf());
-    const ids = await Promise.all(Array.from({ length: 20 }, () => acceptOne(spool.writer, snapshot)));
+    const ids = await Promise.all(Array.from({ length: 20 }, () => storeOne(spool.writer, snapshot)));
     const write = vi.spyOn(fs, "write");
     await Promise.all(ids.map((id) => spool.queue.complete(id, trace(id))));
     expect(write).toHaveBeenCalled();
@@ -691,7 +691,7 @@ describe("complete, deadLetter and sweep", () => {
     write.mockRestore();
     expect([...(await doneTraces(dir)).keys()].sort()).toEqual([...ids].sort());
     await spool.queue.sweep(new Date(Date.now() + 10 * 24 * 60 * 60 * 1000));
-    const later = await acceptOne(spool.writer, snapshot);
+    const later = await storeOne(spool.writer, snapshot);
     await spool.queue.complete(later, trace(later));
     expect([...(await doneTraces(dir)).keys()]).toEqual([later]);
     await spool.close();

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { REPLIES, decideRecipient, decideRecipients } from "../../src/rules/acceptance.js";
+import { REPLIES, decideRecipient, decideRecipients } from "../../src/rules/recipient-policy.js";
 import { identitiesFrom } from "../../src/rules/recipients.js";
 import { rule, ruleSet } from "../helpers/rules.js";
 
-describe("recipient acceptance at RCPT TO (SEMANTICS 4)", () => {
+describe("the recipient policy at RCPT TO (SEMANTICS 4)", () => {
   const identities = identitiesFrom(["example.com", "example.org", "secure.example.net"]);
   const active = ruleSet(
     rule("info", ["info@example.com"]),
