@@ -55,7 +55,7 @@ export interface MailboxRequest {
   contentLength: number;
 }
 
-/** A back end failure, classified as SEMANTICS section 8 needs it. */
+/** A back end failure, classified as docs/behaviour.md §8 needs it. */
 export class ActionError extends Error {
   constructor(
     readonly failure: "transient" | "permanent",

@@ -96,7 +96,7 @@ export function recordingExecutor<M>(options: RecordingOptions<M> = {}): Recordi
       return record(call, detail, { disposition: lambdaResults.get(functionArn) ?? null });
     },
     async Bounce(call) {
-      // No DSN ever goes to the null sender (SEMANTICS section 3).
+      // No DSN ever goes to the null sender (docs/behaviour.md §3).
       const to = call.envelope.mailFrom === "" ? null : call.envelope.mailFrom;
       return record(call, {
         dsnTo: to,

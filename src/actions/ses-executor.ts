@@ -167,7 +167,7 @@ export function sesExecutor(options: SesExecutorOptions): ActionExecutor<Receive
 
     Bounce: run(async (call) => {
       const to = call.envelope.mailFrom;
-      // No DSN ever goes to the null sender (SEMANTICS section 3): that is how bounce loops start.
+      // No DSN ever goes to the null sender (docs/behaviour.md §3): that is how bounce loops start.
       const sent =
         to === ""
           ? { dsn: "not sent: null sender" }

@@ -245,7 +245,7 @@ async function acceptInProcess(
     onAccepted: (seconds) => metrics.smtpAcceptSeconds.observe(seconds),
     onEvent: (event) => {
       reportSmtp(event, logger, metrics);
-      // Rule actions run after the 250, never before it (SEMANTICS 4): the reply is on its way
+      // Rule actions run after the 250, never before it (docs/behaviour.md §4): the reply is on its way
       // once this event is out, and processing starts on a later turn of the event loop.
       if (event.type === "data" && event.accepted) setImmediate(() => processor.enqueue(event.messageId));
     },

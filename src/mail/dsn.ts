@@ -40,7 +40,7 @@ export type BounceType =
   | "Undefined"
   | "TemporaryFailure";
 
-/** SEMANTICS section 7: SendBounce's codes per BounceType. A 4xx code makes the DSN `Action: delayed`. */
+/** docs/behaviour.md §7: SendBounce's codes per BounceType. A 4xx code makes the DSN `Action: delayed`. */
 export const DSN_DEFAULTS: Readonly<Record<BounceType, Readonly<{ smtpReplyCode: string; statusCode: string }>>> =
   Object.freeze({
     DoesNotExist: Object.freeze({ smtpReplyCode: "550", statusCode: "5.1.1" }),
@@ -62,7 +62,7 @@ const FOLD_AT = 76;
 const ENCODED_WORD_CHUNK = 52;
 
 /**
- * Builds the DSN of SEMANTICS section 7 (RFC 3464, RFC 6522): `multipart/report;
+ * Builds the DSN of docs/behaviour.md §7 (RFC 3464, RFC 6522): `multipart/report;
  * report-type=delivery-status` with a text/plain part (the message), a message/delivery-status
  * part and a text/rfc822-headers part (the original headers). Lines end in CRLF.
  *

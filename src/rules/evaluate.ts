@@ -46,7 +46,7 @@ export interface EvaluationTrace {
   messageId: string;
   /** The matching enabled rules, in order, up to the one where evaluation ended. */
   rules: RuleTrace[];
-  /** `failed`: an action failed and the rest of the evaluation was abandoned (SEMANTICS section 8). */
+  /** `failed`: an action failed and the rest of the evaluation was abandoned (docs/behaviour.md §8). */
   end: "completed" | "stopped" | "failed";
   /** Every outcome in execution order: what `recorded` takes to resume. */
   outcomes: ActionOutcome[];
@@ -56,7 +56,7 @@ export interface EvaluationTrace {
 
 const STOP_DISPOSITIONS: Record<string, RuleStop> = { STOP_RULE: "STOP_RULE", STOP_RULE_SET: "STOP_RULE_SET" };
 
-/** SEMANTICS section 3: only a RequestResponse Lambda can change the flow, and any unknown value continues. */
+/** docs/behaviour.md §3: only a RequestResponse Lambda can change the flow, and any unknown value continues. */
 function dispositionStop(action: RuleAction, outcome: ActionOutcome): RuleStop | null {
   if (action.type !== "Lambda" || action.params.InvocationType !== "RequestResponse") return null;
   if (outcome.status !== "done" || typeof outcome.disposition !== "string") return null;
@@ -93,7 +93,7 @@ function traced(action: RuleAction, outcome: ActionOutcome): ActionTrace {
 }
 
 /**
- * Evaluates one message against a rule set (SEMANTICS section 3): matching enabled rules in
+ * Evaluates one message against a rule set (docs/behaviour.md §3): matching enabled rules in
  * order, each once with the recipients it matched, actions in order through the executor.
  * Pure apart from the executor: no clock, no randomness, no I/O of its own.
  */

@@ -33,7 +33,7 @@ export type ActionOutcome =
     }
   | {
       status: "failed";
-      /** SEMANTICS section 8: transient failures are retried, permanent ones dead-letter the message. */
+      /** docs/behaviour.md §8: transient failures are retried, permanent ones dead-letter the message. */
       failure: "transient" | "permanent";
       error: string;
     };

@@ -85,7 +85,7 @@ function firstContaining(ranges: CompiledRange[], ip: { v6: boolean; value: bigi
 }
 
 /**
- * SEMANTICS section 4: any Allow that matches wins over every Block, whatever the prefix
+ * docs/behaviour.md §4: any Allow that matches wins over every Block, whatever the prefix
  * lengths; a Block alone refuses; no match lets the client go on.
  */
 export function decideIp(filters: CompiledFilters, clientIp: string): IpFilterDecision {

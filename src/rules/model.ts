@@ -69,7 +69,7 @@ export interface IpFilter {
 
 /**
  * Verified identities: whole addresses and domains, lower-cased. A domain covers its
- * subdomains too (SEMANTICS section 2).
+ * subdomains too (docs/behaviour.md §2).
  */
 export interface Identities {
   addresses: ReadonlySet<string>;

@@ -2,7 +2,7 @@ import { DEFAULTS } from "../config/defaults.js";
 import type { Identities, RuleSet } from "./model.js";
 import { isInsideIdentity, rulesMatchingRecipient } from "./recipients.js";
 
-/** SMTP replies of the conversation, SEMANTICS section 4, kept in one place so every stage quotes them alike. */
+/** SMTP replies of the conversation, docs/behaviour.md §4, kept in one place so every stage quotes them alike. */
 export const REPLIES = {
   accessDenied: "554 5.7.1 Access denied",
   sizeExceeded: "552 5.3.4 Message size exceeds fixed maximum message size",
@@ -31,7 +31,7 @@ export type RecipientRefusalReason = "mailbox-unavailable" | "relaying-denied" |
 export type RecipientDecision = { accepted: true } | { accepted: false; reason: RecipientRefusalReason; reply: string };
 
 /**
- * The RCPT TO answer for one recipient. Checks run in the order of the SEMANTICS table;
+ * The RCPT TO answer for one recipient. Checks run in the order of the docs/behaviour.md table;
  * the recipient limit comes last so that a recipient that would be refused for good is
  * told so (5xx), not invited to retry (4xx).
  */

@@ -86,7 +86,7 @@ export function isInsideIdentity(recipient: string, identities: Identities): boo
 }
 
 /**
- * One entry of a rule's Recipients against one address (SEMANTICS section 2 table):
+ * One entry of a rule's Recipients against one address (docs/behaviour.md §2 table):
  * an address without a `+label` also takes its labelled variants; one with a label only
  * itself; a domain takes that domain only; a `.domain` only its subdomains.
  */

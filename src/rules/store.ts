@@ -9,7 +9,7 @@ import { RULE_SET_LIMITS } from "../ses/limits.js";
  * The receipt rule set API of SES (CreateReceiptRuleSet ... SetReceiptRulePosition, and the IP
  * filter calls) as a pure state machine over one account's state. Every operation returns a new
  * state or throws a ReceiptApiError with the SES error code; nothing is ever changed in place,
- * so a rule set handed to the evaluator stays as it was when a message was accepted (SEMANTICS 1).
+ * so a rule set handed to the evaluator stays as it was when a message was accepted (docs/behaviour.md §1).
  */
 export interface ReceiptState {
   /** In creation order, which is the order ListReceiptRuleSets reports. */
@@ -190,7 +190,7 @@ export function updateReceiptRule(state: ReceiptState, ruleSetName: string, rule
   return withRules(state, ruleSet, ruleSet.rules.with(indexOfRule(ruleSet, updated.name), updated));
 }
 
-/** Deleting a rule that is not in the set succeeds and changes nothing (SEMANTICS 1). */
+/** Deleting a rule that is not in the set succeeds and changes nothing (docs/behaviour.md §1). */
 export function deleteReceiptRule(state: ReceiptState, ruleSetName: string, ruleName: string): ReceiptState {
   checkName(ruleSetName, "RuleSetName");
   checkName(ruleName, "RuleName");
@@ -250,7 +250,7 @@ export function describeReceiptRule(state: ReceiptState, ruleSetName: string, ru
   return ruleSet.rules[indexOfRule(ruleSet, ruleName)] as Rule;
 }
 
-/** New filters go last; their order has no meaning, as Allow wins over Block (SEMANTICS 4). */
+/** New filters go last; their order has no meaning, as Allow wins over Block (docs/behaviour.md §4). */
 export function createReceiptFilter(state: ReceiptState, filter: unknown): ReceiptState {
   const parsed = parseFilters({ Filters: [filter] });
   if (!parsed.ok) throw invalid(parsed.issues, (p) => p.replace(/^Filters\[0\]/, "Filter"));

@@ -452,8 +452,8 @@ function toRule(rule: ValidRule): Rule {
 }
 
 /**
- * A loaded rule set is the snapshot that accepted messages are evaluated against (SEMANTICS
- * section 1), possibly long after a reload: frozen, nothing can change it under them.
+ * A loaded rule set is the snapshot that accepted messages are evaluated against (docs/behaviour.md
+ * §1), possibly long after a reload: frozen, nothing can change it under them.
  */
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {

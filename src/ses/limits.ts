@@ -1,6 +1,6 @@
 import type { ActionType } from "../rules/model.js";
 
-/** SES's per-action message size limits (SEMANTICS section 6), kept in strict mode. */
+/** SES's per-action message size limits (docs/behaviour.md §6), kept in strict mode. */
 export const SNS_ACTION_LIMIT_BYTES = 150 * 1024;
 export const S3_ACTION_LIMIT_BYTES = 40 * 1024 * 1024;
 

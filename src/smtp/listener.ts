@@ -69,9 +69,9 @@ export interface SmtpListenerOptions {
     /** Default grace of close(). Default 30 s. */
     closeMs?: number;
   };
-  /** Default 40 MB (SEMANTICS 4). */
+  /** Default 40 MB (docs/behaviour.md §4). */
   maxMessageBytes?: number;
-  /** Default 100 (SEMANTICS 4). */
+  /** Default 100 (docs/behaviour.md §4). */
   maxRecipients?: number;
   /** Greet after this long and refuse clients that talk before the greeting. Default 0: greet at once. */
   earlyTalkerCheckMs?: number;
@@ -88,7 +88,7 @@ export interface SmtpListenerOptions {
   clock?: () => Date;
   /**
    * Gets the message as the client sent it, bare LF normalised, smuggling-checked and
-   * size-enforced (the SEMANTICS 5 headers are the caller's to make). Must resolve only
+   * size-enforced (the docs/behaviour.md §5 headers are the caller's to make). Must resolve only
    * once the message is durable; `250` is answered then. A rejection answers `451 4.3.0` and
    * nothing is accepted.
    */

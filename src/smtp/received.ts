@@ -16,7 +16,7 @@ export function receivedDate(date: Date): string {
   return date.toUTCString().replace(/GMT$/, "+0000 (UTC)");
 }
 
-/** The two trace headers of SEMANTICS section 5, top first. */
+/** The two trace headers of docs/behaviour.md §5, top first. */
 export function traceHeaders(input: TraceInput): Header[] {
   return [
     { name: "Return-Path", value: `<${input.mailFrom}>` },

@@ -1,4 +1,4 @@
-/** Replies SEMANTICS leaves to us. */
+/** Replies docs/behaviour.md leaves to us. */
 export const LISTENER_REPLIES = {
   tooManyConnections: "421 4.7.0 Too many connections, try again later",
   tooManyConnectionsFromIp: "421 4.7.0 Too many connections from your address, try again later",

@@ -1,7 +1,7 @@
 import { DEFAULT_MAX_HEADER_BYTES } from "../mail/headers.js";
 
 /**
- * The checks on DATA content, SEMANTICS section 4: the size limit, SMTP smuggling, bare LF
+ * The checks on DATA content, docs/behaviour.md §4: the size limit, SMTP smuggling, bare LF
  * normalised to CRLF, and the bounds of the header block. Fed the content smtp-server hands over
  * (dot-unstuffed, without the `.<CRLF>` of the final `<CRLF>.<CRLF>`) chunk by chunk, so nothing
  * here ever holds the message whole.

@@ -25,7 +25,7 @@ export interface MessageState {
   /** Content hash of the rule-set snapshot (rule set + identities) this message is evaluated against. */
   snapshot: string;
   /**
-   * The headers SEMANTICS section 5 prepends on receipt (Return-Path, Received, Received-SPF,
+   * The headers docs/behaviour.md §5 prepends on receipt (Return-Path, Received, Received-SPF,
    * Authentication-Results, ...), top first. They live here rather than in the stored bytes
    * because some are only known once the whole message has been read, and the message is
    * never held in memory to wait for them; every action sees them on top of the message.

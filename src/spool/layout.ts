@@ -1,5 +1,5 @@
 /**
- * Where the spool keeps what (SEMANTICS sections 4 and 8). Layout under `dir`:
+ * Where the spool keeps what (docs/behaviour.md §4 and §8). Layout under `dir`:
  *
  *   lock                    the PID of the process that owns the spool (lock.ts)
  *   tmp/                    files being written. Whatever is here when the daemon starts is a

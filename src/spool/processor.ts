@@ -1,5 +1,5 @@
 /**
- * The worker pool that runs the rules of spooled messages (SEMANTICS sections 3 and 8).
+ * The worker pool that runs the rules of spooled messages (docs/behaviour.md §3 and §8).
  *
  * Every done outcome is journaled before the evaluator moves on, so a message resumes at the
  * first action not recorded done: after a crash an action may run twice, never zero times.
@@ -56,7 +56,7 @@ export interface ProcessorOptions {
    * `maxDeferMs` (DEFAULTS.processing.maxDeferMs) for it: under sustained traffic processing keeps pace.
    */
   whileBusy?: { concurrency: number; isBusy: () => boolean; recheckMs?: number; maxDeferMs?: number };
-  /** How long after receipt transient failures are retried (SEMANTICS section 8). Default 4 hours. */
+  /** How long after receipt transient failures are retried (docs/behaviour.md §8). Default 4 hours. */
   retryWindowMs?: number;
   /** Exponential backoff between retries, with jitter. Default 1 s doubling up to 5 min. */
   backoff?: { initialMs: number; maxMs: number };
@@ -64,7 +64,7 @@ export interface ProcessorOptions {
   /** In [0, 1), for the jitter. */
   random?: () => number;
   setTimer?: (callback: () => void, delayMs: number) => CancelTimer;
-  /** How the failure DSN of SEMANTICS section 8 is sent. */
+  /** How the failure DSN of docs/behaviour.md §8 is sent. */
   sendFailureDsn: (request: SendDsnRequest) => Promise<unknown>;
   /** Our host name: the failure DSN's Reporting-MTA and Message-ID domain. */
   hostname: string;
@@ -449,7 +449,7 @@ export class Processor {
     await this.abandon(id, attempt, loaded, trace, `retry window of ${this.retryWindowMs} ms ended: ${outcome.error}`);
   }
 
-  /** Dead-letters the message and sends the failure DSN (SEMANTICS section 8). */
+  /** Dead-letters the message and sends the failure DSN (docs/behaviour.md §8). */
   private async abandon(
     id: string,
     attempt: number,

@@ -1,6 +1,6 @@
 /**
  * The daemon's side of the spool (Postfix's qmgr): the committed messages whose processing has
- * not finished, their journals, and their moves to done/ or dead/ (SEMANTICS sections 4 and 8).
+ * not finished, their journals, and their moves to done/ or dead/ (docs/behaviour.md §4 and §8).
  *
  * Commit points:
  *  - complete: the trace is appended to the day's log, then .journal and .msg move to the hour's

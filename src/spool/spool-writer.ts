@@ -1,6 +1,6 @@
 /**
  * The acceptor's side of the spool (Postfix's cleanup): stores each message durably before the
- * listener may answer 250 (SEMANTICS section 4), and the rule-set snapshots messages refer to.
+ * listener may answer 250 (docs/behaviour.md §4), and the rule-set snapshots messages refer to.
  *
  * Commit point: queue/<id>.msg is created, and queue/ fsync'd while the body streams in; the file
  * is complete with its footer (format.ts) and fdatasync'd before the 250. So the 250 waits for one

@@ -1,6 +1,6 @@
 /**
  * The durable spool: every message the daemon answered 250 for stays here until its rules have
- * run, and for a retention period after (SEMANTICS sections 4 and 8). Its layout is in layout.ts;
+ * run, and for a retention period after (docs/behaviour.md §4 and §8). Its layout is in layout.ts;
  * acceptors write into it through a SpoolWriter, and the daemon works through its Queue.
  *
  * The daemon opens it in two steps, so that a daemon that cannot start changes nothing: `lock`

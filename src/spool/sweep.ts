@@ -5,7 +5,7 @@ import { AREA_FILE, DONE_HOUR, TRACE_LOG } from "./layout.js";
 import type { TraceLog } from "./trace.js";
 import { DEFAULTS } from "../config/defaults.js";
 
-/** SEMANTICS section 8: accepted messages are kept for 24 hours unless configured otherwise. */
+/** docs/behaviour.md §8: accepted messages are kept for 24 hours unless configured otherwise. */
 export const DEFAULT_RETENTION_MS = DEFAULTS.spool.retentionHours * 60 * 60 * 1000;
 
 const HOUR_MS = 60 * 60 * 1000;

@@ -55,7 +55,7 @@ describe("AWS back end: S3 putObject against s3rver", () => {
     expect(result).toEqual({ bucket: BUCKET, key: "inbound/0123456789abcdef", etag: stored.etag });
   });
 
-  it("overwrites the same key on a repeated write (SEMANTICS 8: at least once)", async () => {
+  it("overwrites the same key on a repeated write (docs/behaviour.md §8: at least once)", async () => {
     const backend = awsBackend({ s3: s3Options(), ...noTransports });
     for (const text of ["first attempt", "second attempt"]) {
       const bytes = Buffer.from(text);

@@ -82,7 +82,7 @@ async function snsLines(dataDir: string, topic: string): Promise<{ message: stri
 }
 
 describe("Bounce", () => {
-  it("sends the DSN of SEMANTICS 7 through the SMTP relay, from the null sender to the envelope sender", async () => {
+  it("sends the DSN of docs/behaviour.md §7 through the SMTP relay, from the null sender to the envelope sender", async () => {
     const executor = localExecutor("bounce-relay", { bounce: { relay: `smtp://127.0.0.1:${relay.port}` } });
     const trace = await run([bounceAction], executor);
     expect(trace.rules[0]!.actions[0]!.outcome).toBe("done");

@@ -1,4 +1,4 @@
-// Crash safety of `receiptd serve` (SEMANTICS 8): kill -9 while actions run, or in the middle
+// Crash safety of `receiptd serve` (docs/behaviour.md §8): kill -9 while actions run, or in the middle
 // of DATA, then start again on the same data directory.
 import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import net from "node:net";

@@ -158,7 +158,7 @@ describe("receiptd serve", () => {
     expect(receipt.dkimVerdict.status).toBe("GRAY");
   });
 
-  it.skipIf(!hasSwaks)("accepts mail from swaks, and refuses what SEMANTICS 4 refuses", async () => {
+  it.skipIf(!hasSwaks)("accepts mail from swaks, and refuses what docs/behaviour.md §4 refuses", async () => {
     const daemon = await start("swaks");
     const swaks = (...args: string[]) =>
       run("swaks", ["--server", `127.0.0.1:${daemon.smtpPort}`, "--helo", "client.test", ...args]).then(

@@ -187,7 +187,7 @@ describe("buildDsn", () => {
     }
   });
 
-  it("has the SendBounce defaults of SEMANTICS section 7", () => {
+  it("has the SendBounce defaults of docs/behaviour.md §7", () => {
     expect(DSN_DEFAULTS).toEqual({
       DoesNotExist: { smtpReplyCode: "550", statusCode: "5.1.1" },
       MessageTooLarge: { smtpReplyCode: "552", statusCode: "5.3.4" },

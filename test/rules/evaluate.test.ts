@@ -25,7 +25,7 @@ function run(set: RuleSet, envelope: Partial<Envelope> = {}, executor: ActionExe
 const summary = (trace: Awaited<ReturnType<typeof run>>) =>
   trace.rules.map((r) => `${r.name}:${r.actions.map((a) => `${a.type}=${a.outcome}`).join(",")}${r.stop ? `!${r.stop}` : ""}`);
 
-describe("evaluation of one message (SEMANTICS 1 and 3)", () => {
+describe("evaluation of one message (docs/behaviour.md §1 and 3)", () => {
   it("runs matching rules in rule-set order and actions in rule order", async () => {
     const executor = recordingExecutor<null>();
     const trace = await run(
@@ -223,7 +223,7 @@ describe("evaluation of one message (SEMANTICS 1 and 3)", () => {
   });
 });
 
-describe("rule set snapshots (SEMANTICS 1)", () => {
+describe("rule set snapshots (docs/behaviour.md §1)", () => {
   it("a loaded rule set cannot change under the messages evaluated against it", async () => {
     const { parseRuleSet } = await import("../../src/rules/parse.js");
     const parsed = parseRuleSet({

@@ -4,7 +4,7 @@ import type { IpFilter } from "../../src/rules/model.js";
 
 const filter = (name: string, policy: "Allow" | "Block", cidr: string): IpFilter => ({ name, policy, cidr });
 
-describe("IP filters (SEMANTICS 4, connect)", () => {
+describe("IP filters (docs/behaviour.md §4, connect)", () => {
   const filters = compileFilters([
     filter("block-net", "Block", "10.0.0.0/8"),
     filter("allow-host", "Allow", "10.1.2.3"),

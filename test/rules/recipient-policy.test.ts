@@ -3,7 +3,7 @@ import { REPLIES, decideRecipient, decideRecipients } from "../../src/rules/reci
 import { identitiesFrom } from "../../src/rules/recipients.js";
 import { rule, ruleSet } from "../helpers/rules.js";
 
-describe("the recipient policy at RCPT TO (SEMANTICS 4)", () => {
+describe("the recipient policy at RCPT TO (docs/behaviour.md §4)", () => {
   const identities = identitiesFrom(["example.com", "example.org", "secure.example.net"]);
   const active = ruleSet(
     rule("info", ["info@example.com"]),

@@ -9,7 +9,7 @@ import {
 } from "../../src/rules/recipients.js";
 import { rule } from "../helpers/rules.js";
 
-// SEMANTICS section 2, one row per line of the table: entry, matches, does not match.
+// docs/behaviour.md §2, one row per line of the table: entry, matches, does not match.
 const TABLE: [entry: string, matches: string[], doesNotMatch: string[]][] = [
   [
     "user@example.com",
@@ -35,7 +35,7 @@ const TABLE: [entry: string, matches: string[], doesNotMatch: string[]][] = [
   ["USER@EXAMPLE.COM", ["user@example.com", "user+x@example.com"], ["other@example.com"]],
 ];
 
-describe("recipient matching (SEMANTICS 2)", () => {
+describe("recipient matching (docs/behaviour.md §2)", () => {
   for (const [entry, matches, doesNotMatch] of TABLE) {
     for (const recipient of matches) {
       it(`${entry} matches ${recipient}`, () => {

@@ -57,7 +57,7 @@ function expectError(operation: () => unknown, code: ReceiptErrorCode, ...fragme
   for (const fragment of fragments) expect(error.message).toContain(fragment);
 }
 
-describe("rule order and lifecycle (SEMANTICS 1)", () => {
+describe("rule order and lifecycle (docs/behaviour.md §1)", () => {
   it("CreateReceiptRule without After inserts at the front", () => {
     const state = createReceiptRule(withSet("a", "b"), "main", rule("new"));
     expect(ruleNames(state)).toEqual(["new", "a", "b"]);

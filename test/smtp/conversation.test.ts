@@ -18,7 +18,7 @@ async function session(h: Harness): Promise<RawSmtp> {
   return client;
 }
 
-describe("connect: IP filters (SEMANTICS 4)", () => {
+describe("connect: IP filters (docs/behaviour.md §4)", () => {
   it("an Allow that matches wins over a Block, whatever the prefix lengths", async () => {
     const h = await start({
       filters: [
@@ -67,8 +67,8 @@ describe("connect: IP filters (SEMANTICS 4)", () => {
   });
 });
 
-describe("MAIL FROM (SEMANTICS 4)", () => {
-  it("a declared SIZE over the limit answers 552 5.3.4 with SEMANTICS' text", async () => {
+describe("MAIL FROM (docs/behaviour.md §4)", () => {
+  it("a declared SIZE over the limit answers 552 5.3.4 with the behaviour contract's text (docs/behaviour.md)", async () => {
     const h = await start({ maxMessageBytes: 1000 });
     const client = await session(h);
     expect(await client.command("MAIL FROM:<a@sender.test> SIZE=1001")).toBe(REPLIES.sizeExceeded);
@@ -88,7 +88,7 @@ describe("MAIL FROM (SEMANTICS 4)", () => {
   });
 });
 
-describe("RCPT TO (SEMANTICS 4)", () => {
+describe("RCPT TO (docs/behaviour.md §4)", () => {
   async function rcpt(h: Harness, recipient: string): Promise<string> {
     const client = await session(h);
     expect(await client.command("MAIL FROM:<a@sender.test>")).toBe("250 Accepted");
@@ -182,7 +182,7 @@ describe("RCPT TO (SEMANTICS 4)", () => {
   });
 });
 
-describe("DATA (SEMANTICS 4 and 5)", () => {
+describe("DATA (docs/behaviour.md §4 and 5)", () => {
   it("accepts: 250 Ok <messageId>, Return-Path and Received on top, bare LF normalised", async () => {
     const h = await start({ reverseDns: { resolve: async () => ["Mail.Client.Test."] } });
     const client = await session(h);

@@ -18,7 +18,7 @@ import { RawSmtp } from "../helpers/smtp-client.js";
 export const HOSTNAME = "mx.receiptd.test";
 export const FIXED_DATE = new Date("2026-11-23T12:00:00Z");
 
-/** The rule set most tests run against: SEMANTICS 4's RCPT TO rows each have a recipient here. */
+/** The rule set most tests run against: docs/behaviour.md §4's RCPT TO rows each have a recipient here. */
 export const RULES: RuleSet = ruleSet(
   rule("info", ["info@example.com"]),
   rule("disabled", ["off@example.com"], [], { enabled: false }),

@@ -82,7 +82,7 @@ describe("timeouts", () => {
     const client = await connect(h.port);
     expect(await client.reply()).toMatch(/^220 /);
     const started = performance.now();
-    // smtp-server's own wording: SEMANTICS says nothing about timeouts.
+    // smtp-server's own wording: docs/behaviour.md says nothing about timeouts.
     expect(await client.reply(2_000)).toBe("421 Timeout - closing connection");
     await client.closed();
     expect(performance.now() - started).toBeGreaterThanOrEqual(150);

@@ -30,7 +30,7 @@ function everySplit(content: string): number[][] {
   return cuts;
 }
 
-describe("DATA content scanner (SEMANTICS 4)", () => {
+describe("DATA content scanner (docs/behaviour.md §4)", () => {
   const sequences = {
     "<LF>.<LF>": "\n.\n",
     "<LF>.<CR><LF>": "\n.\r\n",
@@ -172,7 +172,7 @@ describe("DATA content scanner (SEMANTICS 4)", () => {
   });
 
   it("agrees with a reading of the whole content at once, for 5,000 random contents cut at random", () => {
-    /** The content as one piece, after the CRLF of the DATA command: SEMANTICS 4 read literally. */
+    /** The content as one piece, after the CRLF of the DATA command: docs/behaviour.md §4 read literally. */
     const reference = (content: string): { out: string; violation: string | null } => {
       const wire = `\r\n${content}`;
       // A dot between line endings other than CRLF and CRLF; a CR at the very end awaits its next byte.

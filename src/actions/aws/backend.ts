@@ -39,7 +39,7 @@ export interface AwsBackendOptions {
 }
 
 /**
- * The engine retries transient failures for hours with its own backoff (SEMANTICS 8), so the
+ * The engine retries transient failures for hours with its own backoff (docs/behaviour.md §8), so the
  * SDK only smooths over brief hiccups instead of holding the action for minutes.
  */
 const SDK_MAX_ATTEMPTS = 3;

@@ -78,7 +78,7 @@ interface AwsErrorFields {
 }
 
 /**
- * Classifies an AWS SDK (or network) error as SEMANTICS section 8 needs it.
+ * Classifies an AWS SDK (or network) error as docs/behaviour.md §8 needs it.
  *
  * `context` names what was attempted (e.g. `SNS Publish arn:aws:sns:...`) and starts the
  * message, which ends up in the message's trace and dead-letter record.

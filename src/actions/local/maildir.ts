@@ -55,7 +55,7 @@ export async function deliverToMailbox(root: string, request: MailboxRequest, cl
   try {
     const org = organizationId(request.organizationArn);
     const orgRoot = resolveInside(root, [org], "organization ID", request.organizationArn);
-    // Addresses compare ignoring case (SEMANTICS section 2): one mailbox per address.
+    // Addresses compare ignoring case (docs/behaviour.md §2): one mailbox per address.
     const recipients = [...new Set(request.recipients.map((recipient) => recipient.toLowerCase()))];
     const mailboxes = recipients.map((recipient) => ({
       recipient,

@@ -15,7 +15,7 @@ interface SmtpErrorFields {
 }
 
 /**
- * Classifies a failed SMTP or LMTP exchange for SEMANTICS section 8. A 5xx reply is permanent
+ * Classifies a failed SMTP or LMTP exchange for docs/behaviour.md §8. A 5xx reply is permanent
  * and a 4xx reply transient (RFC 5321 section 4.2.1). Without a reply, refused or reset
  * connections, timeouts, DNS and TLS failures are transient: they may pass before the retry
  * window ends. The server's reply text is kept in the message.

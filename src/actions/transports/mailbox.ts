@@ -23,7 +23,7 @@ export interface MailboxHost {
  * Every recipient must be accepted. When some are refused (at RCPT, or after DATA under LMTP)
  * the others may already have the message; the failure is still reported, transient when any
  * refusal was 4xx, so that a retry reaches the deferred ones, at the price of a duplicate for
- * the others (SEMANTICS section 8 is at least once).
+ * the others (docs/behaviour.md §8 is at least once).
  */
 export function smtpMailboxDelivery(
   hosts: Record<string /* organizationArn */, MailboxHost>,
