@@ -95,8 +95,8 @@ export interface ServeConfig {
      */
     processes: number;
   };
-  /** SPF, DKIM and DMARC on receipt (needs DNS). */
-  authentication: { enabled: boolean; dnsTimeoutMs: number };
+  /** SPF, DKIM and DMARC on receipt (needs DNS), in `workers` worker threads. */
+  authentication: { enabled: boolean; dnsTimeoutMs: number; workers: number };
   spool: { dir: string; retentionHours: number };
   processing: {
     concurrency: number;
@@ -287,7 +287,7 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
   }
   const banner = reader.string(smtpRaw.banner, "config.smtp.banner");
 
-  const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs"]);
+  const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs", "workers"]);
   const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
   const processingRaw = reader.object(raw.processing, "config.processing", [
     "concurrency",
@@ -336,6 +336,7 @@ function readServe(reader: Reader, raw: Json, baseDir: string, dataDir: string):
     authentication: {
       enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? DEFAULTS.authentication.enabled,
       dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
+      workers: reader.integer(authRaw.workers, "config.authentication.workers", 1, 64) ?? DEFAULTS.authentication.workers,
     },
     spool: {
       dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, "spool"),
