@@ -1,0 +1,56 @@
+// Authentication's worker threads: a worker that dies mid-message, here of the heap limit that
+// bounds it, costs that message its verdicts and nothing else.
+import { afterEach, describe, expect, it } from "vitest";
+import { authenticateMessage } from "../../src/mail/auth.js";
+import type { AuthInput, DnsResolver } from "../../src/mail/auth.js";
+import { AuthPool } from "../../src/mail/auth-pool.js";
+
+const SPF_PASS: DnsResolver = async (name, rrtype) => {
+  if (rrtype === "TXT" && name === "example.org") return [["v=spf1 ip4:192.0.2.10 -all"]];
+  throw Object.assign(new Error(`ENOTFOUND ${name}`), { code: "ENOTFOUND" });
+};
+
+function input(message: AuthInput["message"]): AuthInput {
+  return { message, ip: "192.0.2.10", helo: "mail.example.org", mailFrom: "sender@example.org", hostname: "mx.receiptd.test" };
+}
+
+/** 8 MB of short fields, which mailauth parses into far more than 32 MB of heap, then a body that is still arriving. */
+async function* heapExhausting(): AsyncGenerator<Buffer> {
+  const fields = Buffer.from("X-A: a\r\n".repeat(8192));
+  for (let i = 0; i < 128; i++) yield fields;
+  yield Buffer.from("From: sender@example.org\r\n\r\n");
+  for (let i = 0; i < 50; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    yield Buffer.from("body line\r\n".repeat(1000));
+  }
+}
+
+const ordinary = () => Buffer.from("From: sender@example.org\r\nSubject: hi\r\n\r\nhello\r\n");
+
+const pools: AuthPool[] = [];
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((pool) => pool.close()));
+});
+
+function pool(heapMb: number): AuthPool {
+  const created = new AuthPool({ size: 1, heapMb });
+  pools.push(created);
+  return created;
+}
+
+describe("AuthPool", { timeout: 60_000 }, () => {
+  it("gives PROCESSING_FAILED and no headers when the worker dies mid-message, and authenticates the next message on a new one", async () => {
+    const small = pool(32);
+    const crashed = await authenticateMessage(input(heapExhausting()), { resolver: SPF_PASS, pool: small });
+    expect(crashed).toEqual({ verdicts: { spf: "PROCESSING_FAILED", dkim: "PROCESSING_FAILED", dmarc: "PROCESSING_FAILED" }, headers: [] });
+
+    const next = await authenticateMessage(input(ordinary()), { resolver: SPF_PASS, pool: small });
+    expect(next.verdicts).toEqual({ spf: "PASS", dkim: "GRAY", dmarc: "GRAY" });
+    expect(next.headers.map((h) => h.name)).toEqual(["Received-SPF", "Authentication-Results"]);
+  });
+
+  it("authenticates the same message when the worker's heap allows it: the failure above is the worker's death", async () => {
+    const large = await authenticateMessage(input(heapExhausting()), { resolver: SPF_PASS, pool: pool(1024) });
+    expect(large.verdicts.spf).toBe("PASS");
+  });
+});
