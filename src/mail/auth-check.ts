@@ -82,7 +82,18 @@ function dmarcVerdict(dmarc: DMARCResult | false): Pick<Verdicts, "dmarc" | "dma
 function withSpfKeys(header: Header, input: AuthEnvelope): Header {
   if (header.name.toLowerCase() !== "received-spf" || /\benvelope-from=/.test(header.value)) return header;
   const pairs = [...(input.mailFrom ? [`envelope-from=${spfKeyValue(input.mailFrom)};`] : []), `helo=${spfKeyValue(input.helo)};`];
-  return { name: header.name, value: `${header.value} ${pairs.join(" ")}` };
+  return { name: header.name, value: `${sesComment(header.value, input.hostname)} ${pairs.join(" ")}` };
+}
+
+/**
+ * mailauth opens its comment with the host name it was given (`pass (<hostname>: domain of ...`);
+ * SES opens it with `spfCheck:` (docs/behaviour.md §5). Rewritten here rather than by giving
+ * mailauth "spfCheck" as its host name, which SPF's %{r} macro would then expand to.
+ */
+function sesComment(value: string, hostname: string): string {
+  const ours = ` (${hostname}: `;
+  const at = value.indexOf(" (");
+  return at >= 0 && value.startsWith(ours, at) ? `${value.slice(0, at)} (spfCheck: ${value.slice(at + ours.length)}` : value;
 }
 
 function spfKeyValue(value: string): string {
