@@ -1,7 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { DEFAULTS } from "../config/defaults.js";
 import type { AuthEnvelope } from "./auth-check.js";
-import { AUTH_FAILED } from "./auth-protocol.js";
+import { AUTH_FAILED, SLOT_BYTES, SLOTS } from "./auth-protocol.js";
 import type { FromWorker, ToWorker } from "./auth-protocol.js";
 import type { AuthResult, DnsResolver } from "./auth.js";
 
@@ -17,8 +17,7 @@ import type { AuthResult, DnsResolver } from "./auth.js";
  * tests), the worker is the build's copy, which test/global-setup.ts makes before every run.
  */
 const WORKER_ENTRY = new URL(import.meta.url.endsWith(".ts") ? "../../dist/mail/auth-worker.js" : "./auth-worker.js", import.meta.url);
-/** Bytes per message sent to the worker at a time, and how many may wait there unread. */
-const CHUNK_BYTES = 64 * 1024;
+/** Bytes of a message that may wait in the worker unread. */
 const WINDOW_BYTES = 1024 * 1024;
 /**
  * How long a worker may go without taking bytes or answering, past the message's DNS budget,
@@ -50,6 +49,9 @@ interface Running {
   slot: number;
   worker: Worker;
   jobs: Map<number, Job>;
+  /** The buffer the messages' bytes cross in (src/mail/auth-protocol.ts), and its free slots. */
+  shared: Uint8Array;
+  free: number[];
 }
 
 export class AuthPool {
@@ -73,16 +75,18 @@ export class AuthPool {
     const job: Job = { id: ++this.lastJob, running, resolver, unread: 0, result: undefined, progress: undefined };
     running.jobs.set(job.id, job);
     running.worker.ref();
-    const send = (message: ToWorker, transfer: ArrayBuffer[] = []) => running.worker.postMessage(message, transfer);
+    const send = (message: ToWorker) => running.worker.postMessage(message);
     send({ type: "start", job: job.id, envelope });
     const stallMs = timeoutMs + CPU_ALLOWANCE_MS;
     try {
       for await (const chunk of Buffer.isBuffer(message) ? [message] : message) {
-        for (let offset = 0; offset < chunk.length && !job.result; offset += CHUNK_BYTES) {
-          // A copy of its own to transfer: the chunk itself is also on its way to the spool.
-          const bytes = new Uint8Array(chunk.subarray(offset, offset + CHUNK_BYTES));
-          send({ type: "chunk", job: job.id, bytes }, [bytes.buffer]);
-          job.unread += bytes.length;
+        for (let offset = 0; offset < chunk.length && !job.result; offset += SLOT_BYTES) {
+          let slot: number | undefined;
+          while ((slot = running.free.pop()) === undefined && !job.result) await this.waitFor(job, stallMs);
+          if (slot === undefined) break;
+          const length = chunk.copy(running.shared, slot * SLOT_BYTES, offset, offset + SLOT_BYTES);
+          send({ type: "chunk", job: job.id, slot, length });
+          job.unread += length;
         }
         while (job.unread > WINDOW_BYTES && !job.result) await this.waitFor(job, stallMs);
       }
@@ -113,8 +117,10 @@ export class AuthPool {
   }
 
   private spawn(slot: number): Running {
-    const worker = new Worker(WORKER_ENTRY, { resourceLimits: { maxOldGenerationSizeMb: this.heapMb } });
-    const running: Running = { slot, worker, jobs: new Map() };
+    const shared = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
+    const worker = new Worker(WORKER_ENTRY, { workerData: shared, resourceLimits: { maxOldGenerationSizeMb: this.heapMb } });
+    const free = Array.from({ length: SLOTS }, (_, index) => index);
+    const running: Running = { slot, worker, jobs: new Map(), shared: new Uint8Array(shared), free };
     this.slots[slot] = running;
     worker.unref();
     worker.on("message", (message: FromWorker) => this.onMessage(running, message));
@@ -133,6 +139,11 @@ export class AuthPool {
   }
 
   private onMessage(running: Running, message: FromWorker): void {
+    if (message.type === "free") {
+      running.free.push(message.slot);
+      for (const waiting of running.jobs.values()) waiting.progress?.();
+      return;
+    }
     const job = running.jobs.get(message.job);
     if (!job) return;
     switch (message.type) {
@@ -178,7 +189,7 @@ export class AuthPool {
     job.progress?.();
   }
 
-  /** Until the worker takes bytes or answers; a worker silent for `ms` hangs, and is ended. */
+  /** Until the worker frees a slot, takes bytes or answers; a worker silent for `ms` hangs, and is ended. */
   private waitFor(job: Job, ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {

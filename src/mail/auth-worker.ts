@@ -1,6 +1,7 @@
 import { Readable } from "node:stream";
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import { checkMessage } from "./auth-check.js";
+import { SLOT_BYTES } from "./auth-protocol.js";
 import type { FromWorker, ToWorker } from "./auth-protocol.js";
 
 /*
@@ -11,6 +12,7 @@ import type { FromWorker, ToWorker } from "./auth-protocol.js";
 
 if (!parentPort) throw new Error("src/mail/auth-worker.ts runs as a worker thread");
 const port = parentPort;
+const shared = workerData as SharedArrayBuffer;
 const send = (message: FromWorker): void => port.postMessage(message);
 
 /** One message's bytes as they arrive, read by mailauth at its own pace. */
@@ -82,9 +84,13 @@ port.on("message", (message: ToWorker) => {
       });
       break;
     }
-    case "chunk":
-      inboxes.get(message.job)?.push(Buffer.from(message.bytes.buffer, message.bytes.byteOffset, message.bytes.byteLength));
+    case "chunk": {
+      // A copy: the slot is the sender's again at once.
+      const bytes = Buffer.from(new Uint8Array(shared, message.slot * SLOT_BYTES, message.length));
+      send({ type: "free", slot: message.slot });
+      inboxes.get(message.job)?.push(bytes);
       break;
+    }
     case "end":
       inboxes.get(message.job)?.end();
       break;

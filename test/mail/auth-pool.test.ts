@@ -49,6 +49,27 @@ describe("AuthPool", { timeout: 60_000 }, () => {
     expect(next.headers.map((h) => h.name)).toEqual(["Received-SPF", "Authentication-Results"]);
   });
 
+  it("streams a 120 MB message to the worker with the process growing by far less than the message", async () => {
+    const line = Buffer.from(`${"0123456789".repeat(10)}\r\n`.repeat(1000));
+    let peak = 0;
+    async function* large(mb: number): AsyncGenerator<Buffer> {
+      yield Buffer.from("From: sender@example.org\r\nSubject: large\r\n\r\n");
+      for (let i = 0; i < mb * 10; i++) {
+        // Fresh bytes each time, as a socket gives them.
+        yield Buffer.from(line);
+        if (i % 40 === 0) peak = Math.max(peak, process.memoryUsage().rss);
+      }
+    }
+    const shared = pool(512);
+    // The first message grows the heaps and arenas to their working size.
+    await authenticateMessage(input(large(8)), { resolver: SPF_PASS, pool: shared });
+    const before = process.memoryUsage().rss;
+    peak = 0;
+    const result = await authenticateMessage(input(large(120)), { resolver: SPF_PASS, pool: shared });
+    expect(result.verdicts.spf).toBe("PASS");
+    expect(peak - before).toBeLessThan(60 * 1024 * 1024);
+  });
+
   it("authenticates the same message when the worker's heap allows it: the failure above is the worker's death", async () => {
     const large = await authenticateMessage(input(heapExhausting()), { resolver: SPF_PASS, pool: pool(1024) });
     expect(large.verdicts.spf).toBe("PASS");
