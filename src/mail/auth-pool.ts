@@ -32,6 +32,8 @@ export interface AuthPoolOptions {
   size?: number;
   /** Heap limit of each worker, in MB. */
   heapMb?: number;
+  /** How long past the DNS budget a worker may go silent before it counts as hung. */
+  cpuAllowanceMs?: number;
 }
 
 interface Job {
@@ -57,11 +59,13 @@ interface Running {
 export class AuthPool {
   private readonly slots: (Running | undefined)[];
   private readonly heapMb: number;
+  private readonly cpuAllowanceMs: number;
   private lastJob = 0;
 
   constructor(options: AuthPoolOptions = {}) {
     this.slots = new Array<Running | undefined>(options.size ?? DEFAULTS.authentication.workers).fill(undefined);
     this.heapMb = options.heapMb ?? HEAP_MB;
+    this.cpuAllowanceMs = options.cpuAllowanceMs ?? CPU_ALLOWANCE_MS;
   }
 
   /**
@@ -77,7 +81,7 @@ export class AuthPool {
     running.worker.ref();
     const send = (message: ToWorker) => running.worker.postMessage(message);
     send({ type: "start", job: job.id, envelope });
-    const stallMs = timeoutMs + CPU_ALLOWANCE_MS;
+    const stallMs = timeoutMs + this.cpuAllowanceMs;
     try {
       for await (const chunk of Buffer.isBuffer(message) ? [message] : message) {
         for (let offset = 0; offset < chunk.length && !job.result; offset += SLOT_BYTES) {

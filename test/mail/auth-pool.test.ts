@@ -1,5 +1,5 @@
-// Authentication's worker threads: a worker that dies mid-message, here of the heap limit that
-// bounds it, costs that message its verdicts and nothing else.
+// Authentication's worker threads: a worker that dies mid-message (here of the heap limit that
+// bounds it) or hangs costs its messages their verdicts and nothing else.
 import { afterEach, describe, expect, it } from "vitest";
 import { authenticateMessage } from "../../src/mail/auth.js";
 import type { AuthInput, DnsResolver } from "../../src/mail/auth.js";
@@ -32,8 +32,8 @@ afterEach(async () => {
   await Promise.all(pools.splice(0).map((pool) => pool.close()));
 });
 
-function pool(heapMb: number): AuthPool {
-  const created = new AuthPool({ size: 1, heapMb });
+function pool(heapMb: number, cpuAllowanceMs?: number): AuthPool {
+  const created = new AuthPool({ size: 1, heapMb, ...(cpuAllowanceMs ? { cpuAllowanceMs } : {}) });
   pools.push(created);
   return created;
 }
@@ -47,6 +47,17 @@ describe("AuthPool", { timeout: 60_000 }, () => {
     const next = await authenticateMessage(input(ordinary()), { resolver: SPF_PASS, pool: small });
     expect(next.verdicts).toEqual({ spf: "PASS", dkim: "GRAY", dmarc: "GRAY" });
     expect(next.headers.map((h) => h.name)).toEqual(["Received-SPF", "Authentication-Results"]);
+  });
+
+  it("gives PROCESSING_FAILED when the worker stays silent past the DNS budget and its allowance, and replaces it", async () => {
+    // The same message keeps mailauth busy for seconds with heap enough; the allowance here is 200 ms.
+    const impatient = pool(1024, 200);
+    const hung = await authenticateMessage(input(heapExhausting()), { resolver: SPF_PASS, pool: impatient, timeoutMs: 100 });
+    expect(hung).toEqual({ verdicts: { spf: "PROCESSING_FAILED", dkim: "PROCESSING_FAILED", dmarc: "PROCESSING_FAILED" }, headers: [] });
+
+    // A budget that leaves the new worker time to load mailauth.
+    const next = await authenticateMessage(input(ordinary()), { resolver: SPF_PASS, pool: impatient, timeoutMs: 3_000 });
+    expect(next.verdicts.spf).toBe("PASS");
   });
 
   it("streams a 120 MB message to the worker with the process growing by far less than the message", async () => {
