@@ -48,7 +48,8 @@ interface Job {
 }
 
 interface Running {
-  slot: number;
+  /** Its place in the pool. */
+  place: number;
   worker: Worker;
   jobs: Map<number, Job>;
   /** The buffer the messages' bytes cross in (src/mail/auth-protocol.ts), and its free slots. */
@@ -57,13 +58,15 @@ interface Running {
 }
 
 export class AuthPool {
-  private readonly slots: (Running | undefined)[];
+  private readonly places: (Running | undefined)[];
   private readonly heapMb: number;
   private readonly cpuAllowanceMs: number;
   private lastJob = 0;
 
   constructor(options: AuthPoolOptions = {}) {
-    this.slots = new Array<Running | undefined>(options.size ?? DEFAULTS.authentication.workers).fill(undefined);
+    const size = options.size ?? DEFAULTS.authentication.workers;
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`AuthPool size: expected a whole number of at least 1, got ${size}`);
+    this.places = new Array<Running | undefined>(size).fill(undefined);
     this.heapMb = options.heapMb ?? HEAP_MB;
     this.cpuAllowanceMs = options.cpuAllowanceMs ?? CPU_ALLOWANCE_MS;
   }
@@ -107,25 +110,25 @@ export class AuthPool {
 
   /** Stops the workers; messages being authenticated get AUTH_FAILED. */
   async close(): Promise<void> {
-    await Promise.all(this.slots.map((running) => running?.worker.terminate()));
+    await Promise.all(this.places.map((running) => running?.worker.terminate()));
   }
 
   private leastBusy(): Running {
     let best = 0;
-    for (let i = 0; i < this.slots.length; i++) {
-      const running = this.slots[i];
+    for (let i = 0; i < this.places.length; i++) {
+      const running = this.places[i];
       if (!running) return this.spawn(i);
-      if (running.jobs.size < this.slots[best]!.jobs.size) best = i;
+      if (running.jobs.size < this.places[best]!.jobs.size) best = i;
     }
-    return this.slots[best]!;
+    return this.places[best]!;
   }
 
-  private spawn(slot: number): Running {
+  private spawn(place: number): Running {
     const shared = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
     const worker = new Worker(WORKER_ENTRY, { workerData: shared, resourceLimits: { maxOldGenerationSizeMb: this.heapMb } });
     const free = Array.from({ length: SLOTS }, (_, index) => index);
-    const running: Running = { slot, worker, jobs: new Map(), shared: new Uint8Array(shared), free };
-    this.slots[slot] = running;
+    const running: Running = { place, worker, jobs: new Map(), shared: new Uint8Array(shared), free };
+    this.places[place] = running;
     worker.unref();
     worker.on("message", (message: FromWorker) => this.onMessage(running, message));
     // Out of memory, or a fault: the exit that follows fails its messages.
@@ -139,7 +142,7 @@ export class AuthPool {
 
   /** No new message goes to this worker. */
   private retire(running: Running): void {
-    if (this.slots[running.slot] === running) this.slots[running.slot] = undefined;
+    if (this.places[running.place] === running) this.places[running.place] = undefined;
   }
 
   private onMessage(running: Running, message: FromWorker): void {
@@ -173,7 +176,7 @@ export class AuthPool {
     try {
       reply = { type: "dns", query, answer: await job.resolver(name, rrtype) };
     } catch (error) {
-      const { message, code } = error as { message?: unknown; code?: unknown };
+      const { message, code } = Object(error) as { message?: unknown; code?: unknown };
       reply = { type: "dns", query, error: { message: String(message), ...(typeof code === "string" ? { code } : {}) } };
     }
     if (job.result) return;
