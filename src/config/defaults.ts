@@ -1,3 +1,5 @@
+import { availableParallelism } from "node:os";
+
 /**
  * Every default of receiptd, written once: the configuration fills in what a file leaves out
  * from here, and a module used without the configuration (the library, tests) falls back to
@@ -37,6 +39,11 @@ export const DEFAULTS = Object.freeze({
     enabled: true,
     /** Total DNS time of one message's SPF, DKIM and DMARC checks. */
     dnsTimeoutMs: 3000,
+    /**
+     * Authentication worker threads (src/mail/auth-pool.ts). Each runs many messages at once, so
+     * one per core is plenty, and four bound the memory of idle threads.
+     */
+    workers: Math.min(4, availableParallelism()),
   }),
   spool: Object.freeze({ retentionHours: 24 }),
   processing: Object.freeze({

@@ -103,7 +103,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
   }
   const banner = reader.string(smtpRaw.banner, "config.smtp.banner");
 
-  const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs"]);
+  const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs", "workers"]);
   const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
   const processingRaw = reader.object(raw.processing, "config.processing", [
     "concurrency",
@@ -152,6 +152,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
     authentication: {
       enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? DEFAULTS.authentication.enabled,
       dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
+      workers: reader.integer(authRaw.workers, "config.authentication.workers", 1, 64) ?? DEFAULTS.authentication.workers,
     },
     spool: {
       dir: path(reader.string(spoolRaw.dir, "config.spool.dir")) ?? join(dataDir, DEFAULTS.spoolDirInDataDir),

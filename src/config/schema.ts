@@ -83,8 +83,8 @@ export interface ServeConfig {
      */
     processes: number;
   };
-  /** SPF, DKIM and DMARC on receipt (needs DNS). */
-  authentication: { enabled: boolean; dnsTimeoutMs: number };
+  /** SPF, DKIM and DMARC on receipt (needs DNS), in `workers` worker threads. */
+  authentication: { enabled: boolean; dnsTimeoutMs: number; workers: number };
   spool: { dir: string; retentionHours: number };
   processing: {
     concurrency: number;

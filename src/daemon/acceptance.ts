@@ -4,6 +4,7 @@ import { PassThrough } from "node:stream";
 import type { ReceiptdConfig } from "../config/config.js";
 import { AUTH_DISABLED, authenticateMessage } from "../mail/auth.js";
 import type { AuthResult } from "../mail/auth.js";
+import { AuthPool } from "../mail/auth-pool.js";
 import type { LivePolicy, PolicyVersion } from "../ops/reload.js";
 import { storedMessage } from "../mail/stored.js";
 import type { Identities } from "../rules/model.js";
@@ -111,11 +112,13 @@ export async function startAcceptance(config: ReceiptdConfig, options: Acceptanc
     return hash;
   };
 
-  const authenticate = serve.authentication.enabled
+  // Off this thread: mailauth's parsing of a hostile header block would stall every client.
+  const pool = serve.authentication.enabled ? new AuthPool({ size: serve.authentication.workers }) : null;
+  const authenticate = pool
     ? (session: AcceptedSession) => (stream: AsyncIterable<Buffer>) =>
         authenticateMessage(
           { message: stream, ip: session.client.ip, helo: session.client.helo, mailFrom: session.mailFrom, hostname: config.hostname },
-          { timeoutMs: serve.authentication.dnsTimeoutMs },
+          { timeoutMs: serve.authentication.dnsTimeoutMs, pool },
         )
     : null;
 

@@ -174,6 +174,12 @@ describe("configuration", () => {
     expect(config.local.snsSignatureVersion).toBe(DEFAULTS.snsSignatureVersion);
   });
 
+  it("takes authentication.workers from 1 to 64, naming the field otherwise", () => {
+    expect(parse({ authentication: { workers: 2 } }).serve.authentication.workers).toBe(2);
+    expect(DEFAULTS.authentication.workers).toBeGreaterThanOrEqual(1);
+    expect(() => parse({ authentication: { workers: 0 } })).toThrow(/config\.authentication\.workers/);
+  });
+
   it("the DNS authentication budget defaults to the configuration's 3 s in the library too", async () => {
     expect(parse({}).serve.authentication.dnsTimeoutMs).toBe(3000);
     const message = Buffer.from("From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n");
