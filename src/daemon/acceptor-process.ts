@@ -2,8 +2,8 @@
 import { loggerFromEnvironment } from "../ops/log.js";
 import { mirrorPolicy } from "../ops/reload.js";
 import { SpoolWriter } from "../spool/spool-writer.js";
-import { startAcceptance } from "./acceptance.js";
-import type { Acceptance } from "./acceptance.js";
+import { startIntake } from "./intake.js";
+import type { Intake } from "./intake.js";
 import type { AcceptorReport, FromAcceptor, ToAcceptor } from "./acceptors.js";
 import { pooledRandomBytes } from "./random.js";
 
@@ -31,7 +31,7 @@ process.on("SIGINT", () => void stop(graceMs));
 
 let graceMs = 0;
 let mirror: ReturnType<typeof mirrorPolicy> | null = null;
-let acceptance: Acceptance | null = null;
+let intake: Intake | null = null;
 let spool: SpoolWriter | null = null;
 let stopping: Promise<void> | null = null;
 let reports: AcceptorReport[] = [];
@@ -41,7 +41,7 @@ function flush(callback?: () => void): void {
   flushScheduled = false;
   const batch = reports;
   reports = [];
-  send({ type: "reports", reports: batch, accepting: acceptance?.accepting() ?? 0 }, callback);
+  send({ type: "reports", reports: batch, accepting: intake?.accepting() ?? 0 }, callback);
 }
 
 function report(item: AcceptorReport): void {
@@ -55,7 +55,7 @@ function report(item: AcceptorReport): void {
 function stop(grace: number): Promise<void> {
   stopping ??= (async () => {
     try {
-      await acceptance?.listener.close(grace);
+      await intake?.listener.close(grace);
       await spool?.close();
     } catch (error) {
       logger.error("smtp.acceptor_stop_failed", { error });
@@ -90,7 +90,7 @@ async function start(message: Extract<ToAcceptor, { type: "start" }>): Promise<v
   try {
     mirror = mirrorPolicy(config.serve.identities, message.policy);
     spool = SpoolWriter.forAcceptor({ dir: config.serve.spool.dir });
-    acceptance = await startAcceptance(config, {
+    intake = await startIntake(config, {
       policy: mirror,
       spool,
       clock: () => new Date(),
@@ -103,7 +103,7 @@ async function start(message: Extract<ToAcceptor, { type: "start" }>): Promise<v
     return;
   }
   if (stopping) return;
-  send({ type: "listening", addresses: acceptance.listener.addresses() });
+  send({ type: "listening", addresses: intake.listener.addresses() });
 }
 
 send({ type: "ready" });

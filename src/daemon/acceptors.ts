@@ -5,7 +5,7 @@ import type { ReceiptdConfig } from "../config/config.js";
 import type { Logger } from "../ops/log.js";
 import type { PolicyTexts } from "../ops/reload.js";
 import type { BoundAddress, SmtpEvent } from "../smtp/index.js";
-import { receiving } from "./acceptance.js";
+import { receiving } from "./intake.js";
 
 /*
  * With `smtp.processes` above 1, SMTP is served by that many acceptor processes (Node's cluster

@@ -14,7 +14,7 @@ import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/ind
 import { Processor } from "../spool/processor.js";
 import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
-import { startAcceptance } from "./acceptance.js";
+import { startIntake } from "./intake.js";
 import { AcceptorPool } from "./acceptors.js";
 import { preflight } from "./preflight.js";
 import { pooledRandomBytes } from "./random.js";
@@ -237,7 +237,7 @@ async function acceptInProcess(
   context: SmtpSideContext & { clock: () => Date; random: (bytes: number) => Uint8Array },
 ): Promise<SmtpSide> {
   const { processor, logger, metrics } = context;
-  const acceptance = await startAcceptance(config, {
+  const intake = await startIntake(config, {
     policy: context.policy,
     spool: context.spool.writer,
     clock: context.clock,
@@ -251,9 +251,9 @@ async function acceptInProcess(
     },
   });
   return {
-    addresses: () => acceptance.listener.addresses(),
-    busy: acceptance.busy,
-    close: (graceMs) => acceptance.listener.close(graceMs),
+    addresses: () => intake.listener.addresses(),
+    busy: intake.busy,
+    close: (graceMs) => intake.listener.close(graceMs),
   };
 }
 

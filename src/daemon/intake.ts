@@ -14,15 +14,15 @@ import { SmtpListener } from "../smtp/index.js";
 import type { AcceptedSession, SmtpEvent } from "../smtp/index.js";
 import type { SpoolWriter } from "../spool/spool-writer.js";
 
-/** How long after a message the SMTP side still counts as busy (see `Acceptance.busy`). */
+/** How long after a message the SMTP side still counts as busy (see `Intake.busy`). */
 const BUSY_LINGER_MS = 20;
 
-/** `Acceptance.busy` from its parts, for the daemon's view of an acceptor process too. */
+/** `Intake.busy` from its parts, for the daemon's view of an acceptor process too. */
 export function receiving(accepting: number, lastActive: number, now = performance.now()): boolean {
   return accepting > 0 || now - lastActive < BUSY_LINGER_MS;
 }
 
-export interface AcceptanceOptions {
+export interface IntakeOptions {
   policy: LivePolicy;
   /** Where accepted messages go. */
   spool: SpoolWriter;
@@ -33,7 +33,7 @@ export interface AcceptanceOptions {
   onAccepted: (seconds: number) => void;
 }
 
-export interface Acceptance {
+export interface Intake {
   listener: SmtpListener;
   /**
    * True while a message is being accepted and shortly after, so that the gaps between one
@@ -93,7 +93,7 @@ function identityLists(identities: Identities): { addresses: string[]; domains: 
  * state it will be processed under. It runs in the daemon's own process, or in each acceptor
  * process when `smtp.processes` is more than 1; processing is not its business.
  */
-export async function startAcceptance(config: ReceiptdConfig, options: AcceptanceOptions): Promise<Acceptance> {
+export async function startIntake(config: ReceiptdConfig, options: IntakeOptions): Promise<Intake> {
   const { policy, spool, onAccepted } = options;
   const { serve } = config;
 
