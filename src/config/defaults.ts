@@ -53,9 +53,9 @@ export const DEFAULTS = Object.freeze({
     retryWindowMinutes: 240,
     backoffInitialMs: 1000,
     backoffMaxMs: 300_000,
-    /** How long a ready message may wait while mail is being received, before it runs anyway. */
-    maxDeferMs: 30_000,
   }),
+  /** How long a ready message may wait while mail is being received, before it runs anyway (not a setting). */
+  processingMaxDeferMs: 30_000,
   admin: Object.freeze({ host: "127.0.0.1", port: 9025 }),
   /** The local SNS signs HTTP envelopes as SNS does by default: SignatureVersion 1, RSA-SHA1. */
   snsSignatureVersion: "1",

@@ -53,7 +53,7 @@ export interface ProcessorOptions {
    * threads with acceptance, and an MX answers its clients first while the backlog waits safely
    * on disk. `isBusy` is asked whenever a message could start; while it says busy and work is
    * waiting, it is asked again every `recheckMs` (default 20). No message waits longer than
-   * `maxDeferMs` (DEFAULTS.processing.maxDeferMs) for it: under sustained traffic processing keeps pace.
+   * `maxDeferMs` (DEFAULTS.processingMaxDeferMs) for it: under sustained traffic processing keeps pace.
    */
   whileBusy?: { concurrency: number; isBusy: () => boolean; recheckMs?: number; maxDeferMs?: number };
   /** How long after receipt transient failures are retried (docs/behaviour.md §8). Default 4 hours. */
@@ -263,7 +263,7 @@ export class Processor {
   private pump(): void {
     const oldest = this.ready[0];
     const overdue =
-      oldest !== undefined && this.now() - (this.readySince.get(oldest) ?? this.now()) > (this.whileBusy?.maxDeferMs ?? DEFAULTS.processing.maxDeferMs);
+      oldest !== undefined && this.now() - (this.readySince.get(oldest) ?? this.now()) > (this.whileBusy?.maxDeferMs ?? DEFAULTS.processingMaxDeferMs);
     const busy = this.whileBusy !== undefined && !overdue && this.whileBusy.isBusy();
     const limit = busy ? Math.min(this.whileBusy!.concurrency, this.concurrency) : this.concurrency;
     while (!this.draining && !this.journalDown && this.running.size < limit) {
