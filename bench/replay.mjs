@@ -6,7 +6,7 @@ import { mkdir, readFile, readdir, writeFile, stat } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
-import { parseRuleSet } from "../dist/rules/load.js";
+import { parseRuleSet } from "../dist/rules/parse.js";
 import { identitiesOfRules } from "../dist/rules/recipients.js";
 import { parseMessageHead, readMessageHead } from "../dist/mail/headers.js";
 import { replayFiles, replayHead } from "../dist/replay/replay.js";

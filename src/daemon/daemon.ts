@@ -50,6 +50,7 @@ const REFUSAL_LABELS: Record<ListenerRefusalReason, SmtpRefusalReason> = {
   "proxy-header-not-allowed": "proxy_header_not_allowed",
   "tls-handshake-failed": "tls_handshake_failed",
   "smtputf8-required": "smtputf8_required",
+  "invalid-utf8": "invalid_utf8",
   "relaying-denied": "relaying_denied",
   "mailbox-unavailable": "mailbox_unavailable",
   "tls-required": "tls_required",

@@ -184,6 +184,35 @@ export async function readMessageHead(path: string, opts?: MessageHeadOptions): 
 }
 
 /**
+ * A message file's head and, when the file is at most `wholeUpTo` bytes, all of its bytes, in
+ * one open (replay makes the stored message of a small file in memory); a larger file gives its
+ * head only, read as readMessageHead reads it.
+ */
+export async function readMessageFile(
+  path: string,
+  wholeUpTo: number,
+  opts?: MessageHeadOptions,
+): Promise<{ head: MessageHead; bytes?: Buffer }> {
+  const fd = await openFile(path, "r");
+  try {
+    const { size } = await fstat(fd);
+    if (size === 0 || size > wholeUpTo) return { head: await readMessageHeadAt(fd, size, opts) };
+    const bytes = Buffer.allocUnsafe(size);
+    let filled = 0;
+    while (filled < size) {
+      const bytesRead = await readInto(fd, bytes, filled, size - filled, filled);
+      // The file shrank since fstat: what was read is the whole message.
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    const whole = bytes.subarray(0, filled);
+    return { head: parseMessageHead(whole, opts), bytes: whole };
+  } finally {
+    await closeFile(fd);
+  }
+}
+
+/**
  * The same for a message stored in the first `size` bytes of an open file (the spool keeps
  * other records after it): nothing at or beyond `size` is read.
  */

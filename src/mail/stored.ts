@@ -63,7 +63,9 @@ export function storedMessage(
   const headers = Promise.resolve(receipt.auth).then((auth) => [...trace, ...scan, ...auth.headers]);
   if (Buffer.isBuffer(raw)) {
     const filter = new StoredBody();
-    return { headers, body: Buffer.concat([...filter.push(raw), ...filter.end()]) };
+    const parts = [...filter.push(raw), ...filter.end()];
+    // Most messages need no change; copying each one whole made replay's 1 MB files GC-bound.
+    return { headers, body: filter.changed ? Buffer.concat(parts) : raw };
   }
   return { headers, body: storedBodyStream(raw) };
 }
@@ -100,6 +102,8 @@ class StoredBody {
   private line: Line = "undecided";
   /** Whether the current field is a Return-Path, for its continuation lines. */
   private dropField = false;
+  /** Whether anything was added or dropped: otherwise the output is the input, byte for byte. */
+  changed = false;
 
   push(chunk: Buffer): Buffer[] {
     if (chunk.length === 0) return [];
@@ -110,6 +114,7 @@ class StoredBody {
 
   end(): Buffer[] {
     if (this.last === -1 || this.last === LF) return [];
+    this.changed = true;
     return this.push(this.last === CR ? Buffer.from("\n") : CRLF);
   }
 
@@ -124,6 +129,7 @@ class StoredBody {
     }
     this.afterCr = chunk[chunk.length - 1] === CR;
     if (from === 0) return chunk;
+    this.changed = true;
     parts.push(chunk.subarray(from));
     return Buffer.concat(parts);
   }
@@ -141,6 +147,7 @@ class StoredBody {
         this.pendingBytes += piece.length;
         this.line = this.kind(Buffer.concat(this.pending), lf !== -1);
         if (this.line === "keep") out.push(...this.pending);
+        if (this.line === "drop") this.changed = true;
         if (this.line !== "undecided") {
           this.pending = [];
           this.pendingBytes = 0;

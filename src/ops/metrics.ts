@@ -301,9 +301,9 @@ export type SmtpStage = "connect" | "command" | "mail" | "rcpt" | "data";
  * - connect: ip_filter (a Block filter), too_many_connections, too_many_connections_from_ip,
  *   too_many_pending (PROXY headers or TLS handshakes waiting), shutting_down,
  *   proxy_header_invalid, proxy_header_not_allowed, tls_handshake_failed;
- * - mail: shutting_down, smtputf8_required, size (declared SIZE);
+ * - mail: shutting_down, smtputf8_required, invalid_utf8, size (declared SIZE);
  * - rcpt: relaying_denied, mailbox_unavailable, tls_required, too_many_recipients,
- *   smtputf8_required, unstorable_local_part;
+ *   smtputf8_required, invalid_utf8, unstorable_local_part;
  * - data: size, smuggling, header_limit, accept_failed, connection_lost;
  * - command, data: deadline.
  */
@@ -317,6 +317,7 @@ export type SmtpRefusalReason =
   | "proxy_header_not_allowed"
   | "tls_handshake_failed"
   | "smtputf8_required"
+  | "invalid_utf8"
   | "relaying_denied"
   | "mailbox_unavailable"
   | "tls_required"

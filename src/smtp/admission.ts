@@ -51,6 +51,14 @@ function needsSmtpUtf8(address: string, mailFrom: SMTPServerAddress | false | un
 }
 
 /**
+ * With SMTPUTF8 an address must still be valid UTF-8 (RFC 6531 §3.2); smtp-server has already
+ * turned invalid bytes into U+FFFD, which no real address contains, so that is the sign.
+ */
+function invalidUtf8(address: string): boolean {
+  return address.includes("\uFFFD");
+}
+
+/**
  * A local part the mailbox back end cannot store as a name: a path separator, NUL, or a name of
  * the directory itself or its parent. Refused at RCPT time, since after the 250 the message could
  * only be dead-lettered.
@@ -68,6 +76,7 @@ type RecipientVerdict = { accepted: true } | { accepted: false; reason: RcptRefu
 /** What the listener refuses in a recipient before the rules are asked, or null. */
 function recipientRefusal(address: string, mailFrom: SMTPServerAddress | false | undefined): RecipientVerdict | null {
   if (needsSmtpUtf8(address, mailFrom)) return { accepted: false, reason: "smtputf8-required", reply: LISTENER_REPLIES.nonAsciiAddress };
+  if (invalidUtf8(address)) return { accepted: false, reason: "invalid-utf8", reply: LISTENER_REPLIES.invalidUtf8Address };
   if (unstorableLocalPart(address)) return { accepted: false, reason: "unstorable-local-part", reply: LISTENER_REPLIES.unstorableRecipient };
   return null;
 }
@@ -141,6 +150,7 @@ export class Admission {
     };
     if (closing) return refuse("shutting-down", LISTENER_REPLIES.shuttingDown);
     if (needsSmtpUtf8(address.address, address)) return refuse("smtputf8-required", LISTENER_REPLIES.nonAsciiAddress);
+    if (invalidUtf8(address.address)) return refuse("invalid-utf8", LISTENER_REPLIES.invalidUtf8Address);
     emit({ ...base, accepted: true });
     return null;
   }

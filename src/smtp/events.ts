@@ -17,9 +17,9 @@ export type RefusalReason =
   | "proxy-header-not-allowed"
   | "tls-handshake-failed";
 
-export type MailRefusalReason = "shutting-down" | "smtputf8-required" | "size";
+export type MailRefusalReason = "shutting-down" | "smtputf8-required" | "invalid-utf8" | "size";
 
-export type RcptRefusalReason = RecipientRefusalReason | "smtputf8-required" | "unstorable-local-part";
+export type RcptRefusalReason = RecipientRefusalReason | "smtputf8-required" | "invalid-utf8" | "unstorable-local-part";
 
 export type DataRefusalReason = "size" | "smuggling" | "header-limit" | "accept-failed" | "connection-lost";
 

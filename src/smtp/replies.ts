@@ -9,6 +9,7 @@ export const LISTENER_REPLIES = {
   proxyNotAllowed: "554 5.7.1 PROXY header not accepted from this address",
   unstorableRecipient: "553 5.1.3 Recipient local part not accepted here",
   nonAsciiAddress: "553 5.6.7 Non-ASCII address without SMTPUTF8",
+  invalidUtf8Address: "553 5.6.7 Address is not valid UTF-8",
   // A size limit, like the message's own (docs/behaviour.md §4).
   headerTooLarge: "552 5.3.4 Message header block exceeds local limits",
 } as const;

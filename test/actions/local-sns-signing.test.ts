@@ -3,10 +3,9 @@
 // node:crypto following AWS's documented procedure, and with AWS's own sns-validator.
 import { createVerify, X509Certificate } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import http, { createServer } from "node:http";
+import http from "node:http";
 import type { Server } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +14,7 @@ import { localBackend } from "../../src/actions/local/index.js";
 import type { LocalBackendOptions } from "../../src/actions/local/index.js";
 import { startAdminServer } from "../../src/ops/admin.js";
 import type { AdminServer } from "../../src/ops/admin.js";
+import { awsStringToSign, startSubscriber } from "../helpers/sns-subscriber.js";
 
 interface SnsValidator {
   validate(message: Record<string, string>, callback: (error: Error | null) => void): void;
@@ -39,22 +39,6 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** An HTTP subscriber on 127.0.0.1 keeping the envelopes posted to it. */
-async function subscriber(): Promise<{ url: string; envelopes: Record<string, string>[] }> {
-  const envelopes: Record<string, string>[] = [];
-  const server = createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on("data", (chunk: Buffer) => chunks.push(chunk));
-    request.on("end", () => {
-      envelopes.push(JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, string>);
-      response.writeHead(200).end();
-    });
-  });
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/sns`, envelopes };
-}
-
 /** The first delivery waits for the key to be made (RSA 2048), which takes a while on a busy machine. */
 async function arrived(envelopes: unknown[], count: number): Promise<void> {
   await vi.waitFor(() => expect(envelopes).toHaveLength(count), { timeout: 15_000 });
@@ -77,13 +61,6 @@ async function signedBackend(options: Partial<LocalBackendOptions> & { scheme?: 
 }
 
 /** AWS's procedure: these keys (Subject only if present), each "Key\nvalue\n", in this order. */
-function awsStringToSign(envelope: Record<string, string>): string {
-  return ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
-    .filter((key) => key in envelope)
-    .map((key) => `${key}\n${envelope[key]}\n`)
-    .join("");
-}
-
 async function verifiesWithNodeCrypto(envelope: Record<string, string>): Promise<boolean> {
   const response = await fetch(envelope.SigningCertURL!);
   expect(response.status).toBe(200);
@@ -106,7 +83,7 @@ function validateWithSnsValidator(envelope: Record<string, string>): Promise<Err
 
 describe("local SNS: signed HTTP notifications", () => {
   it.each(["1", "2"] as const)("SignatureVersion %s: the signature verifies against the certificate at SigningCertURL", async (version) => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] }, snsSignatureVersion: version });
     await local.publish({ topicArn: TOPIC, subject: "Amazon SES Email Receipt Notification", message: MESSAGE });
     await arrived(sub.envelopes, 1);
@@ -120,7 +97,7 @@ describe("local SNS: signed HTTP notifications", () => {
   });
 
   it("signs without a Subject when there is none, as SNS does", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = await signedBackend({ snsHttpSubscriptions: { "*": [sub.url] } });
     await local.publish({ topicArn: TOPIC, subject: "", message: "{}" });
     await arrived(sub.envelopes, 1);
@@ -129,7 +106,7 @@ describe("local SNS: signed HTTP notifications", () => {
   });
 
   it.each(["1", "2"] as const)("SignatureVersion %s: AWS's sns-validator accepts the envelope", async (version) => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] }, snsSignatureVersion: version, scheme: "https" });
     await local.publish({ topicArn: TOPIC, subject: "Amazon SES Email Receipt Notification", message: MESSAGE });
     await arrived(sub.envelopes, 1);
@@ -138,7 +115,7 @@ describe("local SNS: signed HTTP notifications", () => {
   });
 
   it("a tampered Message, Subject or Timestamp fails verification, with node:crypto and with sns-validator", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] }, scheme: "https" });
     await local.publish({ topicArn: TOPIC, subject: "Amazon SES Email Receipt Notification", message: MESSAGE });
     await arrived(sub.envelopes, 1);
@@ -155,7 +132,7 @@ describe("local SNS: signed HTTP notifications", () => {
   });
 
   it("keeps one self-signed certificate in <dataDir>/sns/signing.pem across restarts", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const subscriptions = { [TOPIC]: [sub.url] };
     await (await signedBackend({ snsHttpSubscriptions: subscriptions })).publish({ topicArn: TOPIC, subject: "s", message: "1" });
     await (await signedBackend({ snsHttpSubscriptions: subscriptions })).publish({ topicArn: TOPIC, subject: "s", message: "2" });
@@ -178,7 +155,7 @@ describe("local SNS: signed HTTP notifications", () => {
   });
 
   it("answers 404 for a certificate name that is not its own", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } });
     await local.publish({ topicArn: TOPIC, subject: "s", message: "{}" });
     await arrived(sub.envelopes, 1);
@@ -189,8 +166,8 @@ describe("local SNS: signed HTTP notifications", () => {
 
 describe("local SNS: UnsubscribeURL", () => {
   it("fetching it answers SNS's UnsubscribeResponse and stops later deliveries, also after a restart", async () => {
-    const leaving = await subscriber();
-    const staying = await subscriber();
+    const leaving = await startSubscriber(servers);
+    const staying = await startSubscriber(servers);
     const subscriptions = { [TOPIC]: [leaving.url], "*": [staying.url] };
     const local = await signedBackend({ snsHttpSubscriptions: subscriptions });
     await local.publish({ topicArn: TOPIC, subject: "s", message: "before" });
@@ -220,7 +197,7 @@ describe("local SNS: UnsubscribeURL", () => {
   });
 
   it("answers SNS's NotFound for an unknown subscription, and a HEAD unsubscribes nothing", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } });
     await local.publish({ topicArn: TOPIC, subject: "s", message: "1" });
     await arrived(sub.envelopes, 1);
@@ -240,7 +217,7 @@ describe("local SNS: UnsubscribeURL", () => {
     await arrived(sub.envelopes, 2);
   });
   it("refuses to publish, naming the file, while unsubscribed.json is unreadable, and stores nothing", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     await mkdir(join(dir, "data", "sns"), { recursive: true });
     await writeFile(join(dir, "data", "sns", "unsubscribed.json"), "[{not json");
     const local = await signedBackend({ snsHttpSubscriptions: { [TOPIC]: [sub.url] } });
@@ -251,7 +228,7 @@ describe("local SNS: UnsubscribeURL", () => {
 
 describe("local SNS without an admin port", () => {
   it("still signs, and leaves SigningCertURL and UnsubscribeURL empty", async () => {
-    const sub = await subscriber();
+    const sub = await startSubscriber(servers);
     const local = localBackend({ dataDir: join(dir, "data"), sendDsn: async () => ({}), snsHttpSubscriptions: { [TOPIC]: [sub.url] } });
     await local.publish({ topicArn: TOPIC, subject: "s", message: "{}" });
     await arrived(sub.envelopes, 1);

@@ -2,14 +2,13 @@
 // certificate and unsubscribe links are on the daemon's own admin port.
 import { createVerify } from "node:crypto";
 import { mkdir } from "node:fs/promises";
-import { createServer } from "node:http";
 import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
+import { awsStringToSign, startSubscriber } from "../helpers/sns-subscriber.js";
 
 let work: { dir: string; remove(): Promise<void> };
 const daemons: DaemonProcess[] = [];
@@ -26,35 +25,13 @@ afterAll(async () => {
   await work.remove();
 });
 
-async function subscriber(): Promise<{ url: string; envelopes: Record<string, string>[] }> {
-  const envelopes: Record<string, string>[] = [];
-  const server = createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on("data", (chunk: Buffer) => chunks.push(chunk));
-    request.on("end", () => {
-      envelopes.push(JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, string>);
-      response.writeHead(200).end();
-    });
-  });
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/sns`, envelopes };
-}
-
-/** AWS's documented string to sign for a Notification. */
-const stringToSign = (envelope: Record<string, string>) =>
-  ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
-    .filter((key) => key in envelope)
-    .map((key) => `${key}\n${envelope[key]}\n`)
-    .join("");
-
 const idOf = (response: string) => /^250 Ok ([0-9a-v]{40})$/.exec(response)?.[1] ?? "";
 const INBOUND = "arn:aws:sns:us-east-1:123456789012:inbound";
 
 describe("receiptd serve: signed local SNS", () => {
   it("posts SignatureVersion 2 envelopes whose certificate and UnsubscribeURL are on the admin port", async () => {
-    const leaving = await subscriber();
-    const staying = await subscriber();
+    const leaving = await startSubscriber(servers);
+    const staying = await startSubscriber(servers);
     const dir = join(work.dir, "signed");
     await mkdir(dir, { recursive: true });
     const config = testConfig(dir);
@@ -83,8 +60,8 @@ describe("receiptd serve: signed local SNS", () => {
     expect(envelope.SignatureVersion).toBe("2");
     expect(envelope.SigningCertURL!.startsWith(`${admin}/sns/SimpleNotificationService-`)).toBe(true);
     const certificate = await (await fetch(envelope.SigningCertURL!)).text();
-    expect(createVerify("RSA-SHA256").update(stringToSign(envelope)).verify(certificate, envelope.Signature!, "base64")).toBe(true);
-    expect(createVerify("RSA-SHA256").update(stringToSign({ ...envelope, Message: `${envelope.Message} ` })).verify(certificate, envelope.Signature!, "base64")).toBe(false);
+    expect(createVerify("RSA-SHA256").update(awsStringToSign(envelope)).verify(certificate, envelope.Signature!, "base64")).toBe(true);
+    expect(createVerify("RSA-SHA256").update(awsStringToSign({ ...envelope, Message: `${envelope.Message} ` })).verify(certificate, envelope.Signature!, "base64")).toBe(false);
 
     expect(envelope.UnsubscribeURL!.startsWith(`${admin}/sns/?Action=Unsubscribe&SubscriptionArn=`)).toBe(true);
     expect((await fetch(envelope.UnsubscribeURL!)).status).toBe(200);

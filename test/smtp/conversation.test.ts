@@ -103,7 +103,9 @@ describe("RCPT TO (docs/behaviour.md §4)", () => {
     expect(await client.command("RCPT TO:<j\u00fcrg@example.org>")).toBe(LISTENER_REPLIES.nonAsciiAddress);
     expect(await client.command("RSET")).toMatch(/^250 /);
     expect(await client.command("MAIL FROM:<a@sender.test> SMTPUTF8")).toBe("250 Accepted");
-    expect(await client.command("RCPT TO:<j\u00fcrg@example.org>")).toBe("250 Accepted");
+    // The client writes strings as Latin-1; with SMTPUTF8 the address must come as UTF-8.
+    client.write(Buffer.from("RCPT TO:<j\u00fcrg@example.org>\r\n", "utf8"));
+    expect(await client.reply()).toBe("250 Accepted");
   });
 
   it("raw 8-bit bytes that are no UTF-8 in an address, without SMTPUTF8, get 553 5.6.7", async () => {
@@ -112,6 +114,18 @@ describe("RCPT TO (docs/behaviour.md §4)", () => {
     expect(await client.command("MAIL FROM:<a@sender.test>")).toBe("250 Accepted");
     client.write(Buffer.concat([Buffer.from("RCPT TO:<j"), Buffer.from([0xfc, 0xff]), Buffer.from("rg@example.org>\r\n")]));
     expect(await client.reply()).toBe(LISTENER_REPLIES.nonAsciiAddress);
+  });
+
+  it("with SMTPUTF8, an address that is no valid UTF-8 still gets 553 5.6.7 (RFC 6531 §3.2)", async () => {
+    const h = await start();
+    const client = await session(h);
+    client.write(Buffer.concat([Buffer.from("MAIL FROM:<j"), Buffer.from([0xfc]), Buffer.from("rg@sender.test> SMTPUTF8\r\n")]));
+    expect(await client.reply()).toBe(LISTENER_REPLIES.invalidUtf8Address);
+    expect(await client.command("MAIL FROM:<a@sender.test> SMTPUTF8")).toBe("250 Accepted");
+    client.write(Buffer.concat([Buffer.from("RCPT TO:<j"), Buffer.from([0xfc, 0xff]), Buffer.from("rg@example.org>\r\n")]));
+    expect(await client.reply()).toBe(LISTENER_REPLIES.invalidUtf8Address);
+    client.write(Buffer.from("RCPT TO:<j\u00fcrg@example.org>\r\n", "utf8"));
+    expect(await client.reply()).toBe("250 Accepted");
   });
 
   it("a local part the mailbox back end cannot store is refused at RCPT time, not dead-lettered later", async () => {
