@@ -9,9 +9,10 @@ import { queuedContent, scratch, startDaemonProcess, testConfig } from "../helpe
 import type { DaemonProcess } from "../helpers/daemon.js";
 import { RawSmtp } from "../helpers/smtp-client.js";
 
-// The issue asks for 100 ms; the margin is for a loaded test machine. The old code kept the
-// event loop blocked for many seconds.
+// The issue asks for 100 ms: the typical (median) greeting is held to that, the slowest one
+// to a margin for a loaded test machine. The old code kept the event loop blocked for seconds.
 const GREETING_DEADLINE_MS = 500;
+const TYPICAL_GREETING_MS = 100;
 
 let work: { dir: string; remove(): Promise<void> };
 const daemons: DaemonProcess[] = [];
@@ -69,6 +70,8 @@ async function answerWhileOthersAreGreeted(daemon: DaemonProcess, content: strin
     expect(health.status).toBe(200);
   }
   expect(Math.max(...greetings)).toBeLessThan(deadlineMs);
+  const sorted = [...greetings].sort((a, b) => a - b);
+  expect(sorted[Math.floor(sorted.length / 2)]).toBeLessThan(TYPICAL_GREETING_MS);
   return answered;
 }
 
