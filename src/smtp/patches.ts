@@ -35,6 +35,7 @@ type ParsedAddress = Parameters<SMTPConnection["_validateMailParams"]>[0];
 interface PatchableConnection {
   init(this: SMTPConnection): void;
   _parseAddressCommand(this: SMTPConnection, name: string, command: string): ParsedAddress | false;
+  upgrade(this: SMTPConnection, ...args: never[]): void;
   _validateMailParams(this: SMTPConnection, parsed: ParsedAddress): ReturnType<SMTPConnection["_validateMailParams"]>;
   _getHandler(this: SMTPConnection, command: string): CommandHandler | undefined;
 }
@@ -76,6 +77,15 @@ function verify(proto: PatchableConnection): void {
   }
   if (sizeCheck?.code !== 552) {
     throw new SmtpServerPatchError("SMTPConnection._validateMailParams does not refuse a SIZE over the limit with 552");
+  }
+  if (typeof proto._parseAddressCommand !== "function") {
+    throw new SmtpServerPatchError("SMTPConnection._parseAddressCommand, which the address patch wraps, is gone");
+  }
+  // The input deadlines (openSession in src/smtp/listener.ts) read these two fields.
+  for (const statement of ["this._upgrading = true", "this._parser = this._createParser()"]) {
+    if (typeof proto.upgrade !== "function" || !proto.upgrade.toString().includes(statement)) {
+      throw new SmtpServerPatchError(`SMTPConnection.upgrade does not contain "${statement}"`);
+    }
   }
 }
 
@@ -161,6 +171,7 @@ export function sourceFingerprint(method: (...args: never[]) => unknown): string
 type FeedDataStream = SMTPStream["_feedDataStream"];
 interface PatchableParser {
   _feedDataStream: FeedDataStream;
+  startDataMode(...args: never[]): unknown;
 }
 
 const END_SEQUENCE = Buffer.from("\r\n.\r\n");
@@ -251,6 +262,10 @@ export function patchDataParser(proto: PatchableParser = SMTPStream.prototype): 
   if (patched.has(proto)) return;
   if (typeof proto._feedDataStream !== "function" || sourceFingerprint(proto._feedDataStream) !== FEED_DATA_STREAM_FINGERPRINT) {
     throw new SmtpServerPatchError("SMTPStream._feedDataStream is not the method src/smtp/patches.ts ports");
+  }
+  // The input deadlines tell DATA by this field.
+  if (typeof proto.startDataMode !== "function" || !proto.startDataMode.toString().includes("this._dataMode = true")) {
+    throw new SmtpServerPatchError('SMTPStream.startDataMode does not contain "this._dataMode = true"');
   }
   proto._feedDataStream = feedDataStream;
   patched.add(proto);

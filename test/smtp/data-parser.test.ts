@@ -105,8 +105,13 @@ describe("the DATA parser patch", () => {
   });
 
   it("refuses to replace a method that has changed", () => {
-    const changed = { _feedDataStream: (_chunk: Buffer, done: () => void) => done() };
+    const changed = { _feedDataStream: (_chunk: Buffer, done: () => void) => done(), startDataMode: SMTPStream.prototype.startDataMode };
     expect(() => patchDataParser(changed)).toThrow(SmtpServerPatchError);
+  });
+
+  it("refuses when DATA is no longer told by the field the input deadlines read", () => {
+    const moved = { _feedDataStream: SMTPStream.prototype._feedDataStream, startDataMode: () => undefined };
+    expect(() => patchDataParser(moved)).toThrow(/startDataMode does not contain/);
   });
 
   it("does exactly what smtp-server's own does, for 3,000 random sessions cut into random chunks", async () => {

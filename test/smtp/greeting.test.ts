@@ -81,6 +81,13 @@ describe("the smtp-server patch checks its assumptions at start-up", () => {
       _validateMailParams() {
         return { code: 552, message: "too big", enhancedCode: null };
       },
+      _parseAddressCommand() {
+        return false;
+      },
+      upgrade(this: { _upgrading: boolean; _parser: unknown; _createParser(): unknown }) {
+        this._upgrading = true;
+        this._parser = this._createParser();
+      },
       ...overrides,
     } as unknown as Parameters<typeof patchSmtpConnection>[0];
   }
@@ -101,6 +108,10 @@ describe("the smtp-server patch checks its assumptions at start-up", () => {
 
   it("refuses when the SIZE check moved out of _validateMailParams", () => {
     expect(() => patchSmtpConnection(fakeConnection({ _validateMailParams: () => null }))).toThrow(/_validateMailParams/);
+  });
+
+  it("refuses when STARTTLS no longer marks its upgrade in the fields the input deadlines read", () => {
+    expect(() => patchSmtpConnection(fakeConnection({ upgrade: () => undefined }))).toThrow(/SMTPConnection\.upgrade does not contain/);
   });
 
   it("refuses when command handlers are no longer found by name", () => {
