@@ -55,7 +55,7 @@ function report(item: AcceptorReport): void {
 function stop(grace: number): Promise<void> {
   stopping ??= (async () => {
     try {
-      await intake?.listener.close(grace);
+      await intake?.close(grace);
       await spool?.close();
     } catch (error) {
       logger.error("smtp.acceptor_stop_failed", { error });

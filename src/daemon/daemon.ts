@@ -254,7 +254,7 @@ async function acceptInProcess(
   return {
     addresses: () => intake.listener.addresses(),
     busy: intake.busy,
-    close: (graceMs) => intake.listener.close(graceMs),
+    close: (graceMs) => intake.close(graceMs),
   };
 }
 

@@ -42,6 +42,8 @@ export interface Intake {
   busy(): boolean;
   /** Messages being accepted right now. */
   accepting(): number;
+  /** Stops the listener (open sessions get `graceMs`), then the authentication workers. */
+  close(graceMs: number): Promise<void>;
 }
 
 /**
@@ -200,5 +202,9 @@ export async function startIntake(config: ReceiptdConfig, options: IntakeOptions
     listener,
     busy: () => receiving(accepting, lastAccepted),
     accepting: () => accepting,
+    async close(graceMs) {
+      await listener.close(graceMs);
+      await pool?.close();
+    },
   };
 }
