@@ -77,16 +77,24 @@ function parseLambdaResults(entries: readonly string[]): Map<string, string> {
 /** Replay's exit codes, printed in its help and documented in the README. */
 const EXIT = { ok: 0, unreadable: 1, usage: 2, actionFailed: 3 } as const;
 
-/** A result for a function the rule set never calls is a typo that would silently change nothing. */
+/**
+ * A result is used only for a RequestResponse invocation (an Event one's never is, as on SES):
+ * any other function is a typo or a mistake that would silently change nothing.
+ */
 function checkLambdaResults(results: ReadonlyMap<string, string>, ruleSet: RuleSet): void {
-  const called = new Set(
-    ruleSet.rules.flatMap((rule) => rule.actions.flatMap((action) => (action.type === "Lambda" ? [action.params.FunctionArn ?? ""] : []))),
+  const answering = new Set(
+    ruleSet.rules.flatMap((rule) =>
+      rule.actions.flatMap((action) =>
+        action.type === "Lambda" && action.params.InvocationType === "RequestResponse" ? [action.params.FunctionArn ?? ""] : [],
+      ),
+    ),
   );
   for (const functionArn of results.keys()) {
-    if (called.has(functionArn)) continue;
-    const list = called.size === 0 ? " none" : [...called].map((arn) => `\n  ${arn}`).join("");
+    if (answering.has(functionArn)) continue;
+    const list = answering.size === 0 ? " none" : [...answering].map((arn) => `\n  ${arn}`).join("");
     throw new UsageError(
-      `--lambda-result "${functionArn}": no Lambda action of rule set "${ruleSet.name}" calls that function; the functions its Lambda actions call:${list}`,
+      `--lambda-result "${functionArn}": no RequestResponse Lambda action of rule set "${ruleSet.name}" calls that function ` +
+        `(an Event invocation's result is never used); the functions whose result counts:${list}`,
       'Run "receiptd help replay" for usage.',
     );
   }

@@ -272,14 +272,22 @@ describe("receiptd replay exit codes", () => {
     }
   });
 
+  it("a --lambda-result for a function whose result is never used (an Event invocation) is a usage error too", async () => {
+    const event = "arn:aws:lambda:us-east-1:123456789012:function:legacy-forward";
+    const { code, stderr } = await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--lambda-result", `${event}=STOP_RULE`);
+    expect(code).toBe(2);
+    expect(stderr).toContain(`--lambda-result "${event}": no RequestResponse Lambda action`);
+    expect(stderr).not.toContain(`\n  ${event}\n`);
+  });
+
   it("a --lambda-result for a function no Lambda action calls is a usage error listing the rule set's functions", async () => {
     const typo = "arn:aws:lambda:us-east-1:123456789012:function:triage-abuze";
     const { code, stdout, stderr } = await receiptd("replay", "samples/plain.eml", "--rules", "rules/example.json", "--lambda-result", `${typo}=STOP_RULE`);
     expect(code).toBe(2);
     expect(stdout).toBe("");
     expect(stderr).toContain(`--lambda-result "${typo}"`);
-    for (const name of ["triage-abuse", "legacy-forward", "index-message"]) {
-      expect(stderr).toContain(`\n  arn:aws:lambda:us-east-1:123456789012:function:${name}\n`);
+    for (const name of ["triage-abuse"]) {
+      expect(stderr).toContain(`arn:aws:lambda:us-east-1:123456789012:function:${name}`);
     }
   });
 
