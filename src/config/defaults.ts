@@ -56,6 +56,8 @@ export const DEFAULTS = Object.freeze({
   }),
   /** How long a ready message may wait while mail is being received, before it runs anyway (not a setting). */
   processingMaxDeferMs: 30_000,
+  /** An action attempt taking this long is logged as processing.action_slow (not a setting). */
+  slowActionMs: 5000,
   admin: Object.freeze({ host: "127.0.0.1", port: 9025 }),
   /** The local SNS signs HTTP envelopes as SNS does by default: SignatureVersion 1, RSA-SHA1. */
   snsSignatureVersion: "1",

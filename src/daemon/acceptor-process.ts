@@ -97,6 +97,7 @@ async function start(message: Extract<ToAcceptor, { type: "start" }>): Promise<v
       random: pooledRandomBytes,
       onEvent: (event) => report({ kind: "smtp", event }),
       onAccepted: (seconds) => report({ kind: "accepted", seconds }),
+      onAuthenticated: (authenticated) => report({ kind: "authenticated", report: authenticated }),
     });
   } catch (error) {
     send({ type: "failed", error: error instanceof Error ? error.message : String(error) }, () => process.exit(1));

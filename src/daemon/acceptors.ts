@@ -6,6 +6,7 @@ import type { Logger } from "../ops/log.js";
 import type { PolicyTexts } from "../ops/reload.js";
 import type { BoundAddress, SmtpEvent } from "../smtp/index.js";
 import { receiving } from "./intake.js";
+import type { AuthReport } from "./intake.js";
 
 /*
  * With `smtp.processes` above 1, SMTP is served by that many acceptor processes (Node's cluster
@@ -15,7 +16,10 @@ import { receiving } from "./intake.js";
  */
 
 /** What an acceptor tells the daemon, batched per turn of its event loop. */
-export type AcceptorReport = { kind: "smtp"; event: SmtpEvent } | { kind: "accepted"; seconds: number };
+export type AcceptorReport =
+  | { kind: "smtp"; event: SmtpEvent }
+  | { kind: "accepted"; seconds: number }
+  | { kind: "authenticated"; report: AuthReport };
 
 export type ToAcceptor =
   | { type: "start"; index: number; config: ReceiptdConfig; policy: PolicyTexts }

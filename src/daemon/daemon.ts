@@ -2,6 +2,7 @@ import { backendFromConfig } from "../actions/compose.js";
 import { removeLeftoverTemporaries } from "../actions/local/leftovers.js";
 import { sesExecutor } from "../actions/ses-executor.js";
 import { adminPublicUrl } from "../config/config.js";
+import { DEFAULTS } from "../config/defaults.js";
 import type { ReceiptdConfig } from "../config/config.js";
 import { startAdminServer } from "../ops/admin.js";
 import type { AdminServer } from "../ops/admin.js";
@@ -15,6 +16,7 @@ import { Processor } from "../spool/processor.js";
 import type { ProcessorEvent } from "../spool/processor.js";
 import { Spool } from "../spool/spool.js";
 import { startIntake } from "./intake.js";
+import type { AuthReport } from "./intake.js";
 import { AcceptorPool } from "./acceptors.js";
 import { preflight } from "./preflight.js";
 import { pooledRandomBytes } from "./random.js";
@@ -35,6 +37,8 @@ export interface DaemonOptions {
   /** Injectable for tests; the system's otherwise. */
   clock?: () => Date;
   random?: (bytes: number) => Uint8Array;
+  /** From how long an action attempt is logged as slow; DEFAULTS.slowActionMs otherwise. */
+  slowActionMs?: number;
 }
 
 const HOUR_MS = 60 * 60 * 1000;
@@ -141,7 +145,7 @@ async function startOnSpool(
     clock,
     sendFailureDsn: (request) => backend.sendDsn(request),
     hostname: config.hostname,
-    onEvent: (event) => reportProcessing(event, logger, metrics),
+    onEvent: (event) => reportProcessing(event, logger, metrics, options.slowActionMs ?? DEFAULTS.slowActionMs),
   });
 
   let started = false;
@@ -244,6 +248,7 @@ async function acceptInProcess(
     clock: context.clock,
     random: context.random,
     onAccepted: (seconds) => metrics.smtpAcceptSeconds.observe(seconds),
+    onAuthenticated: (report) => reportAuthentication(report, logger, metrics),
     onEvent: (event) => {
       reportSmtp(event, logger, metrics);
       // Rule actions run after the 250, never before it (docs/behaviour.md §4): the reply is on its way
@@ -274,6 +279,10 @@ async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContex
     onReport: (report, acceptor) => {
       if (report.kind === "accepted") {
         metrics.smtpAcceptSeconds.observe(report.seconds);
+        return;
+      }
+      if (report.kind === "authenticated") {
+        reportAuthentication(report.report, loggerOf(acceptor), metrics);
         return;
       }
       const { event } = report;
@@ -352,22 +361,45 @@ export function reportSmtp(event: SmtpEvent, logger: Logger, metrics: Metrics): 
   }
 }
 
-function reportProcessing(event: ProcessorEvent, logger: Logger, metrics: Metrics): void {
+/** A message's authentication into the metrics; one whose DNS budget ran out is logged with how long it took. */
+function reportAuthentication(report: AuthReport, logger: Logger, metrics: Metrics): void {
+  metrics.authSeconds.observe(report.durationMs / 1000);
+  for (const check of ["spf", "dkim", "dmarc"] as const) metrics.authResults.inc({ check, verdict: report.verdicts[check] });
+  if (report.dnsTimedOut) {
+    metrics.authDnsTimeouts.inc();
+    logger.warn("auth.dns_budget_exceeded", { ...report });
+  }
+}
+
+function reportProcessing(event: ProcessorEvent, logger: Logger, metrics: Metrics, slowActionMs: number): void {
   const { event: name, ...fields } = event;
   switch (event.event) {
     case "action-done":
-      metrics.actions.inc({ type: event.action, outcome: "done" });
-      metrics.actionSeconds.observe({ type: event.action }, event.durationMs / 1000);
-      logger.debug(`processing.${name}`, fields);
-      return;
     case "action-failed":
-      metrics.actions.inc({ type: event.action, outcome: event.failure === "transient" ? "retry" : "failed" });
+      if (event.durationMs >= slowActionMs) {
+        logger.warn("processing.action_slow", { messageId: event.messageId, action: event.action, rule: event.rule, durationMs: event.durationMs });
+      }
       metrics.actionSeconds.observe({ type: event.action }, event.durationMs / 1000);
-      logger.warn(`processing.${name}`, fields);
+      if (event.event === "action-done") {
+        metrics.actions.inc({ type: event.action, outcome: "done" });
+        logger.debug(`processing.${name}`, fields);
+      } else {
+        metrics.actions.inc({ type: event.action, outcome: event.failure === "transient" ? "retry" : "failed" });
+        logger.warn(`processing.${name}`, fields);
+      }
       return;
+    case "message-completed":
+    case "message-stopped":
     case "message-dead-lettered":
-      metrics.messagesDeadLettered.inc();
-      logger.error(`processing.${name}`, fields);
+      // Counted once, where processing ends: a retried message is not counted per attempt.
+      metrics.messagesProcessed.inc({ outcome: event.outcome });
+      for (const rule of event.rules) metrics.ruleMatches.inc({ rule });
+      if (event.event === "message-dead-lettered") {
+        metrics.messagesDeadLettered.inc({ reason: event.cause });
+        logger.error(`processing.${name}`, fields);
+      } else {
+        logger.info(`processing.${name}`, fields);
+      }
       return;
     case "message-missing":
       logger.warn(`processing.${name}`, fields);
@@ -383,4 +415,3 @@ function reportProcessing(event: ProcessorEvent, logger: Logger, metrics: Metric
       logger.info(`processing.${name}`, fields);
   }
 }
-

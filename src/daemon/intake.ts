@@ -31,6 +31,18 @@ export interface IntakeOptions {
   onEvent: (event: SmtpEvent) => void;
   /** Time from DATA's end to the message being durable, for the acceptance latency histogram. */
   onAccepted: (seconds: number) => void;
+  /** Each message's authentication, once its verdicts are known (not called when authentication is off). */
+  onAuthenticated: (report: AuthReport) => void;
+}
+
+export interface AuthReport {
+  messageId: string;
+  /** From the first bytes of the body to the verdicts: the body's transfer is included. */
+  durationMs: number;
+  verdicts: Pick<Verdicts, "spf" | "dkim" | "dmarc">;
+  /** The DNS budget ran out with a query unanswered. */
+  dnsTimedOut: boolean;
+  budgetMs: number;
 }
 
 export interface Intake {
@@ -96,7 +108,7 @@ function identityLists(identities: Identities): { addresses: string[]; domains: 
  * process when `smtp.processes` is more than 1; processing is not its business.
  */
 export async function startIntake(config: ReceiptdConfig, options: IntakeOptions): Promise<Intake> {
-  const { policy, spool, onAccepted } = options;
+  const { policy, spool, onAccepted, onAuthenticated } = options;
   const { serve } = config;
 
   let accepting = 0;
@@ -117,11 +129,23 @@ export async function startIntake(config: ReceiptdConfig, options: IntakeOptions
   // Off this thread: mailauth's parsing of a hostile header block would stall every client.
   const pool = serve.authentication.enabled ? new AuthPool({ size: serve.authentication.workers }) : null;
   const authenticate = pool
-    ? (session: AcceptedSession) => (stream: AsyncIterable<Buffer>) =>
-        authenticateMessage(
+    ? (session: AcceptedSession) => async (stream: AsyncIterable<Buffer>) => {
+        const started = performance.now();
+        let dnsTimedOut = false;
+        const result = await authenticateMessage(
           { message: stream, ip: session.client.ip, helo: session.client.helo, mailFrom: session.mailFrom, hostname: config.hostname },
-          { timeoutMs: serve.authentication.dnsTimeoutMs, pool },
-        )
+          { timeoutMs: serve.authentication.dnsTimeoutMs, pool, onDnsTimeout: () => (dnsTimedOut = true) },
+        );
+        const { spf, dkim, dmarc } = result.verdicts;
+        onAuthenticated({
+          messageId: session.messageId,
+          durationMs: Math.round(performance.now() - started),
+          verdicts: { spf, dkim, dmarc },
+          dnsTimedOut,
+          budgetMs: serve.authentication.dnsTimeoutMs,
+        });
+        return result;
+      }
     : null;
 
   const spoolMessage = async (session: AcceptedSession, received: AsyncIterable<Buffer>): Promise<void> => {

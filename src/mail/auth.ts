@@ -38,6 +38,8 @@ export interface AuthOptions {
   timeoutMs?: number;
   /** The worker threads that run it; default one pool shared by the process. */
   pool?: AuthPool;
+  /** Told once, when the budget runs out with a query unanswered (docs/behaviour.md's PROCESSING_FAILED follows). */
+  onDnsTimeout?: () => void;
 }
 
 // Frozen because every message shares it: a change made for one would leak into the next.
@@ -57,15 +59,23 @@ function dnsTimeout(name: string, rrtype: string): Error {
  * further query fails at once. The clock starts at the first query so that reading a large
  * message does not eat into it.
  */
-function withDeadline(resolver: DnsResolver, timeoutMs: number): DnsResolver {
+function withDeadline(resolver: DnsResolver, timeoutMs: number, onTimeout: () => void): DnsResolver {
   let deadline: number | undefined;
+  let told = false;
+  const timedOut = (name: string, rrtype: string): Error => {
+    if (!told) {
+      told = true;
+      onTimeout();
+    }
+    return dnsTimeout(name, rrtype);
+  };
   return async (name, rrtype) => {
     deadline ??= Date.now() + timeoutMs;
     const remaining = deadline - Date.now();
-    if (remaining <= 0) throw dnsTimeout(name, rrtype);
+    if (remaining <= 0) throw timedOut(name, rrtype);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(dnsTimeout(name, rrtype)), remaining);
+      timer = setTimeout(() => reject(timedOut(name, rrtype)), remaining);
     });
     try {
       return await Promise.race([resolver(name, rrtype), expired]);
@@ -102,7 +112,7 @@ export async function authenticateMessage(input: AuthInput, options: AuthOptions
   const timeoutMs = options.timeoutMs ?? DEFAULTS.authentication.dnsTimeoutMs;
   const pool = options.pool ?? (sharedPool ??= new AuthPool());
   try {
-    return await pool.authenticate(envelope, message, withDeadline(resolver, timeoutMs), timeoutMs);
+    return await pool.authenticate(envelope, message, withDeadline(resolver, timeoutMs, options.onDnsTimeout ?? (() => undefined)), timeoutMs);
   } finally {
     system?.cancel();
   }

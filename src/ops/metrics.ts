@@ -3,6 +3,8 @@
  * the daemon needs counters, gauges and fixed-bucket histograms, nothing a client library adds.
  */
 
+import type { DeadLetterCause } from "../spool/processor.js";
+
 /** Label values by label name; a metric without labels takes none. `V` narrows the values a label may take. */
 type LabelArgs<L extends string, V extends Record<L, string> = Record<L, string>> = [L] extends [never] ? [] : [labels: V];
 
@@ -62,6 +64,10 @@ const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const ACTION_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
 /** From the end of DATA to the 250 reply: dominated by the fsyncs, so finer at the low end. */
 const ACCEPT_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] as const;
+
+/** DNS-bound: milliseconds from a local resolver's cache, up to the budget (3 s by default) and a little past. */
+const AUTH_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10] as const;
+const DEAD_LETTER_CAUSES: readonly DeadLetterCause[] = ["permanent_failure", "retry_window_ended", "snapshot_missing", "unprocessable"];
 
 function escapeLabelValue(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -344,7 +350,17 @@ export interface Metrics extends Registry {
   actionSeconds: Histogram<"type">;
   /** `type`: SES action type (Lambda, SNS): failures after the action itself succeeded. */
   actionBackgroundFailures: Counter<"type">;
-  messagesDeadLettered: Counter;
+  /** `reason`: the dead letter's cause (src/spool/processor.ts DeadLetterCause). */
+  messagesDeadLettered: Counter<"reason", { reason: DeadLetterCause }>;
+  /** `outcome`: done, stopped (by a Stop action or a Lambda's disposition) or dead. */
+  messagesProcessed: Counter<"outcome", { outcome: "done" | "stopped" | "dead" }>;
+  /** `rule`: a rule name, bounded by the rule set's limits on rules. */
+  ruleMatches: Counter<"rule">;
+  /** `check`: spf, dkim or dmarc; `verdict`: the SES verdict (PASS, FAIL, GRAY, PROCESSING_FAILED). */
+  authResults: Counter<"check" | "verdict">;
+  authSeconds: Histogram;
+  /** Authentications whose DNS budget ran out before all their queries were answered. */
+  authDnsTimeouts: Counter;
   /** `result`: success or failure. */
   configReloads: Counter<"result">;
 }
@@ -387,7 +403,32 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
     ),
     messagesDeadLettered: registry.counter(
       "receiptd_messages_dead_lettered_total",
-      "Messages moved to the dead-letter area after a permanent failure or the end of the retry window.",
+      "Messages moved to the dead-letter area, by reason (permanent_failure, retry_window_ended, snapshot_missing, unprocessable).",
+      ["reason"],
+    ),
+    messagesProcessed: registry.counter(
+      "receiptd_messages_processed_total",
+      "Messages whose rule evaluation ended, by outcome (done, stopped, dead).",
+      ["outcome"],
+    ),
+    ruleMatches: registry.counter(
+      "receiptd_rule_matches_total",
+      "Receipt rules matched by messages whose processing ended, once per message, by rule name.",
+      ["rule"],
+    ),
+    authResults: registry.counter(
+      "receiptd_auth_results_total",
+      "Authentication verdicts of received messages, by check (spf, dkim, dmarc) and verdict.",
+      ["check", "verdict"],
+    ),
+    authSeconds: registry.histogram(
+      "receiptd_auth_seconds",
+      "Seconds the SPF, DKIM and DMARC checks of one message took, DNS included.",
+      AUTH_SECONDS_BUCKETS,
+    ),
+    authDnsTimeouts: registry.counter(
+      "receiptd_auth_dns_timeouts_total",
+      "Authentications whose DNS budget (authentication.dnsTimeoutMs) ran out.",
     ),
     configReloads: registry.counter("receiptd_config_reloads_total", "Configuration reloads, by result.", ["result"]),
   };
@@ -395,5 +436,7 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
   metrics.configReloads.inc({ result: "success" }, 0);
   metrics.configReloads.inc({ result: "failure" }, 0);
   for (const type of ["Lambda", "SNS"]) metrics.actionBackgroundFailures.inc({ type }, 0);
+  for (const outcome of ["done", "stopped", "dead"] as const) metrics.messagesProcessed.inc({ outcome }, 0);
+  for (const reason of DEAD_LETTER_CAUSES) metrics.messagesDeadLettered.inc({ reason }, 0);
   return metrics;
 }

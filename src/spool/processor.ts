@@ -77,19 +77,42 @@ export interface ProcessorOptions {
   onEvent?: (event: ProcessorEvent) => void;
 }
 
+/**
+ * What the line ending a message's processing says about it; `mailFrom` and `recipients` are
+ * missing only from a dead letter whose state could not be read.
+ */
+export interface MessageSummary {
+  messageId: string;
+  mailFrom: string;
+  /** How many envelope recipients. */
+  recipients: number;
+  /** The names of the matching rules, in evaluation order, up to the one where it ended. */
+  rules: string[];
+}
+
+/**
+ * Why a message was dead-lettered: permanent_failure (an action failed for good),
+ * retry_window_ended (a transient failure outlasted the retry window), snapshot_missing (the
+ * rule set it was accepted under is gone), unprocessable (its state or bytes cannot be parsed).
+ */
+export type DeadLetterCause = "permanent_failure" | "retry_window_ended" | "snapshot_missing" | "unprocessable";
+
 /** What the processor reports, for logs and metrics. */
 export type ProcessorEvent =
   | { event: "message-started"; messageId: string; attempt: number }
-  | { event: "message-completed"; messageId: string; durationMs: number }
-  | { event: "message-stopped"; messageId: string; durationMs: number }
+  | ({ event: "message-completed"; outcome: "done"; durationMs: number } & MessageSummary)
+  | ({ event: "message-stopped"; outcome: "stopped"; durationMs: number } & MessageSummary)
   | { event: "retry-scheduled"; messageId: string; attempt: number; delayMs: number; error: string }
-  | {
+  | ({
       event: "message-dead-lettered";
-      messageId: string;
+      outcome: "dead";
       reason: string;
+      /** The reason's kind, a closed set for metric labels; `reason` has the detail. */
+      cause: DeadLetterCause;
       /** Whether a failure DSN is on its way, and if not, why. */
       dsn: "sending" | "null sender" | "message unreadable";
-    }
+    } & Partial<Pick<MessageSummary, "mailFrom" | "recipients">> &
+      Omit<MessageSummary, "mailFrom" | "recipients">)
   /** Processing stopped by drain() between two actions; the message stays pending. */
   | { event: "message-interrupted"; messageId: string }
   /** enqueue()d, but not (or no longer) in the queue, or found never committed and removed. */
@@ -334,13 +357,13 @@ export class Processor {
       } else if (error instanceof MessageGone) {
         this.gone(id, error);
       } else if (error instanceof SnapshotGone) {
-        await this.abandon(id, attempt, loaded, null, `snapshot missing: ${errorText(error)}`);
+        await this.abandon(id, attempt, loaded, null, "snapshot_missing", `snapshot missing: ${errorText(error)}`);
       } else if (isSystemError(error)) {
         // Reading failed on I/O, or the journal could not be written: the disk's trouble, not the message's.
         this.spoolTrouble(id, attempt, error);
       } else {
         // The state, the message or its snapshot cannot be parsed: no retry will change that.
-        await this.abandon(id, attempt, loaded, null, `unprocessable: ${errorText(error)}`);
+        await this.abandon(id, attempt, loaded, null, "unprocessable", `unprocessable: ${errorText(error)}`);
       }
       return;
     }
@@ -359,7 +382,18 @@ export class Processor {
     }
     this.forget(id);
     const durationMs = this.now() - started;
-    this.emit({ event: trace.end === "stopped" ? "message-stopped" : "message-completed", messageId: id, durationMs });
+    const summary = {
+      messageId: id,
+      mailFrom: loaded.state.envelope.mailFrom,
+      recipients: loaded.state.envelope.recipients.length,
+      rules: trace.rules.map((rule) => rule.name),
+      durationMs,
+    };
+    this.emit(
+      trace.end === "stopped"
+        ? { event: "message-stopped", outcome: "stopped", ...summary }
+        : { event: "message-completed", outcome: "done", ...summary },
+    );
   }
 
   private identitiesOf(snapshot: Snapshot): Identities {
@@ -434,7 +468,7 @@ export class Processor {
     outcome: Extract<ActionOutcome, { status: "failed" }>,
   ): Promise<void> {
     if (outcome.failure === "permanent") {
-      await this.abandon(id, attempt, loaded, trace, `permanent failure: ${outcome.error}`);
+      await this.abandon(id, attempt, loaded, trace, "permanent_failure", `permanent failure: ${outcome.error}`);
       return;
     }
     const now = this.now();
@@ -446,7 +480,7 @@ export class Processor {
       this.emit({ event: "retry-scheduled", messageId: id, attempt, delayMs, error: outcome.error });
       return;
     }
-    await this.abandon(id, attempt, loaded, trace, `retry window of ${this.retryWindowMs} ms ended: ${outcome.error}`);
+    await this.abandon(id, attempt, loaded, trace, "retry_window_ended", `retry window of ${this.retryWindowMs} ms ended: ${outcome.error}`);
   }
 
   /** Dead-letters the message and sends the failure DSN (docs/behaviour.md §8). */
@@ -455,6 +489,7 @@ export class Processor {
     attempt: number,
     loaded: Loaded | undefined,
     trace: EvaluationTrace | null,
+    cause: DeadLetterCause,
     reason: string,
   ): Promise<void> {
     try {
@@ -467,7 +502,9 @@ export class Processor {
     this.forget(id);
     const sender = loaded?.state.envelope.mailFrom;
     const dsn = !loaded ? "message unreadable" : sender === "" ? "null sender" : "sending";
-    this.emit({ event: "message-dead-lettered", messageId: id, reason, dsn });
+    const rules = trace?.rules.map((rule) => rule.name) ?? [];
+    const envelope = loaded && { mailFrom: loaded.state.envelope.mailFrom, recipients: loaded.state.envelope.recipients.length };
+    this.emit({ event: "message-dead-lettered", outcome: "dead", messageId: id, ...envelope, rules, cause, reason, dsn });
     if (loaded && dsn === "sending") this.sendDsn(id, loaded, trace);
   }
 

@@ -143,6 +143,8 @@ describe("the daemon's metrics", () => {
       metrics.actions.inc();
       // @ts-expect-error an unlabelled counter takes no labels
       metrics.smtpConnections.inc({ stage: "rcpt" });
+      // @ts-expect-error a dead letter's reason is a closed set, never an error text
+      metrics.messagesDeadLettered.inc({ reason: "permanent failure: NoSuchBucket" });
       // @ts-expect-error a gauge needs its value
       metrics.smtpConnectionsOpen.set();
     };
@@ -159,7 +161,12 @@ describe("the daemon's metrics", () => {
     metrics.spoolDepth.onScrape((gauge) => gauge.set(3));
     metrics.actions.inc({ type: "S3", outcome: "done" });
     metrics.actionSeconds.observe({ type: "S3" }, 0.2);
-    metrics.messagesDeadLettered.inc();
+    metrics.messagesDeadLettered.inc({ reason: "permanent_failure" });
+    metrics.messagesProcessed.inc({ outcome: "stopped" });
+    metrics.ruleMatches.inc({ rule: "archive" });
+    metrics.authResults.inc({ check: "spf", verdict: "PASS" });
+    metrics.authSeconds.observe(0.02);
+    metrics.authDnsTimeouts.inc();
     metrics.configReloads.inc({ result: "success" });
     const custom = metrics.counter("receiptd_custom_total", "Added by the daemon.");
     custom.inc();
@@ -175,6 +182,11 @@ describe("the daemon's metrics", () => {
       receiptd_action_seconds: "histogram",
       receiptd_action_background_failures_total: "counter",
       receiptd_messages_dead_lettered_total: "counter",
+      receiptd_messages_processed_total: "counter",
+      receiptd_rule_matches_total: "counter",
+      receiptd_auth_results_total: "counter",
+      receiptd_auth_seconds: "histogram",
+      receiptd_auth_dns_timeouts_total: "counter",
       receiptd_config_reloads_total: "counter",
       receiptd_custom_total: "counter",
     });
@@ -187,7 +199,15 @@ describe("the daemon's metrics", () => {
     expect(find(samples, "receiptd_spool_depth")).toBe(3);
     expect(find(samples, "receiptd_actions_total", { type: "S3", outcome: "done" })).toBe(1);
     expect(find(samples, "receiptd_action_seconds_count", { type: "S3" })).toBe(1);
-    expect(find(samples, "receiptd_messages_dead_lettered_total")).toBe(1);
+    expect(find(samples, "receiptd_messages_dead_lettered_total", { reason: "permanent_failure" })).toBe(1);
+    expect(find(samples, "receiptd_messages_processed_total", { outcome: "stopped" })).toBe(1);
+    expect(find(samples, "receiptd_rule_matches_total", { rule: "archive" })).toBe(1);
+    expect(find(samples, "receiptd_auth_results_total", { check: "spf", verdict: "PASS" })).toBe(1);
+    expect(find(samples, "receiptd_auth_seconds_bucket", { le: "0.025" })).toBe(1);
+    expect(find(samples, "receiptd_auth_dns_timeouts_total")).toBe(1);
+    // Every outcome and dead-letter reason exists from the start, so that increase() sees the first.
+    expect(find(samples, "receiptd_messages_processed_total", { outcome: "dead" })).toBe(0);
+    expect(find(samples, "receiptd_messages_dead_lettered_total", { reason: "retry_window_ended" })).toBe(0);
     expect(find(samples, "receiptd_config_reloads_total", { result: "success" })).toBe(1);
     // Present before the first failure, so that increase() sees it.
     expect(find(samples, "receiptd_config_reloads_total", { result: "failure" })).toBe(0);
