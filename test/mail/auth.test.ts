@@ -261,12 +261,26 @@ describe("authenticateMessage", () => {
     it("gives up on a resolver that never answers within timeoutMs", async () => {
       const resolver: DnsResolver = () => new Promise(() => {});
       const started = Date.now();
+      let timeouts = 0;
       const result = await authenticateMessage(input(await signed(message("sender@example.com"))), {
         resolver,
         timeoutMs: 200,
+        onDnsTimeout: () => timeouts++,
       });
       expect(Date.now() - started).toBeLessThan(1_500);
       expect(result.verdicts).toEqual(ALL_FAILED);
+      // Once per message, however many of its queries the spent budget cut.
+      expect(timeouts).toBe(1);
+    });
+
+    it("tells nobody of a timeout when every query is answered within the budget", async () => {
+      let timeouts = 0;
+      const result = await authenticateMessage(input(await signed(message("sender@example.com"))), {
+        resolver: dns(),
+        onDnsTimeout: () => timeouts++,
+      });
+      expect(result.verdicts).toEqual({ spf: "PASS", dkim: "PASS", dmarc: "PASS" });
+      expect(timeouts).toBe(0);
     });
 
     it("shares one budget between all the queries of a message", async () => {
