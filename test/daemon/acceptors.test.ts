@@ -104,6 +104,17 @@ describe("receiptd serve with acceptor processes", () => {
     expect(await metrics()).toMatch(/^receiptd_spool_depth 0$/m);
   });
 
+  it("counts the authentications done in the acceptors in the daemon's /metrics", async () => {
+    const daemon = await start("auth", { authentication: { enabled: true, dnsTimeoutMs: 500 } });
+    const ids = await Promise.all([0, 1, 2, 3].map(() => send(daemon.smtpPort)));
+    for (const id of ids) await completed(daemon, id);
+    const metrics = async () => (await fetch(`http://127.0.0.1:${daemon.adminPort}/metrics`)).text();
+    // The verdicts depend on this machine's DNS; that each message was counted once does not.
+    await expect.poll(metrics, { timeout: 5000 }).toMatch(/^receiptd_auth_seconds_count 4$/m);
+    const spf = [...(await metrics()).matchAll(/^receiptd_auth_results_total\{check="spf",verdict="[A-Z_]+"\} (\d+)$/gm)];
+    expect(spf.reduce((sum, match) => sum + Number(match[1]), 0)).toBe(4);
+  });
+
   it("hands every reload to the acceptors, and a refused file to none", async () => {
     const dir = join(work.dir, "reload");
     await mkdir(dir, { recursive: true });
