@@ -286,6 +286,7 @@ describe("transient failures", () => {
     const sent = h.events.next("dsn-sent", id);
     h.timers.fireAll();
     expect((await dead).reason).toMatch(/retry window .* ended: 503 Service Unavailable/);
+    expect((await dead).cause).toBe("retry_window_ended");
     await sent;
     expect(h.calls).toEqual(["first/0", "first/1", "second/0", "second/0", "second/0"]);
     expect(await listDir(join(dir, "dead"))).toEqual([`${id}.journal`, `${id}.msg`, `${id}.trace.json`].sort());
@@ -328,7 +329,7 @@ describe("permanent failures", () => {
     const h = harness(() => permanent());
     const dead = h.events.next("message-dead-lettered", id);
     h.processor.enqueue(id);
-    expect((await dead).dsn).toBe("null sender");
+    expect(await dead).toMatchObject({ dsn: "null sender", cause: "permanent_failure", mailFrom: "", recipients: 1, outcome: "dead" });
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(h.dsns).toEqual([]);
     expect(await listDir(join(dir, "dead"))).toContain(`${id}.trace.json`);
@@ -404,7 +405,7 @@ describe("permanent failures", () => {
     const dead = h.events.next("message-dead-lettered", id);
     h.processor.enqueue(id);
     expect(await dead).toMatchObject({ dsn: "message unreadable" });
-    expect((await dead).reason).toMatch(/^unprocessable: /);
+    expect(await dead).toMatchObject({ cause: "unprocessable", reason: expect.stringMatching(/^unprocessable: /) });
   });
 
   it("include messages the queue does not hold when they are to be moved: reported missing, not retried as disk trouble", async () => {
@@ -429,7 +430,11 @@ describe("permanent failures", () => {
     const h = harness();
     const dead = h.events.next("message-dead-lettered", id);
     h.processor.enqueue(id);
-    expect(await dead).toMatchObject({ dsn: "sending", reason: expect.stringMatching(/^snapshot missing: snapshot [0-9a-f]{64} is missing/) });
+    expect(await dead).toMatchObject({
+      dsn: "sending",
+      cause: "snapshot_missing",
+      reason: expect.stringMatching(/^snapshot missing: snapshot [0-9a-f]{64} is missing/),
+    });
     expect(h.events.all.filter((e) => e.event === "spool-error")).toEqual([]);
     expect(h.timers.active()).toEqual([]);
     while (h.dsns.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
