@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
+import { runMessages } from "./messages.js";
 import { runReplay } from "./replay.js";
 import { runServe } from "./serve.js";
 import { runValidate } from "./validate.js";
@@ -11,6 +12,7 @@ Usage:
   receiptd serve [--config <file>]                            run the MX daemon
   receiptd replay <file-or-dir>... --rules <file> [options]   push .eml files through a rule set
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
+  receiptd messages list|show <id>|export <id> [options]      find a message in the spool
   receiptd help [command]
   receiptd --version                                          print the version
 
@@ -21,6 +23,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   serve: runServe,
   replay: runReplay,
   validate: runValidate,
+  messages: runMessages,
 };
 
 /** Read when asked, from the package.json installed beside dist/, so it cannot go stale. */

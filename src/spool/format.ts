@@ -117,3 +117,20 @@ export async function readStored(path: string, withHead: boolean): Promise<{ sta
     await closeFd(fd);
   }
 }
+
+/** Reads a stored file's message bytes (as stored: without the receipt headers) and its state. */
+export async function readStoredWhole(path: string): Promise<{ state: MessageState; body: Buffer }> {
+  const fd = await openFd(path, "r");
+  try {
+    const { bodyBytes, stateBytes } = await readFooter(fd, path);
+    const content = Buffer.allocUnsafe(bodyBytes + stateBytes);
+    for (let position = 0; position < content.length; ) {
+      const read = await readFd(fd, content.subarray(position), position);
+      if (read === 0) throw new StoredFileError(`${path} ended before its footer said`);
+      position += read;
+    }
+    return { state: JSON.parse(content.toString("utf8", bodyBytes)) as MessageState, body: content.subarray(0, bodyBytes) };
+  } finally {
+    await closeFd(fd);
+  }
+}
