@@ -131,7 +131,7 @@ function actionLine(action: ActionTrace): string {
 function dsnText(message: SpooledMessage): string {
   if (message.area !== "dead") return "none (a failure DSN goes out only for a dead letter, docs/behaviour.md §8)";
   if (message.state.envelope.mailFrom === "") return "none: the sender is null";
-  return `a failure DSN to <${message.state.envelope.mailFrom}> went out on dead-lettering; whether it was delivered is in the daemon's log (processing.dsn-sent, processing.dsn-failed), not in the spool`;
+  return `a failure DSN to <${message.state.envelope.mailFrom}> is sent on dead-lettering; whether it was delivered is in the daemon's log (processing.dsn-sent, processing.dsn-failed), not in the spool`;
 }
 
 function showText(message: SpooledMessage, ruleSet: string | null): string {
