@@ -1,3 +1,5 @@
+import { readFile, readdir } from "node:fs/promises";
+import { join } from "node:path";
 import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js";
 import { isMessageId } from "../mail/message-id.js";
 import type { ActionTrace } from "../rules/evaluate.js";
@@ -88,13 +90,37 @@ function listFilter(values: Values): (message: SpooledMessage) => boolean {
   };
 }
 
-async function spoolDir(values: Values): Promise<string> {
+interface Where {
+  spool: string;
+  /** Where failure DSNs are written, when the configuration says they go to files. */
+  outbox: string | null;
+}
+
+async function whereFrom(values: Values): Promise<Where> {
   if (values.spool !== undefined) {
     if (values.config !== undefined) throw new UsageError("give --config or --spool, not both", HELP);
-    return values.spool;
+    return { spool: values.spool, outbox: null };
   }
   const config = values.config === undefined ? await defaultConfig() : await loadConfigFile(values.config);
-  return config.serve.spool.dir;
+  return { spool: config.serve.spool.dir, outbox: config.backends.Bounce === "outbox" ? join(config.dataDir, "outbox") : null };
+}
+
+/** The outbox file of the message's failure DSN, known by the Message-ID the processor gives it. */
+async function outboxDsn(outbox: string | null, id: string): Promise<string | null> {
+  if (outbox === null) return null;
+  let names: string[];
+  try {
+    names = await readdir(outbox);
+  } catch {
+    return null;
+  }
+  const messageId = `<${id}.failure@`;
+  for (const name of names.filter((entry) => entry.endsWith(".eml") && !entry.startsWith(".")).sort()) {
+    const file = join(outbox, name);
+    const text = await readFile(file, "latin1").catch(() => "");
+    if (text.includes(messageId)) return file;
+  }
+  return null;
 }
 
 function summary(message: SpooledMessage): Record<string, unknown> {
@@ -128,13 +154,14 @@ function actionLine(action: ActionTrace): string {
 }
 
 /** What the spool knows of the DSN: it keeps no record of the send itself (the daemon logs it). */
-function dsnText(message: SpooledMessage): string {
+function dsnText(message: SpooledMessage, outboxFile: string | null): string {
   if (message.area !== "dead") return "none (a failure DSN goes out only for a dead letter, docs/behaviour.md §8)";
   if (message.state.envelope.mailFrom === "") return "none: the sender is null";
+  if (outboxFile !== null) return `a failure DSN to <${message.state.envelope.mailFrom}>, written to ${outboxFile}`;
   return `a failure DSN to <${message.state.envelope.mailFrom}> is sent on dead-lettering; whether it was delivered is in the daemon's log (processing.dsn-sent, processing.dsn-failed), not in the spool`;
 }
 
-function showText(message: SpooledMessage, ruleSet: string | null): string {
+function showText(message: SpooledMessage, ruleSet: string | null, dsn: string): string {
   const { state, trace } = message;
   const v = state.verdicts;
   const lines = [
@@ -163,7 +190,7 @@ function showText(message: SpooledMessage, ruleSet: string | null): string {
   }
   lines.push(
     "Attempts  not recorded in the spool; each retry is in the daemon's log (processing.retry-scheduled)",
-    `DSN       ${dsnText(message)}`,
+    `DSN       ${dsn}`,
   );
   return `${lines.join("\n")}\n`;
 }
@@ -194,15 +221,15 @@ export async function runMessages(args: string[]): Promise<number> {
     throw new UsageError(subcommand === "list" ? "list takes no operands; filter with options" : `${subcommand} takes one message ID`, HELP);
   }
   const matches = subcommand === "list" ? listFilter(values) : null;
-  let dir: string;
+  let where: Where;
   try {
-    dir = await spoolDir(values);
+    where = await whereFrom(values);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`${error.message}\n`);
     return 2;
   }
-  const inspector = new SpoolInspector(dir);
+  const inspector = new SpoolInspector(where.spool);
 
   if (matches) {
     for (const message of (await inspector.list()).filter(matches)) {
@@ -212,7 +239,7 @@ export async function runMessages(args: string[]): Promise<number> {
   }
   const id = await resolveId(inspector, operands[0]!);
   const notFound = () => {
-    process.stderr.write(`receiptd: no message ${operands[0]} in the spool ${dir}\n`);
+    process.stderr.write(`receiptd: no message ${operands[0]} in the spool ${where.spool}\n`);
     return 1;
   };
   if (id === null) return notFound();
@@ -225,8 +252,7 @@ export async function runMessages(args: string[]): Promise<number> {
   const message = await inspector.find(id);
   if (!message) return notFound();
   const ruleSet = (await inspector.snapshotRuleSet(message.state.snapshot))?.name ?? null;
-  process.stdout.write(
-    values.json ? `${JSON.stringify({ ...message, ruleSet, dsn: dsnText(message) })}\n` : showText(message, ruleSet),
-  );
+  const dsn = dsnText(message, message.area === "dead" ? await outboxDsn(where.outbox, id) : null);
+  process.stdout.write(values.json ? `${JSON.stringify({ ...message, ruleSet, dsn })}\n` : showText(message, ruleSet, dsn));
   return 0;
 }

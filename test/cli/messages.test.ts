@@ -94,6 +94,7 @@ beforeAll(async () => {
   ids.archived = await send("alice@example.org", "inbox@example.com");
   ids.dead = await send("bob@example.net", "support@example.com");
   await daemon.waitForLog((line) => line.event === "processing.message-dead-lettered" && line.messageId === ids.dead);
+  await daemon.waitForLog((line) => line.event === "processing.dsn-sent" && line.messageId === ids.dead);
   await daemon.waitForLog((line) => line.event === "processing.message-completed" && line.messageId === ids.archived);
   ids.slow = await send("alice@example.org", "slow@example.com");
 }, 30_000);
@@ -136,7 +137,9 @@ describe("receiptd messages on a running daemon's spool", () => {
     expect(text).toMatch(/Client {4}127\.0\.0\.1, HELO \S+, reverse DNS none\nTLS {7}no/);
     expect(text).toMatch(/Rule set {2}"operations" snapshot [0-9a-f]{64}/);
     expect(text).toMatch(/rule "to-connect" \(#2\) for support@example\.com\n {4}S3 .*: done .*\n {4}Connect .*: failed \(permanent\): .+/);
-    expect(text).toContain("DSN       a failure DSN to <bob@example.net>");
+    expect(text).toMatch(new RegExp(`DSN {7}a failure DSN to <bob@example\\.net>, written to (\\S+/outbox/\\S+\\.eml)\n`));
+    const dsnFile = /written to (\S+)\n/.exec(text)![1]!;
+    expect(await readFile(dsnFile, "latin1")).toContain(`<${ids.dead}.failure@mx.receiptd.test>`);
 
     const json = JSON.parse((await messages("show", ids.archived!.slice(0, 10), "--json")).stdout.toString()) as {
       area: string;
