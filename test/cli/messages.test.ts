@@ -128,6 +128,22 @@ describe("receiptd messages on a running daemon's spool", () => {
     expect(await listIds("--state", "done")).toEqual([ids.slow, ids.archived]);
   }, 60_000);
 
+  it("lists while messages arrive and move from queue/ to done/ under it: each once, none lost", async () => {
+    const smtp = nodemailer.createTransport({ host: "127.0.0.1", port: daemon.smtpPort, secure: false, ignoreTLS: true, pool: true, maxConnections: 4 });
+    const sending = Promise.all(
+      Array.from({ length: 30 }, (_, n) => smtp.sendMail({ from: "load@example.org", to: "inbox@example.com", subject: `load ${n}`, text: "x\n" })),
+    );
+    const listings: string[][] = [];
+    let sent = false;
+    void sending.then(() => (sent = true));
+    while (!sent || listings.length < 2) listings.push(await listIds("--from", "load@example.org"));
+    await sending;
+    smtp.close();
+    for (const listing of listings) expect(new Set(listing).size).toBe(listing.length);
+    // Once sent, every message is queued or done; the listing finds each, wherever it is.
+    expect(listings.at(-1)).toHaveLength(30);
+  }, 60_000);
+
   it("shows a dead letter's failing action and its error, and a done message's actions", async () => {
     const dead = await messages("show", ids.dead!);
     expect(dead.code).toBe(0);
