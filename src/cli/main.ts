@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
+import { runDiff } from "./diff.js";
 import { runReplay } from "./replay.js";
 import { runServe } from "./serve.js";
 import { runValidate } from "./validate.js";
@@ -10,6 +11,7 @@ const HELP = `receiptd: SES-style inbound mail engine
 Usage:
   receiptd serve [--config <file>]                            run the MX daemon
   receiptd replay <file-or-dir>... --rules <file> [options]   push .eml files through a rule set
+  receiptd diff <old-rules> <new-rules> <file-or-dir>...     what a rule change does to real mail
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
   receiptd help [command]
   receiptd --version                                          print the version
@@ -20,6 +22,7 @@ Run "receiptd help replay" for the replay options.
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   serve: runServe,
   replay: runReplay,
+  diff: runDiff,
   validate: runValidate,
 };
 
