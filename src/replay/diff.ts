@@ -68,21 +68,40 @@ function paramChanges(before: ActionTrace, after: ActionTrace): ParamChange[] {
     .map((field) => ({ field, before: old[field] ?? null, after: changed[field] ?? null }));
 }
 
-/** Actions of one rule, paired by position and type; anything unpaired was added or removed. */
+/**
+ * Actions of one rule, paired along the longest common sequence of their types (so that one
+ * action inserted or removed does not shift every action after it); a pair whose parameters
+ * differ changed, and anything unpaired was added or removed.
+ */
 function actionChanges(rule: string, before: readonly ActionTrace[], after: readonly ActionTrace[]): MessageChange[] {
   const old = comparableActions(before);
   const changed = comparableActions(after);
+  // common[i][j]: length of the longest common type sequence of old[i..] and changed[j..].
+  const common = Array.from({ length: old.length + 1 }, () => new Array<number>(changed.length + 1).fill(0));
+  for (let i = old.length - 1; i >= 0; i--) {
+    for (let j = changed.length - 1; j >= 0; j--) {
+      common[i]![j] =
+        old[i]!.type === changed[j]!.type ? common[i + 1]![j + 1]! + 1 : Math.max(common[i + 1]![j]!, common[i]![j + 1]!);
+    }
+  }
   const changes: MessageChange[] = [];
-  for (let i = 0; i < Math.max(old.length, changed.length); i++) {
+  let i = 0;
+  let j = 0;
+  while (i < old.length || j < changed.length) {
     const a = old[i];
-    const b = changed[i];
+    const b = changed[j];
     if (a && b && a.type === b.type) {
       const params = paramChanges(a, b);
       if (params.length > 0) changes.push({ kind: "action", rule, change: "parameters", type: a.type, params });
-      continue;
+      i++;
+      j++;
+    } else if (a && (!b || common[i + 1]![j]! >= common[i]![j + 1]!)) {
+      changes.push({ kind: "action", rule, change: "removed", type: a.type, params: paramsOf(a) });
+      i++;
+    } else {
+      changes.push({ kind: "action", rule, change: "added", type: b!.type, params: paramsOf(b!) });
+      j++;
     }
-    if (a) changes.push({ kind: "action", rule, change: "removed", type: a.type, params: paramsOf(a) });
-    if (b) changes.push({ kind: "action", rule, change: "added", type: b.type, params: paramsOf(b) });
   }
   return changes;
 }
