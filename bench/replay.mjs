@@ -9,7 +9,8 @@ import { performance } from "node:perf_hooks";
 import { parseRuleSet } from "../dist/rules/parse.js";
 import { identitiesOfRules } from "../dist/rules/recipients.js";
 import { parseMessageHead, readMessageHead } from "../dist/mail/headers.js";
-import { replayFiles, replayHead } from "../dist/replay/replay.js";
+import { replayFiles, replayFilesTwice, replayHead } from "../dist/replay/replay.js";
+import { diffResults } from "../dist/replay/diff.js";
 import { RECIPIENTS_PER_RULE, RULES, message, ruleSetJson } from "./corpus.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -93,6 +94,29 @@ async function measure(kind, settings) {
   return { perMessageEvaluateUs: (evaluateOnly.ms / n) * 1000 };
 }
 
+// `receiptd diff` as it runs: each file read once and replayed under both rule sets, then compared.
+async function measureDiff(kind, settings) {
+  const list = await files(kind);
+  // A realistic edit: every tenth rule stores under a new prefix, so about a tenth of the mail changes.
+  const moved = (rule) => ({
+    ...rule,
+    actions: rule.actions.map((action) => (action.type === "S3" ? { ...action, params: { ...action.params, ObjectKeyPrefix: "moved/" } } : action)),
+  });
+  const changedSet = { ...settings.ruleSet, rules: settings.ruleSet.rules.map((rule, i) => (i % 10 === 5 ? moved(rule) : rule)) };
+  const oneReplay = await timed(async () => {
+    for await (const outcome of replayFiles(list, settings)) void outcome;
+  });
+  let changed = 0;
+  const diff = await timed(async () => {
+    for await (const outcome of replayFilesTwice(list, settings, { ...settings, ruleSet: changedSet })) {
+      if ("error" in outcome) throw new Error(`${outcome.file}: ${outcome.error}`);
+      if (diffResults(outcome.before, outcome.after).length > 0) changed++;
+    }
+  });
+  console.log(`\ndiff, ${kind}: ${list.length} messages, every tenth rule's S3 prefix changed (${changed} changed)`);
+  console.log(`  diff end to end (16 files in flight)  ${rate(list.length, diff.ms)}, beside one replay  ${rate(list.length, oneReplay.ms)}`);
+}
+
 await ensureCorpus();
 const validation = await timed(() => parseRuleSet(ruleSetJson()));
 if (!validation.value.ok) throw new Error(JSON.stringify(validation.value.issues.slice(0, 5)));
@@ -105,6 +129,7 @@ for await (const outcome of replayFiles((await files("small")).slice(0, 2000), s
 
 const small = await measure("small", settings);
 const large = await measure("large", settings);
+await measureDiff("small", settings);
 console.log(
   `\nevaluation cost per message: ${small.perMessageEvaluateUs.toFixed(1)} us at 10 KB, ${large.perMessageEvaluateUs.toFixed(1)} us at 1 MB`,
 );

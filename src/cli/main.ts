@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
+import { runDiff } from "./diff.js";
 import { runMessages } from "./messages.js";
 import { runReplay } from "./replay.js";
 import { runServe } from "./serve.js";
@@ -11,6 +12,7 @@ const HELP = `receiptd: SES-style inbound mail engine
 Usage:
   receiptd serve [--config <file>]                            run the MX daemon
   receiptd replay <file-or-dir>... --rules <file> [options]   push .eml files through a rule set
+  receiptd diff <old-rules> <new-rules> <file-or-dir>...     what a rule change does to real mail
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
   receiptd messages list|show <id>|export <id> [options]      find a message in the spool
   receiptd help [command]
@@ -22,6 +24,7 @@ Run "receiptd help replay" for the replay options.
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   serve: runServe,
   replay: runReplay,
+  diff: runDiff,
   validate: runValidate,
   messages: runMessages,
 };

@@ -1,4 +1,3 @@
-import { isIP } from "node:net";
 import { executorFromConfig } from "../actions/compose.js";
 import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js";
 import { compileFilters } from "../rules/filters.js";
@@ -7,7 +6,7 @@ import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 import { ReplaySummary, replayJson, replayText } from "../replay/format.js";
 import { messageFiles, replayFiles } from "../replay/replay.js";
 import type { ReplaySettings } from "../replay/replay.js";
-import type { RuleSet } from "../rules/model.js";
+import { ARRIVAL_OPTIONS, SILENT_PROGRESS, checkLambdaResults, parseArrival, progressMeter } from "./replay-options.js";
 import { UsageError, parseCommandLine } from "./usage.js";
 import { reportValidationError } from "./validate.js";
 
@@ -48,76 +47,15 @@ Exit codes:
 
 const OPTIONS = {
   rules: { type: "string" },
-  filters: { type: "string" },
-  identity: { type: "string", multiple: true },
-  from: { type: "string" },
-  to: { type: "string", multiple: true },
-  "client-ip": { type: "string" },
-  helo: { type: "string" },
-  tls: { type: "boolean" },
-  "lambda-result": { type: "string", multiple: true },
+  ...ARRIVAL_OPTIONS,
   executor: { type: "string" },
   config: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
-function parseLambdaResults(entries: readonly string[]): Map<string, string> {
-  const results = new Map<string, string>();
-  for (const entry of entries) {
-    const eq = entry.lastIndexOf("=");
-    if (eq <= 0 || eq === entry.length - 1) {
-      throw new UsageError(`--lambda-result "${entry}": expected <functionArn>=<disposition>`, HELP);
-    }
-    results.set(entry.slice(0, eq), entry.slice(eq + 1));
-  }
-  return results;
-}
-
 /** Replay's exit codes, printed in its help and documented in the README. */
 const EXIT = { ok: 0, unreadable: 1, usage: 2, actionFailed: 3 } as const;
-
-/**
- * A result is used only for a RequestResponse invocation (an Event one's never is, as on SES):
- * any other function is a typo or a mistake that would silently change nothing.
- */
-function checkLambdaResults(results: ReadonlyMap<string, string>, ruleSet: RuleSet): void {
-  const answering = new Set(
-    ruleSet.rules.flatMap((rule) =>
-      rule.actions.flatMap((action) =>
-        action.type === "Lambda" && action.params.InvocationType === "RequestResponse" ? [action.params.FunctionArn ?? ""] : [],
-      ),
-    ),
-  );
-  for (const functionArn of results.keys()) {
-    if (answering.has(functionArn)) continue;
-    const list = answering.size === 0 ? " none" : [...answering].map((arn) => `\n  ${arn}`).join("");
-    throw new UsageError(
-      `--lambda-result "${functionArn}": no RequestResponse Lambda action of rule set "${ruleSet.name}" calls that function ` +
-        `(an Event invocation's result is never used); the functions whose result counts:${list}`,
-      'Run "receiptd help replay" for usage.',
-    );
-  }
-}
-
-/** Progress for long runs, on stderr and only when a person is watching it. */
-function progressMeter(): { tick(): void; done(): void } {
-  if (!process.stderr.isTTY) return { tick() {}, done() {} };
-  let count = 0;
-  let last = 0;
-  return {
-    tick() {
-      count++;
-      const now = Date.now();
-      if (now - last < 200) return;
-      last = now;
-      process.stderr.write(`\rreplayed ${count} message(s)...`);
-    },
-    done() {
-      if (last > 0) process.stderr.write("\r\x1b[K");
-    },
-  };
-}
 
 export async function runReplay(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandLine(args, OPTIONS, HELP);
@@ -127,9 +65,8 @@ export async function runReplay(args: string[]): Promise<number> {
   }
   if (!values.rules) throw new UsageError("replay needs --rules <file>", HELP);
   if (positionals.length === 0) throw new UsageError("replay needs at least one .eml file or directory", HELP);
-  const clientIp = values["client-ip"];
-  if (clientIp !== undefined && isIP(clientIp) === 0) throw new UsageError(`--client-ip "${clientIp}" is not an IP address`, HELP);
-  const lambdaResults = parseLambdaResults(values["lambda-result"] ?? []);
+  const arrival = parseArrival(values, HELP);
+  const { lambdaResults } = arrival;
   const executorKind = values.executor ?? "record";
   if (executorKind !== "record" && executorKind !== "local" && executorKind !== "aws") {
     throw new UsageError(`--executor "${executorKind}": expected record, local or aws`, HELP);
@@ -147,17 +84,12 @@ export async function runReplay(args: string[]): Promise<number> {
       loadRuleSetFile(values.rules),
       values.filters === undefined ? null : loadFiltersFile(values.filters),
     ]);
-    checkLambdaResults(lambdaResults, ruleSet);
+    checkLambdaResults(lambdaResults, [ruleSet], "replay");
     settings = {
       ruleSet,
       filters: filters ? compileFilters(filters) : null,
       identities: values.identity?.length ? identitiesFrom(values.identity) : identitiesOfRules(ruleSet.rules),
-      tls: values.tls ?? false,
-      lambdaResults,
-      ...(values.from === undefined ? {} : { mailFrom: values.from }),
-      ...(values.to === undefined ? {} : { recipients: values.to }),
-      ...(clientIp === undefined ? {} : { clientIp }),
-      ...(values.helo === undefined ? {} : { helo: values.helo }),
+      ...arrival,
     };
     if (executorKind !== "record") {
       const config =
@@ -177,7 +109,7 @@ export async function runReplay(args: string[]): Promise<number> {
   }
 
   const summary = new ReplaySummary();
-  const progress = values.json ? { tick() {}, done() {} } : progressMeter();
+  const progress = values.json ? SILENT_PROGRESS : progressMeter("replayed");
   for await (const outcome of replayFiles(messageFiles(positionals), settings)) {
     summary.add(outcome);
     progress.tick();
