@@ -83,11 +83,6 @@ interface StoredSource {
   receipt: Receipt;
 }
 
-function storedBufferMessage(bytes: Buffer, source: StoredSource): ReceivedMessage {
-  const body = storedMessage(source.envelope, bytes, source.facts).body;
-  return bufferMessage(body, parseMessageHead(body), source.receipt);
-}
-
 /**
  * A file's stored message, made afresh from the file on every read rather than held: a file may
  * be tens of megabytes. Its size takes one pass; `headerBlock` is its stored header block.
@@ -163,10 +158,13 @@ export async function replayHead(
     },
     receipt: { receivedAt, verdicts: replayVerdicts(scanned) },
   };
-  // The header block alone gives the headers on top, and the stored message's own header block.
-  const top = storedMessage(stored.envelope, head.headerBlock, stored.facts);
   const whole = bytes ?? (head.size <= BUFFERED_REPLAY_BYTES ? await readFile(file) : undefined);
-  const message = whole ? storedBufferMessage(whole, stored) : await storedFileMessage(file, top.body, stored);
+  // From the whole file, or, for a file too large to hold, its header block: that gives the headers
+  // on top and the stored header block, and the body streams from the file for each read.
+  const made = storedMessage(stored.envelope, whole ?? head.headerBlock, stored.facts);
+  const message = whole
+    ? bufferMessage(made.body, parseMessageHead(made.body), stored.receipt)
+    : await storedFileMessage(file, made.body, stored);
   const executor =
     settings.executor ??
     recordingExecutor<ReceivedMessage>({
@@ -181,7 +179,7 @@ export async function replayHead(
       envelope: { mailFrom: envelope.mailFrom, recipients: accepted },
       messageId,
       message,
-      prependedHeaders: await top.headers,
+      prependedHeaders: await made.headers,
     },
     executor,
   );
