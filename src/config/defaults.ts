@@ -59,6 +59,25 @@ export const DEFAULTS = Object.freeze({
   /** An action attempt taking this long is logged as processing.action_slow (not a setting). */
   slowActionMs: 5000,
   admin: Object.freeze({ host: "127.0.0.1", port: 9025 }),
+  /** 4579 was SES's port in LocalStack's per-service days, so SES tooling often has it already. */
+  api: Object.freeze({
+    host: "127.0.0.1",
+    port: 4579,
+    /** The embedded default's key, documented in the README and accepted only from loopback. */
+    credential: Object.freeze({ accessKeyId: "test", secretAccessKey: "test", account: "123456789012" }),
+    maxRequestBytes: 1024 * 1024,
+    /** SigV4's own limit for X-Amz-Date against the server's clock. */
+    maxClockSkewMs: 15 * 60_000,
+  }),
+  state: Object.freeze({
+    /** The state store's directory inside the data directory. */
+    dirInDataDir: "state",
+    region: "us-east-1",
+    verification: "auto",
+    verificationIntervalMs: 60_000,
+    /** SES marks a domain Failed when its record is not found within 72 hours. */
+    verificationTimeoutHours: 72,
+  }),
   /** The local SNS signs HTTP envelopes as SNS does by default: SignatureVersion 1, RSA-SHA1. */
   snsSignatureVersion: "1",
   shutdownGraceMs: 30_000,

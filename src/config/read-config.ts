@@ -7,7 +7,7 @@ import { DEFAULTS } from "./defaults.js";
 import { environmentOverrides } from "./environment.js";
 import { FieldReader, isObject } from "./field-reader.js";
 import type { Json } from "./field-reader.js";
-import type { AwsServiceConfig, BackendChoice, ReceiptdConfig, ServeConfig } from "./schema.js";
+import type { ApiCredential, AwsServiceConfig, BackendChoice, ReceiptdConfig, ServeConfig } from "./schema.js";
 
 /** A configuration that names no rule set gets the example one shipped with the package. */
 const DEFAULT_RULES = fileURLToPath(new URL("../../rules/example.json", import.meta.url));
@@ -51,6 +51,42 @@ function readListen(reader: FieldReader, value: unknown): ServeConfig["smtp"]["l
     if (raw.port === undefined) reader.issues.push(`${path}.port: required`);
     return host !== undefined && port !== undefined ? [{ host, port, implicitTls }] : [];
   });
+}
+
+const ACCOUNT = /^\d{12}$/;
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
+
+function readApi(reader: FieldReader, value: unknown): ServeConfig["api"] {
+  if (value === null) return null;
+  const raw = reader.object(value, "config.api", ["host", "port", "credentials", "maxRequestBytes", "maxClockSkewMs"]);
+  let credentials: ApiCredential[] = [{ ...DEFAULTS.api.credential, loopbackOnly: true }];
+  if (raw.credentials !== undefined) {
+    if (!Array.isArray(raw.credentials) || raw.credentials.length === 0) {
+      reader.issues.push("config.api.credentials: expected a non-empty list of {accessKeyId, secretAccessKey, account}");
+    } else {
+      credentials = raw.credentials.flatMap((entry, i) => {
+        const path = `config.api.credentials[${i}]`;
+        const item = reader.object(entry, path, ["accessKeyId", "secretAccessKey", "account"]);
+        const accessKeyId = reader.string(item.accessKeyId, `${path}.accessKeyId`, /^[A-Za-z0-9]{1,128}$/, "letters and digits");
+        const secretAccessKey = reader.string(item.secretAccessKey, `${path}.secretAccessKey`);
+        const account = reader.string(item.account, `${path}.account`, ACCOUNT, "a 12-digit AWS account ID");
+        for (const key of ["accessKeyId", "secretAccessKey", "account"] as const) {
+          if (item[key] === undefined) reader.issues.push(`${path}.${key}: required`);
+        }
+        return accessKeyId && secretAccessKey && account ? [{ accessKeyId, secretAccessKey, account, loopbackOnly: false }] : [];
+      });
+      const ids = credentials.map((c) => c.accessKeyId);
+      const twice = ids.find((id, i) => ids.indexOf(id) !== i);
+      if (twice !== undefined) reader.issues.push(`config.api.credentials: access key ${twice} is listed twice`);
+    }
+  }
+  return {
+    host: reader.string(raw.host, "config.api.host", isHost, "an IP address or host name") ?? DEFAULTS.api.host,
+    port: reader.integer(raw.port, "config.api.port", 0, 65535) ?? DEFAULTS.api.port,
+    credentials,
+    maxRequestBytes: reader.integer(raw.maxRequestBytes, "config.api.maxRequestBytes", 1024, 64 * 1024 * 1024) ?? DEFAULTS.api.maxRequestBytes,
+    maxClockSkewMs: reader.integer(raw.maxClockSkewMs, "config.api.maxClockSkewMs", 1000, 3_600_000) ?? DEFAULTS.api.maxClockSkewMs,
+  };
 }
 
 function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: string): ServeConfig {
@@ -125,7 +161,29 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
     };
   }
 
+  const api = readApi(reader, raw.api);
+  const stateRaw = reader.object(raw.state, "config.state", [
+    "dir",
+    "account",
+    "region",
+    "verification",
+    "verificationIntervalMs",
+    "verificationTimeoutHours",
+  ]);
+  const state: ServeConfig["state"] = {
+    dir: path(reader.string(stateRaw.dir, "config.state.dir")) ?? join(dataDir, DEFAULTS.state.dirInDataDir),
+    account: reader.string(stateRaw.account, "config.state.account", ACCOUNT, "a 12-digit AWS account ID") ?? api?.credentials[0]?.account ?? DEFAULTS.api.credential.account,
+    region: reader.string(stateRaw.region, "config.state.region", REGION, "an AWS region such as us-east-1") ?? DEFAULTS.state.region,
+    verification: reader.oneOf(stateRaw.verification, "config.state.verification", ["auto", "dns"] as const) ?? DEFAULTS.state.verification,
+    verificationIntervalMs:
+      reader.integer(stateRaw.verificationIntervalMs, "config.state.verificationIntervalMs", 100, 86_400_000) ?? DEFAULTS.state.verificationIntervalMs,
+    verificationTimeoutHours:
+      reader.integer(stateRaw.verificationTimeoutHours, "config.state.verificationTimeoutHours", 1, 24 * 365) ?? DEFAULTS.state.verificationTimeoutHours,
+  };
+
   return {
+    api,
+    state,
     rules,
     ...(filters === undefined ? {} : { filters }),
     ...(identities === undefined ? {} : { identities }),
@@ -203,6 +261,8 @@ export function parseConfig(
     "processing",
     "admin",
     "shutdownGraceMs",
+    "api",
+    "state",
   ]);
 
   const hostname =

@@ -101,4 +101,46 @@ export interface ServeConfig {
   admin: { host: string; port: number; url?: string } | null;
   /** How long SIGTERM waits for sessions and actions to finish. */
   shutdownGraceMs: number;
+  /** The SES API listener (src/api/); null turns it off. */
+  api: ApiConfig | null;
+  /** The durable state the API changes and the MX follows (src/store/). */
+  state: StateConfig;
+}
+
+/** One access key the API accepts, and the account its requests act on. */
+export interface ApiCredential {
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** 12 digits. */
+  account: string;
+  /**
+   * Accepted only from loopback addresses: the embedded default's documented key, which anyone
+   * can read in the README, must never open the API to the network.
+   */
+  loopbackOnly: boolean;
+}
+
+export interface ApiConfig {
+  host: string;
+  port: number;
+  /** Never empty: without configured keys, the embedded default's key (loopback only). */
+  credentials: ApiCredential[];
+  /** Larger request bodies get 413 and SES's error, before the body is read further. */
+  maxRequestBytes: number;
+  /** How far a request's X-Amz-Date may be from the server's clock (SigV4 allows 15 minutes). */
+  maxClockSkewMs: number;
+}
+
+export interface StateConfig {
+  /** Absolute. */
+  dir: string;
+  /** The account and region whose active rule set, filters and identities the MX follows. */
+  account: string;
+  region: string;
+  /** `auto`: identities are verified at once (local use); `dns`: by their DNS records, on a schedule. */
+  verification: "auto" | "dns";
+  /** How often pending identities' DNS records are checked (dns mode). */
+  verificationIntervalMs: number;
+  /** A domain still unverified this long after it was added becomes Failed, as SES gives up after 72 hours. */
+  verificationTimeoutHours: number;
 }
