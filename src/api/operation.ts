@@ -89,6 +89,8 @@ export interface OperationContext {
  * stay free of the spool and the back ends' construction. Filled in by the issue's parts.
  */
 export interface ApiServices {
+  /** `auto`: a new identity is verified at once; `dns`: it stays Pending until its DNS records are found. */
+  verification: "auto" | "dns";
   /** Rule actions' targets (S3 bucket, SNS topic, Lambda function), where the configured back end can tell. */
   checkTargets?(rule: unknown, scope: Scope): Promise<void>;
   /** Parts that own receiving state in file mode; writes to them are refused. */

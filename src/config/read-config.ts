@@ -1,16 +1,12 @@
 import { isIP } from "node:net";
 import { hostname as osHostname } from "node:os";
 import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { ConfigError } from "./config-error.js";
 import { DEFAULTS } from "./defaults.js";
 import { environmentOverrides } from "./environment.js";
 import { FieldReader, isObject } from "./field-reader.js";
 import type { Json } from "./field-reader.js";
 import type { ApiCredential, AwsServiceConfig, BackendChoice, ReceiptdConfig, ServeConfig } from "./schema.js";
-
-/** A configuration that names no rule set gets the example one shipped with the package. */
-const DEFAULT_RULES = fileURLToPath(new URL("../../rules/example.json", import.meta.url));
 
 const ARN = /^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$/;
 
@@ -91,8 +87,29 @@ function readApi(reader: FieldReader, value: unknown): ServeConfig["api"] {
 
 function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: string): ServeConfig {
   const path = (value: string | undefined) => (value === undefined ? undefined : resolve(baseDir, value));
-  const rules = path(reader.string(raw.rules, "config.rules")) ?? DEFAULT_RULES;
+  const rules = path(reader.string(raw.rules, "config.rules"));
   const filters = path(reader.string(raw.filters, "config.filters"));
+  if (filters !== undefined && rules === undefined) reader.issues.push("config.filters: needs config.rules (file mode); in store mode use config.seed.filters");
+  let seed: ServeConfig["seed"];
+  if (raw.seed !== undefined) {
+    const seedRaw = reader.object(raw.seed, "config.seed", ["rules", "filters", "identities"]);
+    const seedRules = path(reader.string(seedRaw.rules, "config.seed.rules"));
+    const seedFilters = path(reader.string(seedRaw.filters, "config.seed.filters"));
+    let seedIdentities: string[] | undefined;
+    if (seedRaw.identities !== undefined) {
+      if (!Array.isArray(seedRaw.identities) || seedRaw.identities.some((entry) => typeof entry !== "string" || entry === "")) {
+        reader.issues.push("config.seed.identities: expected a list of domains and addresses");
+      } else {
+        seedIdentities = seedRaw.identities as string[];
+      }
+    }
+    if (rules !== undefined) reader.issues.push("config.seed: only for store mode; config.rules makes file mode");
+    seed = {
+      ...(seedRules === undefined ? {} : { rules: seedRules }),
+      ...(seedFilters === undefined ? {} : { filters: seedFilters }),
+      ...(seedIdentities === undefined ? {} : { identities: seedIdentities }),
+    };
+  }
   let identities: string[] | undefined;
   if (raw.identities !== undefined) {
     if (!Array.isArray(raw.identities) || raw.identities.some((entry) => typeof entry !== "string" || entry === "")) {
@@ -184,7 +201,8 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
   return {
     api,
     state,
-    rules,
+    ...(rules === undefined ? {} : { rules }),
+    ...(seed === undefined ? {} : { seed }),
     ...(filters === undefined ? {} : { filters }),
     ...(identities === undefined ? {} : { identities }),
     smtp: {
@@ -263,6 +281,7 @@ export function parseConfig(
     "shutdownGraceMs",
     "api",
     "state",
+    "seed",
   ]);
 
   const hostname =

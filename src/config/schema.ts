@@ -52,11 +52,16 @@ export interface ReceiptdConfig {
 
 /** What `receiptd serve` adds to the action configuration. */
 export interface ServeConfig {
-  /** Absolute path of the active rule set (SES JSON). */
-  rules: string;
+  /**
+   * File mode: the absolute path of the active rule set (SES JSON), which then owns receiving with
+   * `filters` and `identities`. Absent: store mode, the SES API owns it (README "Where the state lives").
+   */
+  rules?: string;
   filters?: string;
   /** Verified identities; absent: the domains the rule set names. */
   identities?: string[];
+  /** Store mode: files imported once, into an empty store (absolute paths). */
+  seed?: { rules?: string; filters?: string; identities?: string[] };
   smtp: {
     /** The listener's addresses, each saying whether it is implicit TLS (SMTPS). */
     listen: Required<ListenAddress>[];

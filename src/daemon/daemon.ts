@@ -9,8 +9,11 @@ import type { AdminServer } from "../ops/admin.js";
 import type { Logger } from "../ops/log.js";
 import { createMetrics } from "../ops/metrics.js";
 import type { Metrics, SmtpRefusalReason } from "../ops/metrics.js";
-import { watchPolicy } from "../ops/reload.js";
-import type { PolicyTexts, WatchedPolicy } from "../ops/reload.js";
+import type { LivePolicy, PolicyTexts } from "../ops/reload.js";
+import { startApiServer } from "../api/server.js";
+import { OPERATIONS } from "../api/operations/index.js";
+import { openFileStore } from "../store/file-store.js";
+import { startReceiving } from "./receiving.js";
 import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
 import type { ProcessorEvent } from "../spool/processor.js";
@@ -24,6 +27,8 @@ import { pooledRandomBytes } from "./random.js";
 export interface Daemon {
   /** Where SMTP listens (real ports when 0 was configured). */
   addresses(): BoundAddress[];
+  /** Where the SES API listens, or null when it is off. */
+  apiAddress(): { host: string; port: number } | null;
   /** Where the admin HTTP server listens, or null when it is off. */
   adminAddress(): { host: string; port: number } | null;
   /** Re-reads the rule set and filters (SIGHUP); false when a new file was refused. */
@@ -104,19 +109,26 @@ async function startOnSpool(
   // The SMTP side, in this process or in acceptor processes; set once it listens.
   let smtp: SmtpSide | null = null;
 
-  const policy: WatchedPolicy = await watchPolicy({
-    sources: {
-      rules: serve.rules,
-      ...(serve.filters ? { filters: serve.filters } : {}),
-      ...(serve.identities ? { identities: serve.identities } : {}),
-    },
+  const store = await openFileStore({ dir: serve.state.dir, clock });
+  onStarted(() => store.close());
+  const scope = { account: serve.state.account, region: serve.state.region };
+  const receiving = await startReceiving(config, {
+    store,
+    scope,
     logger,
     metrics,
-    tlsOffered: serve.smtp.tls !== undefined,
+    clock,
     // Acceptor processes, if any, follow every change.
     onChange: (texts) => smtp?.policyChanged?.(texts),
   });
-  onStarted(() => policy.close());
+  onStarted(() => receiving.close());
+  const policy = receiving.policy;
+  // Sending pause (docs/behaviour.md §8): read at each DSN, so that the pause holds from the call's response on.
+  let sendingEnabled = (await store.read(scope)).sendingEnabled;
+  const unsubscribe = store.subscribe((changed, state) => {
+    if (changed.account === scope.account && changed.region === scope.region) sendingEnabled = state.sendingEnabled;
+  });
+  onStarted(unsubscribe);
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.queue.depth()));
 
   // Set once the admin port listens, which is before processing starts.
@@ -143,7 +155,10 @@ async function startOnSpool(
     retryWindowMs: serve.processing.retryWindowMinutes * 60_000,
     backoff: { initialMs: serve.processing.backoffInitialMs, maxMs: serve.processing.backoffMaxMs },
     clock,
-    sendFailureDsn: (request) => backend.sendDsn(request),
+    sendFailureDsn: (request) => {
+      if (!sendingEnabled) throw new Error("account sending is paused (UpdateAccountSendingEnabled): the failure DSN was not sent");
+      return backend.sendDsn(request);
+    },
     hostname: config.hostname,
     onEvent: (event) => reportProcessing(event, logger, metrics, options.slowActionMs ?? DEFAULTS.slowActionMs),
   });
@@ -165,10 +180,26 @@ async function startOnSpool(
   const adminServer = admin;
   onStarted(() => adminServer?.close());
 
+  const texts = receiving.texts;
+  if (serve.smtp.processes > 1 && !texts) {
+    throw new Error("config.smtp.processes > 1 needs file mode (config.rules) for now: acceptor processes mirror the rule files");
+  }
   smtp =
-    serve.smtp.processes === 1
+    serve.smtp.processes === 1 || !texts
       ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
-      : await acceptInProcesses(config, { policy, spool, processor, logger, metrics });
+      : await acceptInProcesses(config, { texts, spool, processor, logger, metrics });
+  const api = serve.api
+    ? await startApiServer({
+        api: serve.api,
+        operations: OPERATIONS,
+        store,
+        services: { verification: serve.state.verification, fileOwned: receiving.fileOwned },
+        logger,
+        metrics,
+        clock,
+      })
+    : null;
+  onStarted(() => api?.close());
   const listening = smtp;
   onStarted(() => listening.close(0));
   await spool.recover();
@@ -193,7 +224,9 @@ async function startOnSpool(
     smtp: smtp.addresses().map((a) => `${a.host}:${a.port}${a.implicitTls ? " (TLS)" : ""}`),
     ...(serve.smtp.processes > 1 ? { acceptors: serve.smtp.processes } : {}),
     admin: admin ? `${admin.address().host}:${admin.address().port}` : null,
-    ruleSet: policy.ruleSet().name,
+    api: api ? `${api.address().host}:${api.address().port}` : null,
+    mode: serve.rules === undefined ? "store" : "file",
+    ruleSet: policy.ruleSet()?.name ?? null,
     spool: serve.spool.dir,
     pending: spool.queue.depth(),
   });
@@ -201,17 +234,21 @@ async function startOnSpool(
   return {
     addresses: () => smtp.addresses(),
     adminAddress: () => admin?.address() ?? null,
-    reload: () => policy.reload(),
+    apiAddress: () => api?.address() ?? null,
+    reload: () => receiving.reload(),
     async stop(graceMs = serve.shutdownGraceMs) {
       if (stopping) return;
       stopping = true;
       const deadline = Date.now() + graceMs;
       logger.info("daemon.stopping", { graceMs });
       clearInterval(sweeper);
+      await api?.close();
       await smtp.close(graceMs);
       await processor.drain(Math.max(0, deadline - Date.now()));
       await spool.close();
-      policy.close();
+      receiving.close();
+      unsubscribe();
+      await store.close();
       await admin?.close();
       logger.info("daemon.stopped", { pending: spool.queue.depth() });
     },
@@ -230,7 +267,7 @@ interface SmtpSide {
 }
 
 interface SmtpSideContext {
-  policy: WatchedPolicy;
+  policy: LivePolicy;
   spool: Spool;
   processor: Processor;
   logger: Logger;
@@ -263,7 +300,10 @@ async function acceptInProcess(
   };
 }
 
-async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContext): Promise<SmtpSide> {
+async function acceptInProcesses(
+  config: ReceiptdConfig,
+  context: Omit<SmtpSideContext, "policy"> & { texts: () => PolicyTexts },
+): Promise<SmtpSide> {
   const { spool, processor, logger, metrics } = context;
   const loggers = new Map<number, Logger>();
   const loggerOf = (acceptor: number): Logger => {
@@ -274,7 +314,7 @@ async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContex
   const pool = await AcceptorPool.start({
     count: config.serve.smtp.processes,
     config,
-    policy: () => context.policy.texts(),
+    policy: () => context.texts(),
     logger,
     onReport: (report, acceptor) => {
       if (report.kind === "accepted") {
@@ -304,7 +344,7 @@ async function acceptInProcesses(config: ReceiptdConfig, context: SmtpSideContex
     },
   });
   // A reload while the acceptors were starting: they ignore a generation they already have.
-  pool.broadcastPolicy(context.policy.texts());
+  pool.broadcastPolicy(context.texts());
   return {
     addresses: () => pool.addresses(),
     busy: () => pool.busy(),

@@ -7,7 +7,7 @@ import type { AuthResult } from "../mail/auth.js";
 import { AuthPool } from "../mail/auth-pool.js";
 import type { LivePolicy, PolicyVersion } from "../ops/reload.js";
 import { storedMessage } from "../mail/stored.js";
-import type { Identities } from "../rules/model.js";
+import type { Identities, RuleSet } from "../rules/model.js";
 import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 import { SmtpListener } from "../smtp/index.js";
@@ -119,7 +119,7 @@ export async function startIntake(config: ReceiptdConfig, options: IntakeOptions
   const snapshotHash = (version: PolicyVersion): Promise<string> => {
     let hash = snapshots.get(version.generation);
     if (!hash) {
-      hash = spool.saveSnapshot({ ruleSet: version.ruleSet, identities: identityLists(version.identities) });
+      hash = spool.saveSnapshot({ ruleSet: version.ruleSet as RuleSet, identities: identityLists(version.identities) });
       hash.catch(() => snapshots.delete(version.generation));
       snapshots.set(version.generation, hash);
     }
@@ -151,7 +151,10 @@ export async function startIntake(config: ReceiptdConfig, options: IntakeOptions
   const spoolMessage = async (session: AcceptedSession, received: AsyncIterable<Buffer>): Promise<void> => {
     const { body, endedAt } = notingEnd(received);
     const version = policy.version();
-    const scanned = scanVerdict(version.ruleSet, version.identities, session.recipients);
+    // Recipients were accepted under a set that has since been deactivated: 451, the client retries and is told at RCPT.
+    const ruleSet = version.ruleSet;
+    if (!ruleSet) throw new Error("no rule set is active since the recipients were accepted");
+    const scanned = scanVerdict(ruleSet, version.identities, session.recipients);
     const base: Verdicts = { spam: scanned, virus: scanned, ...AUTH_DISABLED.verdicts };
     const envelope = { mailFrom: session.mailFrom, recipients: session.recipients };
     const receipt = { messageId: session.messageId, receivedAt: session.receivedAt, client: session.client, hostname: config.hostname, scan: scanned };

@@ -363,6 +363,9 @@ export interface Metrics extends Registry {
   authDnsTimeouts: Counter;
   /** `result`: success or failure. */
   configReloads: Counter<"result">;
+  /** SES API calls; `outcome` is `ok` or the SES error code, `operation` `unknown` for unknown actions. */
+  apiRequests: Counter<"operation" | "outcome">;
+  apiSeconds: Histogram<"operation">;
 }
 
 export function createMetrics(options: RegistryOptions = {}): Metrics {
@@ -431,6 +434,13 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
       "Authentications whose DNS budget (authentication.dnsTimeoutMs) ran out.",
     ),
     configReloads: registry.counter("receiptd_config_reloads_total", "Configuration reloads, by result.", ["result"]),
+    apiRequests: registry.counter("receiptd_api_requests_total", "SES API calls, by operation and outcome (ok or the SES error code).", [
+      "operation",
+      "outcome",
+    ]),
+    apiSeconds: registry.histogram("receiptd_api_request_seconds", "Seconds an SES API call took, body read to response, by operation.", ACTION_SECONDS_BUCKETS, [
+      "operation",
+    ]),
   };
   // Both results exist from the start, so that an alert on increase(...{result="failure"}) sees the first failure.
   metrics.configReloads.inc({ result: "success" }, 0);

@@ -22,7 +22,8 @@ export interface LiveSources {
 
 /** One consistent state: a message accepted under it is evaluated with exactly these parts. */
 export interface PolicyVersion {
-  readonly ruleSet: RuleSet;
+  /** Null when no rule set is active (store mode): every recipient is refused. */
+  readonly ruleSet: RuleSet | null;
   readonly identities: Identities;
   readonly filters: CompiledFilters;
   /** 1 for the state loaded at start, one more for every reload that changed something. */
@@ -30,8 +31,8 @@ export interface PolicyVersion {
 }
 
 export interface LivePolicy {
-  /** Never null here: a rule set is loaded at start or watchPolicy fails. */
-  ruleSet(): RuleSet;
+  /** Null when none is active; a watched file always has one. */
+  ruleSet(): RuleSet | null;
   identities(): Identities;
   filters(): CompiledFilters;
   generation(): number;
@@ -47,6 +48,9 @@ export interface PolicyTexts {
 }
 
 export interface WatchedPolicy extends LivePolicy {
+  /** A watched file always has a rule set. */
+  ruleSet(): RuleSet;
+  version(): PolicyVersion & { readonly ruleSet: RuleSet };
   /** The texts of the state in effect. */
   texts(): PolicyTexts;
   /**
@@ -156,9 +160,9 @@ function requireTlsOffered(ruleSet: RuleSet, source: string): RuleSet {
   return ruleSet;
 }
 
-const NO_FILTERS: CompiledFilters = Object.freeze({ allow: [], block: [] });
+export const NO_FILTERS: CompiledFilters = Object.freeze({ allow: [], block: [] });
 
-function compile(filters: readonly IpFilter[]): CompiledFilters {
+export function compile(filters: readonly IpFilter[]): CompiledFilters {
   const compiled = compileFilters(filters);
   Object.freeze(compiled.allow);
   Object.freeze(compiled.block);
@@ -166,7 +170,7 @@ function compile(filters: readonly IpFilter[]): CompiledFilters {
 }
 
 /** The LivePolicy reading of whatever state `current` returns at each call. */
-function viewOf(current: () => PolicyVersion): LivePolicy {
+export function viewOf(current: () => PolicyVersion): LivePolicy {
   return {
     ruleSet: () => current().ruleSet,
     identities: () => current().identities,
@@ -255,12 +259,12 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
     identities: identitiesFor(rules.value),
     filters: filters ? compile(filters.value) : NO_FILTERS,
     generation: 1,
-  });
+  }) as PolicyVersion;
 
   const describe = (version: PolicyVersion) => ({
     generation: version.generation,
-    ruleSet: version.ruleSet.name,
-    rules: version.ruleSet.rules.length,
+    ruleSet: version.ruleSet?.name ?? null,
+    rules: version.ruleSet?.rules.length ?? 0,
     filters: version.filters.allow.length + version.filters.block.length,
     identities: resolver.fixed ? "configured" : "from rules",
   });
@@ -400,7 +404,7 @@ export async function watchPolicy(options: WatchPolicyOptions): Promise<WatchedP
   }
 
   return {
-    ...viewOf(() => current),
+    ...(viewOf(() => current) as Pick<WatchedPolicy, "ruleSet" | "identities" | "filters" | "generation" | "version">),
     texts,
     reload: () => enqueue("reload"),
     close() {

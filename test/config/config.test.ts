@@ -20,12 +20,15 @@ function issuesOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string[] {
 }
 
 describe("configuration", () => {
-  it("the embedded default runs everything locally under ./data, the example rule set on 127.0.0.1:2525", async () => {
+  it("the embedded default runs everything locally under ./data, in store mode seeded with the example rule set, on 127.0.0.1:2525", async () => {
     const config = await defaultConfig({ env: {} });
     expect(config.backends).toEqual({ S3: "local", SNS: "local", Lambda: "local", Bounce: "outbox", WorkMail: "maildir" });
     expect(config.dataDir).toBe(resolve("data"));
     expect(config.strict).toBe(true);
-    expect(config.serve.rules).toBe(resolve("rules/example.json"));
+    expect(config.serve.rules).toBeUndefined();
+    expect(config.serve.seed).toEqual({ rules: resolve("rules/example.json"), filters: resolve("rules/filters.json") });
+    expect(config.serve.api).toMatchObject({ host: "127.0.0.1", port: 4579, credentials: [{ accessKeyId: "test", account: "123456789012", loopbackOnly: true }] });
+    expect(config.serve.state).toMatchObject({ dir: resolve("data/state"), account: "123456789012", region: "us-east-1", verification: "auto" });
     expect(Object.keys(config.local.lambdaHandlers)).toHaveLength(2);
     expect(config.serve.smtp.listen).toEqual([{ host: "127.0.0.1", port: 2525, implicitTls: false }]);
     expect(config.serve.spool.dir).toBe(resolve("data/spool"));

@@ -145,6 +145,7 @@ export function testConfig(dir: string, extra: Record<string, unknown> = {}): Re
     smtp: { listen: [{ host: "127.0.0.1", port: 0 }], reverseDns: false },
     authentication: { enabled: false },
     admin: { host: "127.0.0.1", port: 0 },
+    api: { host: "127.0.0.1", port: 0 },
     shutdownGraceMs: 5000,
     ...extra,
   };

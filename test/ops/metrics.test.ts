@@ -188,6 +188,8 @@ describe("the daemon's metrics", () => {
       receiptd_auth_seconds: "histogram",
       receiptd_auth_dns_timeouts_total: "counter",
       receiptd_config_reloads_total: "counter",
+      receiptd_api_requests_total: "counter",
+      receiptd_api_request_seconds: "histogram",
       receiptd_custom_total: "counter",
     });
     for (const name of type.keys()) expect(help.get(name)).toBeTruthy();

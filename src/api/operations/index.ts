@@ -1,0 +1,7 @@
+import type { Operation } from "../operation.js";
+import { IDENTITY_OPERATIONS } from "./identities.js";
+import { ACCOUNT_OPERATIONS, POLICY_OPERATIONS } from "./policies.js";
+import { receiptOperations } from "./receipt.js";
+
+/** Every SES operation the API answers. */
+export const OPERATIONS: readonly Operation[] = [...receiptOperations(), ...IDENTITY_OPERATIONS, ...POLICY_OPERATIONS, ...ACCOUNT_OPERATIONS];

@@ -1,0 +1,142 @@
+import type { IdentityRecord, ScopeState } from "../../store/store.js";
+import { SesError, XmlMap } from "../operation.js";
+import type { Operation, Params } from "../operation.js";
+import { operation, read, write } from "./common.js";
+import { canonicalIdentity, knownIdentity } from "./identities.js";
+
+/** SES: a policy document "cannot exceed 4 KB"; an identity has at most 20 policies (reference §7.2). */
+const MAX_POLICY_BYTES = 4096;
+const MAX_POLICIES = 20;
+const POLICY_NAME = /^[0-9A-Za-z_-]{1,64}$/;
+
+function policyName(params: Params, member: string, value = params.requiredString(member)): string {
+  if (!POLICY_NAME.test(value)) {
+    throw new SesError("InvalidParameterValue", `${member}: a policy name is 1 to 64 letters, digits, dashes and underscores: ${value}`);
+  }
+  return value;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+const strings = (value: unknown): value is string | string[] =>
+  typeof value === "string" || (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === "string"));
+
+function bad(problem: string): SesError {
+  return new SesError("InvalidPolicy", `Invalid policy: ${problem}`);
+}
+
+/**
+ * A sending-authorization policy checked as far as SES documents it, each problem named by its
+ * place in the document. Returns the document compacted, as SES gives it back.
+ */
+export function checkPolicyDocument(text: string, identityArn: string): string {
+  if (Buffer.byteLength(text) > MAX_POLICY_BYTES) throw bad(`the document is over ${MAX_POLICY_BYTES} bytes`);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (error) {
+    throw bad(`not JSON: ${(error as Error).message}`);
+  }
+  if (!isObject(doc)) throw bad("the document must be a JSON object");
+  for (const key of Object.keys(doc)) if (!["Version", "Id", "Statement"].includes(key)) throw bad(`unknown element ${key}`);
+  if (doc.Version !== undefined && doc.Version !== "2012-10-17" && doc.Version !== "2008-10-17") {
+    throw bad("Version: expected 2012-10-17 or 2008-10-17");
+  }
+  const statements = Array.isArray(doc.Statement) ? doc.Statement : doc.Statement === undefined ? [] : [doc.Statement];
+  if (statements.length === 0) throw bad("Statement: at least one statement is required");
+  statements.forEach((statement: unknown, i) => {
+    const at = `Statement[${i}]`;
+    if (!isObject(statement)) throw bad(`${at}: expected an object`);
+    if (statement.Effect !== "Allow" && statement.Effect !== "Deny") throw bad(`${at}.Effect: expected Allow or Deny`);
+    const principal = statement.Principal;
+    if (principal === undefined) throw bad(`${at}.Principal: required`);
+    if (principal !== "*" && !(isObject(principal) && Object.entries(principal).length > 0 && Object.entries(principal).every(([k, v]) => ["AWS", "Service"].includes(k) && strings(v)))) {
+      throw bad(`${at}.Principal: expected "*" or {"AWS": account IDs or ARNs} or {"Service": names}`);
+    }
+    if (!strings(statement.Action)) throw bad(`${at}.Action: required, a string or a list of strings`);
+    for (const action of ([] as string[]).concat(statement.Action)) {
+      if (!/^ses:[A-Za-z*]+$/i.test(action)) throw bad(`${at}.Action: not an SES action: ${action}`);
+    }
+    if (!strings(statement.Resource)) throw bad(`${at}.Resource: required, this identity's ARN`);
+    for (const resource of ([] as string[]).concat(statement.Resource)) {
+      if (!wildcard(resource).test(identityArn)) throw bad(`${at}.Resource: ${resource} is not this identity (${identityArn})`);
+    }
+    if (statement.Condition !== undefined && !(isObject(statement.Condition) && Object.values(statement.Condition).every(isObject))) {
+      throw bad(`${at}.Condition: expected {operator: {key: value}}`);
+    }
+  });
+  return JSON.stringify(doc);
+}
+
+function wildcard(pattern: string): RegExp {
+  const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${escaped}$`, "i");
+}
+
+export function identityArn(region: string, account: string, identity: string): string {
+  return `arn:aws:ses:${region}:${account}:identity/${identity}`;
+}
+
+function withPolicies(state: ScopeState, record: IdentityRecord, policies: Record<string, string>): ScopeState {
+  const identities = new Map(state.identities).set(record.identity, Object.freeze({ ...record, policies: Object.freeze(policies) }));
+  return Object.freeze({ ...state, identities });
+}
+
+export const POLICY_OPERATIONS: readonly Operation[] = [
+  operation("PutIdentityPolicy", { writes: true }, async (params, context) => {
+    const identity = canonicalIdentity(params.requiredString("Identity"));
+    const name = policyName(params, "PolicyName");
+    const text = params.requiredString("Policy");
+    const compact = checkPolicyDocument(text, identityArn(context.scope.region, context.scope.account, identity));
+    await write(context, "PutIdentityPolicy", { Identity: identity, PolicyName: name }, (state) => {
+      const record = knownIdentity(state, identity);
+      if (!(name in record.policies) && Object.keys(record.policies).length >= MAX_POLICIES) {
+        throw new SesError("LimitExceeded", `An identity has at most ${MAX_POLICIES} policies`);
+      }
+      if (record.policies[name] === compact) return { state };
+      return { state: withPolicies(state, record, { ...record.policies, [name]: compact }) };
+    });
+    return {};
+  }),
+  operation("GetIdentityPolicies", { writes: false }, async (params, context) => {
+    const identity = canonicalIdentity(params.requiredString("Identity"));
+    const names = params.strings("PolicyNames");
+    if (names === undefined) throw new SesError("MissingParameter", "The request must contain the parameter PolicyNames");
+    if (names.length > MAX_POLICIES) throw new SesError("InvalidParameterValue", `PolicyNames: at most ${MAX_POLICIES} names`);
+    names.forEach((name) => policyName(params, "PolicyNames", name));
+    return read(context, (state) => {
+      const policies = state.identities.get(identity)?.policies ?? {};
+      return { Policies: new XmlMap(names.flatMap((name) => (policies[name] === undefined ? [] : [[name, policies[name]] as const]))) };
+    });
+  }),
+  operation("ListIdentityPolicies", { writes: false }, async (params, context) => {
+    const identity = canonicalIdentity(params.requiredString("Identity"));
+    return read(context, (state) => ({ PolicyNames: Object.keys(state.identities.get(identity)?.policies ?? {}) }));
+  }),
+  // Documented to succeed when no policy of that name exists.
+  operation("DeleteIdentityPolicy", { writes: true }, async (params, context) => {
+    const identity = canonicalIdentity(params.requiredString("Identity"));
+    const name = policyName(params, "PolicyName");
+    await write(context, "DeleteIdentityPolicy", { Identity: identity, PolicyName: name }, (state) => {
+      const record = state.identities.get(identity);
+      if (!record || !(name in record.policies)) return { state };
+      const policies = { ...record.policies };
+      delete policies[name];
+      return { state: withPolicies(state, record, policies) };
+    });
+    return {};
+  }),
+];
+
+export const ACCOUNT_OPERATIONS: readonly Operation[] = [
+  operation("GetAccountSendingEnabled", { writes: false }, async (_params, context) =>
+    read(context, (state) => ({ Enabled: state.sendingEnabled })),
+  ),
+  // No output shape (reference §1.3). `Enabled` absent: SES's model defaults it to false.
+  operation("UpdateAccountSendingEnabled", { writes: true, hasResult: false }, async (params, context) => {
+    const enabled = params.boolean("Enabled") ?? false;
+    await write(context, "UpdateAccountSendingEnabled", { Enabled: String(enabled) }, (state) =>
+      state.sendingEnabled === enabled ? { state } : { state: Object.freeze({ ...state, sendingEnabled: enabled }) },
+    );
+    return undefined;
+  }),
+];

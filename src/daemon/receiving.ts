@@ -1,0 +1,93 @@
+import type { ApiServices } from "../api/operation.js";
+import type { ReceiptdConfig } from "../config/config.js";
+import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
+import type { Logger } from "../ops/log.js";
+import type { Metrics } from "../ops/metrics.js";
+import { watchPolicy } from "../ops/reload.js";
+import type { LivePolicy, PolicyTexts } from "../ops/reload.js";
+import type { RuleSet } from "../rules/model.js";
+import { identitiesOfRules } from "../rules/recipients.js";
+import { importFiles } from "../store/import.js";
+import type { Scope, StateStore } from "../store/store.js";
+import { followStore } from "./store-policy.js";
+
+/** What the MX reads, wherever receiving is owned: the files (file mode) or the store (store mode). */
+export interface Receiving {
+  policy: LivePolicy;
+  /** SIGHUP: rereads the files in file mode; the store needs no reload. */
+  reload(): Promise<boolean>;
+  /** File mode only: what acceptor processes mirror. */
+  texts?(): PolicyTexts;
+  fileOwned: ApiServices["fileOwned"];
+  close(): void;
+}
+
+function identitiesToImport(configured: string[] | undefined, ruleSet: RuleSet): string[] {
+  if (configured && configured.length > 0) return configured;
+  const implied = identitiesOfRules(ruleSet.rules);
+  return [...implied.domains];
+}
+
+/**
+ * File mode: the files are the truth, watched as before, and imported into the store at start
+ * and on every change, so that the API reads what the MX does. Store mode: the MX follows the
+ * store, seeded once from `seed` when the store is empty.
+ */
+export async function startReceiving(
+  config: ReceiptdConfig,
+  options: { store: StateStore; scope: Scope; logger: Logger; metrics: Metrics; clock: () => Date; onChange: (texts: PolicyTexts) => void },
+): Promise<Receiving> {
+  const { serve } = config;
+  const { store, scope, logger, clock } = options;
+  if (serve.rules !== undefined) {
+    const rulesFile = serve.rules;
+    const importNow = async (policy: { ruleSet(): RuleSet; filters(): unknown }, filters: Awaited<ReturnType<typeof loadFiltersFile>> | undefined) => {
+      const ruleSet = policy.ruleSet();
+      await store.update(scope, { via: "file", operation: "ImportFiles", target: { RuleSetName: ruleSet.name, file: rulesFile } }, (state) => ({
+        state: importFiles(state, { ruleSet, ...(filters ? { filters } : {}), identities: identitiesToImport(serve.identities, ruleSet) }, clock()),
+        result: undefined,
+      }));
+    };
+    let pending: Promise<void> = Promise.resolve();
+    const watched = await watchPolicy({
+      sources: {
+        rules: rulesFile,
+        ...(serve.filters ? { filters: serve.filters } : {}),
+        ...(serve.identities ? { identities: serve.identities } : {}),
+      },
+      logger,
+      metrics: options.metrics,
+      tlsOffered: serve.smtp.tls !== undefined,
+      onChange: (texts) => {
+        options.onChange(texts);
+        pending = pending
+          .then(async () => importNow(watched, serve.filters ? await loadFiltersFile(serve.filters) : undefined))
+          .catch((error: unknown) => logger.error("state.import_failed", { file: rulesFile, error }));
+      },
+    });
+    await importNow(watched, serve.filters ? await loadFiltersFile(serve.filters) : undefined);
+    return {
+      policy: watched,
+      reload: () => watched.reload(),
+      texts: () => watched.texts(),
+      fileOwned: (asked) =>
+        asked.account === scope.account && asked.region === scope.region
+          ? { ruleSet: watched.ruleSet().name, filters: serve.filters !== undefined, source: rulesFile }
+          : null,
+      close: () => watched.close(),
+    };
+  }
+
+  const seed = serve.seed;
+  if (seed?.rules && (await store.read(scope)).revision === 0) {
+    const ruleSet = await loadRuleSetFile(seed.rules);
+    const filters = seed.filters ? await loadFiltersFile(seed.filters) : undefined;
+    await store.update(scope, { via: "import", operation: "Seed", target: { RuleSetName: ruleSet.name, file: seed.rules } }, (state) => ({
+      state: importFiles(state, { ruleSet, ...(filters ? { filters } : {}), identities: identitiesToImport(seed.identities, ruleSet) }, clock()),
+      result: undefined,
+    }));
+    logger.info("state.seeded", { rules: seed.rules, filters: seed.filters, ruleSet: ruleSet.name });
+  }
+  const followed = await followStore(store, scope);
+  return { policy: followed, reload: async () => true, fileOwned: () => null, close: () => followed.close() };
+}
