@@ -1,6 +1,7 @@
 import type { Operation } from "../operation.js";
 import { IDENTITY_OPERATIONS } from "./identities.js";
-import { ACCOUNT_OPERATIONS, POLICY_OPERATIONS } from "./policies.js";
+import { ACCOUNT_OPERATIONS } from "./account.js";
+import { POLICY_OPERATIONS } from "./policies.js";
 import { receiptOperations } from "./receipt.js";
 
 /** Every SES operation the API answers. */

@@ -126,17 +126,3 @@ export const POLICY_OPERATIONS: readonly Operation[] = [
     return {};
   }),
 ];
-
-export const ACCOUNT_OPERATIONS: readonly Operation[] = [
-  operation("GetAccountSendingEnabled", { writes: false }, async (_params, context) =>
-    read(context, (state) => ({ Enabled: state.sendingEnabled })),
-  ),
-  // No output shape (reference §1.3). `Enabled` absent: SES's model defaults it to false.
-  operation("UpdateAccountSendingEnabled", { writes: true, hasResult: false }, async (params, context) => {
-    const enabled = params.boolean("Enabled") ?? false;
-    await write(context, "UpdateAccountSendingEnabled", { Enabled: String(enabled) }, (state) =>
-      state.sendingEnabled === enabled ? { state } : { state: Object.freeze({ ...state, sendingEnabled: enabled }) },
-    );
-    return undefined;
-  }),
-];
