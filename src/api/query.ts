@@ -108,20 +108,21 @@ class TreeParams implements Params {
   }
 
   strings(member: string): string[] | undefined {
-    const child = this.node.children.get(member);
-    if (child === undefined) return undefined;
-    const path = join(this.path, member);
-    if (child.kind === "leaf") {
-      if (child.value === "") return [];
-      throw invalid(path, "expected a list (member.N)");
-    }
-    return listItems(child, path).map((item) => {
+    return this.items(member)?.map((item) => {
       if (item.node.kind !== "leaf") throw invalid(item.path, "expected a value");
       return item.node.value;
     });
   }
 
   structs(member: string): Params[] | undefined {
+    return this.items(member)?.map((item) => {
+      if (item.node.kind !== "branch") throw invalid(item.path, "expected a structure");
+      return new TreeParams(item.node, item.path);
+    });
+  }
+
+  /** A list member's items; `X=` is the empty list, absent is undefined. */
+  private items(member: string): { node: Node; path: string }[] | undefined {
     const child = this.node.children.get(member);
     if (child === undefined) return undefined;
     const path = join(this.path, member);
@@ -129,10 +130,7 @@ class TreeParams implements Params {
       if (child.value === "") return [];
       throw invalid(path, "expected a list (member.N)");
     }
-    return listItems(child, path).map((item) => {
-      if (item.node.kind !== "branch") throw invalid(item.path, "expected a structure");
-      return new TreeParams(item.node, item.path);
-    });
+    return listItems(child, path);
   }
 }
 

@@ -85,6 +85,15 @@ function readApi(reader: FieldReader, value: unknown): ServeConfig["api"] {
   };
 }
 
+function readIdentities(reader: FieldReader, value: unknown, path: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.some((entry) => typeof entry !== "string" || entry === "")) {
+    reader.issues.push(`${path}: expected a list of domains and addresses`);
+    return undefined;
+  }
+  return value as string[];
+}
+
 function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: string): ServeConfig {
   const path = (value: string | undefined) => (value === undefined ? undefined : resolve(baseDir, value));
   const rules = path(reader.string(raw.rules, "config.rules"));
@@ -95,14 +104,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
     const seedRaw = reader.object(raw.seed, "config.seed", ["rules", "filters", "identities"]);
     const seedRules = path(reader.string(seedRaw.rules, "config.seed.rules"));
     const seedFilters = path(reader.string(seedRaw.filters, "config.seed.filters"));
-    let seedIdentities: string[] | undefined;
-    if (seedRaw.identities !== undefined) {
-      if (!Array.isArray(seedRaw.identities) || seedRaw.identities.some((entry) => typeof entry !== "string" || entry === "")) {
-        reader.issues.push("config.seed.identities: expected a list of domains and addresses");
-      } else {
-        seedIdentities = seedRaw.identities as string[];
-      }
-    }
+    const seedIdentities = readIdentities(reader, seedRaw.identities, "config.seed.identities");
     if (rules !== undefined) reader.issues.push("config.seed: only for store mode; config.rules makes file mode");
     seed = {
       ...(seedRules === undefined ? {} : { rules: seedRules }),
@@ -110,14 +112,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
       ...(seedIdentities === undefined ? {} : { identities: seedIdentities }),
     };
   }
-  let identities: string[] | undefined;
-  if (raw.identities !== undefined) {
-    if (!Array.isArray(raw.identities) || raw.identities.some((entry) => typeof entry !== "string" || entry === "")) {
-      reader.issues.push("config.identities: expected a list of domains and addresses");
-    } else {
-      identities = raw.identities as string[];
-    }
-  }
+  const identities = readIdentities(reader, raw.identities, "config.identities");
 
   const smtpRaw = reader.object(raw.smtp, "config.smtp", [
     "listen",
