@@ -27,6 +27,8 @@ export interface SesExecutorOptions {
   clock?: () => Date;
   /** Randomness for the Message-IDs of DSNs. */
   random?: (bytes: number) => Uint8Array;
+  /** Why no DSN may leave now (the account's sending is paused), or null; asked at each Bounce action. */
+  dsnHeld?: () => string | null;
 }
 
 type Call<T extends ActionType> = ActionCall<T, ReceivedMessage>;
@@ -167,11 +169,15 @@ export function sesExecutor(options: SesExecutorOptions): ActionExecutor<Receive
 
     Bounce: run(async (call) => {
       const to = call.envelope.mailFrom;
+      const held = options.dsnHeld?.() ?? null;
       // No DSN ever goes to the null sender (docs/behaviour.md §3): that is how bounce loops start.
+      // A held DSN is not sent later either: the action is done, and its trace says why nothing left.
       const sent =
         to === ""
           ? { dsn: "not sent: null sender" }
-          : await backend.sendDsn({
+          : held !== null
+            ? { dsn: `not sent: ${held}` }
+            : await backend.sendDsn({
               to,
               raw: buildDsn({
                 reportingMta: hostname,

@@ -99,11 +99,25 @@ export interface ApiServices {
   bounce?: BounceService;
 }
 
+/** A received message as SendBounce needs it. */
+export interface BouncedMessage {
+  receivedAt: Date;
+  /** The envelope sender the DSN goes to; "" for the null sender. */
+  mailFrom: string;
+  recipients: string[];
+  /** The header block as actions saw it, receipt and added headers included. */
+  headers: Buffer;
+  /** Its Message-ID header's value, for In-Reply-To. */
+  originalMessageId?: string;
+}
+
 export interface BounceService {
-  /** The accepted message with this SES message ID, received within the retention window; null when unknown or expired. */
-  findMessage(messageId: string, now: Date): Promise<{ receivedAt: Date; mailFrom: string; recipients: string[]; headers: string } | null>;
-  /** Sends a DSN through the configured transport; resolves with the DSN's message ID. */
-  send(dsn: { from: string; to: string; raw: Buffer }): Promise<string>;
+  /** Our host name: the DSN's default Reporting-MTA and its Message-ID's domain. */
+  hostname: string;
+  /** The message with this SES message ID that the scope received, wherever the spool keeps it; null when unknown or swept. */
+  findMessage(scope: Scope, messageId: string): Promise<BouncedMessage | null>;
+  /** Sends a DSN from the null sender through the configured transport; resolves once it is handed over. */
+  send(dsn: { to: string; raw: Buffer }): Promise<void>;
 }
 
 export interface Operation {

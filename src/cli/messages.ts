@@ -135,6 +135,7 @@ function summary(message: SpooledMessage): Record<string, unknown> {
     rules: trace?.rules.map((rule) => rule.name) ?? [],
     end: trace?.end ?? null,
     deadReason: message.deadReason,
+    dsnNotSent: message.dsnNotSent,
   };
 }
 
@@ -157,6 +158,7 @@ function actionLine(action: ActionTrace): string {
 function dsnText(message: SpooledMessage, outboxFile: string | null): string {
   if (message.area !== "dead") return "none (a failure DSN goes out only for a dead letter, docs/behaviour.md §8)";
   if (message.state.envelope.mailFrom === "") return "none: the sender is null";
+  if (message.dsnNotSent !== null) return `none: ${message.dsnNotSent}`;
   if (outboxFile !== null) return `a failure DSN to <${message.state.envelope.mailFrom}>, written to ${outboxFile}`;
   return `a failure DSN to <${message.state.envelope.mailFrom}> is sent on dead-lettering; whether it was delivered is in the daemon's log (processing.dsn-sent, processing.dsn-failed), not in the spool`;
 }

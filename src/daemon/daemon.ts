@@ -1,3 +1,4 @@
+import { ActionError } from "../actions/backend.js";
 import { backendFromConfig } from "../actions/compose.js";
 import { removeLeftoverTemporaries } from "../actions/local/leftovers.js";
 import { sesExecutor } from "../actions/ses-executor.js";
@@ -13,6 +14,7 @@ import type { LivePolicy, PolicyTexts } from "../ops/reload.js";
 import { startApiServer } from "../api/server.js";
 import { OPERATIONS } from "../api/operations/index.js";
 import { openFileStore } from "../store/file-store.js";
+import { spoolBounceService } from "./bounce-service.js";
 import { startReceiving } from "./receiving.js";
 import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
@@ -47,6 +49,8 @@ export interface DaemonOptions {
 }
 
 const HOUR_MS = 60 * 60 * 1000;
+/** Why a DSN does not leave while UpdateAccountSendingEnabled has paused the account. */
+const SENDING_PAUSED = "account sending is paused (UpdateAccountSendingEnabled)";
 
 /** The metric label of each reason the listener gives for a refusal (the labels: SmtpRefusalReason). */
 const REFUSAL_LABELS: Record<ListenerRefusalReason, SmtpRefusalReason> = {
@@ -129,6 +133,7 @@ async function startOnSpool(
     if (changed.account === scope.account && changed.region === scope.region) sendingEnabled = state.sendingEnabled;
   });
   onStarted(unsubscribe);
+  const dsnHeld = () => (sendingEnabled ? null : SENDING_PAUSED);
   metrics.spoolDepth.onScrape((gauge) => gauge.set(spool.queue.depth()));
 
   // Set once the admin port listens, which is before processing starts.
@@ -149,16 +154,18 @@ async function startOnSpool(
   );
   const processor = new Processor({
     spool: spool.queue,
-    executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random }),
+    executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random, dsnHeld }),
     concurrency: serve.processing.concurrency,
     whileBusy: { concurrency: serve.processing.concurrencyWhileReceiving, isBusy: () => smtp?.busy() ?? false },
     retryWindowMs: serve.processing.retryWindowMinutes * 60_000,
     backoff: { initialMs: serve.processing.backoffInitialMs, maxMs: serve.processing.backoffMaxMs },
     clock,
+    // Paused between the dead letter and a retry of its DSN: given up, as a refusal for good is.
     sendFailureDsn: (request) => {
-      if (!sendingEnabled) throw new Error("account sending is paused (UpdateAccountSendingEnabled): the failure DSN was not sent");
+      if (!sendingEnabled) throw new ActionError("permanent", SENDING_PAUSED);
       return backend.sendDsn(request);
     },
+    dsnHeld,
     hostname: config.hostname,
     onEvent: (event) => reportProcessing(event, logger, metrics, options.slowActionMs ?? DEFAULTS.slowActionMs),
   });
@@ -193,7 +200,11 @@ async function startOnSpool(
         api: serve.api,
         operations: OPERATIONS,
         store,
-        services: { verification: serve.state.verification, fileOwned: receiving.fileOwned },
+        services: {
+          verification: serve.state.verification,
+          fileOwned: receiving.fileOwned,
+          bounce: spoolBounceService({ spoolDir: serve.spool.dir, scope, hostname: config.hostname, send: (request) => backend.sendDsn(request) }),
+        },
         logger,
         metrics,
         clock,

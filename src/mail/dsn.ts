@@ -5,11 +5,10 @@ import * as mimeFuncs from "nodemailer/lib/mime-funcs";
 import MimeNode from "nodemailer/lib/mime-node";
 import * as qp from "nodemailer/lib/qp";
 
-export interface DsnInput {
-  /** Our hostname, for `Reporting-MTA: dns; <host>`. */
-  reportingMta: string;
-  /** When the original message was received. */
-  arrivalDate: Date;
+/** What every DSN has, whatever decided its per-recipient fields. */
+interface DsnCommon {
+  /** The original message's arrival, for `Arrival-Date`; absent: the field is left out. */
+  arrivalDate?: Date;
   /** The DSN's own Date. */
   date: Date;
   /** The DSN's own Message-ID value, e.g. `<...@host>`. */
@@ -18,18 +17,54 @@ export interface DsnInput {
   from: string;
   /** The original envelope sender; never empty, no DSN goes to the null sender. */
   to: string;
-  /** The original recipients the bounce is for, one per-recipient block each. */
-  recipients: string[];
-  /** `[45]\d\d`; its class decides `Action: failed` (5) or `Action: delayed` (4). */
-  smtpReplyCode: string;
-  /** `[45].\d{1,3}.\d{1,3}` of the reply code's class; absent: `5.0.0` or `4.0.0`. */
-  statusCode?: string;
   /** Human-readable text: the action's Message, or SendBounce's Explanation. */
   message: string;
   /** The original header block as received, prepended headers included. */
   originalHeaders: Buffer;
   /** The original Message-ID value, for In-Reply-To and References. */
   originalMessageId?: string;
+}
+
+/** One RFC 3464 extension field (`X-Name: value`), SendBounce's `ExtensionFields`. */
+export interface DsnField {
+  name: string;
+  value: string;
+}
+
+/** A per-recipient block of RFC 3464 section 2.3, each value as it goes after the field name. */
+export interface DsnRecipient {
+  /** The address for `Final-Recipient`. */
+  recipient: string;
+  action: "failed" | "delayed" | "delivered" | "relayed" | "expanded";
+  /** `[245].\d{1,3}.\d{1,3}`. */
+  status: string;
+  /** `Remote-MTA`, e.g. `dns; mx.example.net`. */
+  remoteMta?: string;
+  /** `Diagnostic-Code`, e.g. `smtp; 550 5.1.1 No such user`. */
+  diagnosticCode?: string;
+  lastAttemptDate?: Date;
+  extensionFields?: readonly DsnField[];
+}
+
+/** A DSN whose every field is given: what SendBounce builds from its request. */
+export interface DsnReportInput extends DsnCommon {
+  /** The per-message `Reporting-MTA` value, e.g. `dns; mx.example.com`. */
+  reportingMta: string;
+  extensionFields?: readonly DsnField[];
+  recipients: readonly DsnRecipient[];
+}
+
+/** A DSN with one reply for every recipient: the Bounce action's and the failure DSN. */
+export interface DsnInput extends DsnCommon {
+  /** Our hostname, for `Reporting-MTA: dns; <host>`. */
+  reportingMta: string;
+  arrivalDate: Date;
+  /** The original recipients the bounce is for, one per-recipient block each. */
+  recipients: string[];
+  /** `[45]\d\d`; its class decides `Action: failed` (5) or `Action: delayed` (4). */
+  smtpReplyCode: string;
+  /** `[45].\d{1,3}.\d{1,3}` of the reply code's class; absent: `5.0.0` or `4.0.0`. */
+  statusCode?: string;
 }
 
 export type BounceType =
@@ -53,6 +88,10 @@ export const DSN_DEFAULTS: Readonly<Record<BounceType, Readonly<{ smtpReplyCode:
 
 const REPLY_CODE = /^[45]\d\d$/;
 const STATUS_CODE = /^[45]\.\d{1,3}\.\d{1,3}$/;
+/** RFC 3464 section 2.3.4: success (2), persistent (5) or transient (4) failure. */
+const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/;
+/** RFC 5322 section 3.6.8: printable ASCII but the colon. */
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
 /** RFC 5322 section 2.1.1: at most 998 octets before CRLF. */
 const MAX_LINE = 998;
 const LONG_TOKEN = new RegExp(`\\S{${MAX_LINE - 100},}`);
@@ -62,12 +101,8 @@ const FOLD_AT = 76;
 const ENCODED_WORD_CHUNK = 52;
 
 /**
- * Builds the DSN of docs/behaviour.md §7 (RFC 3464, RFC 6522): `multipart/report;
- * report-type=delivery-status` with a text/plain part (the message), a message/delivery-status
- * part and a text/rfc822-headers part (the original headers). Lines end in CRLF.
- *
- * Pure: the dates, the Message-ID and everything else come from the input, and the MIME
- * boundary is a hash of the input, so the same input always gives the same bytes.
+ * The DSN of docs/behaviour.md §7 for one SMTP reply given to every recipient, with
+ * `Diagnostic-Code: smtp; <code> <status> <message>`.
  */
 export function buildDsn(input: DsnInput): Buffer {
   const { smtpReplyCode } = input;
@@ -77,13 +112,57 @@ export function buildDsn(input: DsnInput): Buffer {
   if (!STATUS_CODE.test(statusCode) || statusCode.charAt(0) !== replyClass) {
     throw new RangeError(`status code ${JSON.stringify(statusCode)} does not fit reply code ${smtpReplyCode}`);
   }
+  if (!/^[\x21-\x7e]+$/.test(input.reportingMta)) throw new TypeError(`invalid reporting MTA ${JSON.stringify(input.reportingMta)}`);
+  const diagnosticCode = smtpDiagnostic(smtpReplyCode, statusCode, input.message);
+  const action = replyClass === "4" ? "delayed" : "failed";
+  return buildDsnReport({
+    arrivalDate: input.arrivalDate,
+    date: input.date,
+    messageId: input.messageId,
+    from: input.from,
+    to: input.to,
+    message: input.message,
+    originalHeaders: input.originalHeaders,
+    ...(input.originalMessageId === undefined ? {} : { originalMessageId: input.originalMessageId }),
+    reportingMta: `dns; ${input.reportingMta}`,
+    recipients: input.recipients.map((recipient) => ({ recipient, action, status: statusCode, diagnosticCode })),
+  });
+}
+
+/**
+ * Builds a DSN (RFC 3464, RFC 6522): `multipart/report; report-type=delivery-status` with a
+ * text/plain part (the message), a message/delivery-status part and a text/rfc822-headers part
+ * (the original headers). Lines end in CRLF. The subject says Delay when every recipient is
+ * delayed, Failure otherwise.
+ *
+ * Pure: the dates, the Message-ID and everything else come from the input, and the MIME
+ * boundary is a hash of the input, so the same input always gives the same bytes.
+ */
+export function buildDsnReport(input: DsnReportInput): Buffer {
   if (input.recipients.length === 0) throw new RangeError("a DSN needs at least one recipient (RFC 3464 section 2.3)");
   if (input.to.trim() === "") throw new RangeError("a DSN is never sent to the null sender");
-  if (!/^[\x21-\x7e]+$/.test(input.reportingMta)) throw new TypeError(`invalid reporting MTA ${JSON.stringify(input.reportingMta)}`);
-  for (const value of [input.to, input.from, ...input.recipients]) {
+  for (const recipient of input.recipients) {
+    if (!STATUS.test(recipient.status)) throw new RangeError(`invalid DSN status ${JSON.stringify(recipient.status)} for ${recipient.recipient}`);
+  }
+  const fieldValues = [
+    input.to,
+    input.from,
+    input.reportingMta,
+    ...(input.extensionFields ?? []).flatMap((field) => [field.name, field.value]),
+    ...input.recipients.flatMap((r) => [
+      r.recipient,
+      r.remoteMta ?? "",
+      r.diagnosticCode ?? "",
+      ...(r.extensionFields ?? []).flatMap((field) => [field.name, field.value]),
+    ]),
+  ];
+  for (const value of fieldValues) {
     if (/[\r\n]/.test(value)) throw new TypeError(`line break in DSN field value ${JSON.stringify(value)}`);
   }
-  const delayed = replyClass === "4";
+  for (const field of [...(input.extensionFields ?? []), ...input.recipients.flatMap((r) => r.extensionFields ?? [])]) {
+    if (!FIELD_NAME.test(field.name)) throw new TypeError(`invalid DSN extension field name ${JSON.stringify(field.name)}`);
+  }
+  const delayed = input.recipients.every((recipient) => recipient.action === "delayed");
 
   const message = toCrlf(input.message);
   const headerBlock = Buffer.from(toCrlf(input.originalHeaders.toString("latin1")), "latin1");
@@ -109,7 +188,7 @@ export function buildDsn(input: DsnInput): Buffer {
   text.setContent(message);
 
   const status = root.createChild("message/delivery-status");
-  const statusBody = deliveryStatus(input, statusCode, delayed ? "delayed" : "failed");
+  const statusBody = deliveryStatus(input);
   status.setContent(statusBody);
 
   let headers: MimeNode;
@@ -149,18 +228,38 @@ export function buildDsn(input: DsnInput): Buffer {
  * per recipient, blocks separated by an empty line. The part is 7bit by definition, so text
  * that is not printable ASCII goes into RFC 2047 encoded-words.
  */
-function deliveryStatus(input: DsnInput, statusCode: string, action: "failed" | "delayed"): string {
-  const blocks = [[`Reporting-MTA: dns; ${input.reportingMta}`, `Arrival-Date: ${rfc5322Date(input.arrivalDate)}`]];
-  const diagnostic = [input.smtpReplyCode, statusCode, diagnosticText(input.message)].filter((s) => s !== "").join(" ");
+function deliveryStatus(input: DsnReportInput): string {
+  const extensions = (fields: readonly DsnField[] | undefined) => (fields ?? []).map((field) => `${field.name}: ${sevenBit(field.value)}`);
+  const blocks = [
+    [
+      `Reporting-MTA: ${sevenBit(input.reportingMta)}`,
+      ...(input.arrivalDate ? [`Arrival-Date: ${rfc5322Date(input.arrivalDate)}`] : []),
+      ...extensions(input.extensionFields),
+    ],
+  ];
   for (const recipient of input.recipients) {
     blocks.push([
-      `Final-Recipient: ${recipientAddress(recipient)}`,
-      `Action: ${action}`,
-      `Status: ${statusCode}`,
-      `Diagnostic-Code: smtp; ${diagnostic}`,
+      `Final-Recipient: ${recipientAddress(recipient.recipient)}`,
+      `Action: ${recipient.action}`,
+      `Status: ${recipient.status}`,
+      ...(recipient.remoteMta ? [`Remote-MTA: ${sevenBit(recipient.remoteMta)}`] : []),
+      ...(recipient.diagnosticCode ? [`Diagnostic-Code: ${sevenBit(recipient.diagnosticCode)}`] : []),
+      ...(recipient.lastAttemptDate ? [`Last-Attempt-Date: ${rfc5322Date(recipient.lastAttemptDate)}`] : []),
+      ...extensions(recipient.extensionFields),
     ]);
   }
   return blocks.map((fields) => fields.map((field) => `${mimeFuncs.foldLines(field, FOLD_AT)}\r\n`).join("")).join("\r\n");
+}
+
+/** A value as a 7bit field allows: printable ASCII as it is, anything else in encoded-words. */
+function sevenBit(value: string): string {
+  if (!/[^\x20-\x7e]/.test(value) && !LONG_TOKEN.test(value)) return value;
+  return mimeFuncs.encodeWord(value, mostlyAscii(value) ? "Q" : "B", ENCODED_WORD_CHUNK);
+}
+
+/** `smtp; <reply code> <status> <message>`, the message on one line. */
+export function smtpDiagnostic(replyCode: string, statusCode: string, message: string): string {
+  return `smtp; ${[replyCode, statusCode, diagnosticText(message)].filter((s) => s !== "").join(" ")}`;
 }
 
 /** The message on one line; encoded-words when it is not printable ASCII or has a token too long to fold. */
@@ -202,9 +301,9 @@ function encodeBody(node: MimeNode, content: string | Buffer): string {
  * content itself: deterministic, yet no sender can write the boundary into its own headers,
  * since that would need a fixed point of SHA-256.
  */
-function boundaryBase(input: DsnInput, headerBlock: Buffer): string {
+function boundaryBase(input: DsnReportInput, headerBlock: Buffer): string {
   const hash = createHash("sha256");
-  for (const piece of [input.messageId, input.message, ...input.recipients]) hash.update(piece).update("\0");
+  for (const piece of [input.messageId, input.message, ...input.recipients.map((r) => r.recipient)]) hash.update(piece).update("\0");
   return hash.update(headerBlock).digest("hex").slice(0, 32);
 }
 

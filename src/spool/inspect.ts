@@ -8,6 +8,7 @@
 import { readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { prependedHeaderBytes } from "../mail/edit.js";
+import type { MessageHead } from "../mail/headers.js";
 import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionOutcome } from "../rules/executor.js";
 import type { RuleSet } from "../rules/model.js";
@@ -31,6 +32,8 @@ export interface SpooledMessage {
   finishedAt: string | null;
   /** Why it was dead-lettered. */
   deadReason: string | null;
+  /** Why a dead letter's failure DSN was not sent (null sender, sending paused ...); null when it was sent. */
+  dsnNotSent: string | null;
 }
 
 interface Located {
@@ -43,6 +46,7 @@ interface Finished {
   at: string;
   trace: EvaluationTrace | null;
   reason?: string;
+  dsnNotSent?: string;
 }
 
 async function listNames(dir: string): Promise<string[]> {
@@ -144,6 +148,20 @@ export class SpoolInspector {
     return null;
   }
 
+  /** The message with this ID and its stored header block (without receipt headers), or null. */
+  async findWithHead(id: string): Promise<{ message: SpooledMessage; head: MessageHead } | null> {
+    for (let lookup = 1; lookup <= 2; lookup++) {
+      const message = await this.find(id);
+      if (!message) return null;
+      try {
+        return { message, head: (await readStored(message.path, true)).head };
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+    return null;
+  }
+
   /** The rule set of a snapshot, as stored (SES JSON), or null when it is gone. */
   async snapshotRuleSet(hash: string): Promise<Pick<RuleSet, "name"> | null> {
     checkHash(hash);
@@ -205,6 +223,7 @@ export class SpoolInspector {
       trace: finished?.trace ?? null,
       finishedAt: finished?.at ?? null,
       deadReason: finished?.reason ?? null,
+      dsnNotSent: finished?.dsnNotSent ?? null,
     };
   }
 

@@ -74,6 +74,8 @@ export interface ProcessorOptions {
   dsnFrom?: string;
   /** Attempts at sending one failure DSN before it is given up. Default 5. */
   dsnAttempts?: number;
+  /** Why no DSN may leave now (the account's sending is paused), or null; asked at each dead letter. */
+  dsnHeld?: () => string | null;
   onEvent?: (event: ProcessorEvent) => void;
 }
 
@@ -110,7 +112,9 @@ export type ProcessorEvent =
       /** The reason's kind, a closed set for metric labels; `reason` has the detail. */
       cause: DeadLetterCause;
       /** Whether a failure DSN is on its way, and if not, why. */
-      dsn: "sending" | "null sender" | "message unreadable";
+      dsn: "sending" | "null sender" | "message unreadable" | "held";
+      /** With `held`: why (the account's sending is paused). */
+      dsnHeld?: string;
     } & Partial<Pick<MessageSummary, "mailFrom" | "recipients">> &
       Omit<MessageSummary, "mailFrom" | "recipients">)
   /** Processing stopped by drain() between two actions; the message stays pending. */
@@ -187,6 +191,7 @@ export class Processor {
   private readonly failureReply: FailureReply;
   private readonly dsnFrom: string;
   private readonly dsnAttempts: number;
+  private readonly dsnHeld: () => string | null;
   private readonly onEvent: (event: ProcessorEvent) => void;
 
   private readonly ready: string[] = [];
@@ -219,6 +224,7 @@ export class Processor {
     this.failureReply = options.failureReply ?? DEFAULT_FAILURE_REPLY;
     this.dsnFrom = options.dsnFrom ?? `MAILER-DAEMON@${options.hostname}`;
     this.dsnAttempts = options.dsnAttempts ?? DEFAULT_DSN_ATTEMPTS;
+    this.dsnHeld = options.dsnHeld ?? (() => null);
     const onEvent = options.onEvent;
     // A failing listener must not take message processing down with it.
     this.onEvent = (event) => {
@@ -492,19 +498,32 @@ export class Processor {
     cause: DeadLetterCause,
     reason: string,
   ): Promise<void> {
+    const sender = loaded?.state.envelope.mailFrom;
+    const held = this.dsnHeld();
+    const dsn = !loaded ? "message unreadable" : sender === "" ? "null sender" : held !== null ? "held" : "sending";
+    // The dead letter's record says why no DSN went out; a DSN sent is in the log (dsn-sent, dsn-failed).
+    const notSent = dsn === "sending" ? undefined : dsn === "held" && held !== null ? held : dsn;
     try {
-      await this.spool.deadLetter(id, trace, reason);
+      await this.spool.deadLetter(id, trace, reason, notSent);
     } catch (error) {
       if (error instanceof MessageGone) this.gone(id, error);
       else this.spoolTrouble(id, attempt, error);
       return;
     }
     this.forget(id);
-    const sender = loaded?.state.envelope.mailFrom;
-    const dsn = !loaded ? "message unreadable" : sender === "" ? "null sender" : "sending";
     const rules = trace?.rules.map((rule) => rule.name) ?? [];
     const envelope = loaded && { mailFrom: loaded.state.envelope.mailFrom, recipients: loaded.state.envelope.recipients.length };
-    this.emit({ event: "message-dead-lettered", outcome: "dead", messageId: id, ...envelope, rules, cause, reason, dsn });
+    this.emit({
+      event: "message-dead-lettered",
+      outcome: "dead",
+      messageId: id,
+      ...envelope,
+      rules,
+      cause,
+      reason,
+      dsn,
+      ...(held !== null && dsn === "held" ? { dsnHeld: held } : {}),
+    });
     if (loaded && dsn === "sending") this.sendDsn(id, loaded, trace);
   }
 

@@ -233,9 +233,9 @@ export class Queue {
     await this.finish(id, "done", { at: new Date().toISOString(), trace });
   }
 
-  /** Moves a message whose processing was abandoned to dead/, with its trace (if any) and why. */
-  async deadLetter(id: string, trace: EvaluationTrace | null, reason: string): Promise<void> {
-    await this.finish(id, "dead", { at: new Date().toISOString(), reason, trace });
+  /** Moves a message whose processing was abandoned to dead/, with its trace (if any), why, and why no failure DSN went out. */
+  async deadLetter(id: string, trace: EvaluationTrace | null, reason: string, dsnNotSent?: string): Promise<void> {
+    await this.finish(id, "dead", { at: new Date().toISOString(), reason, trace, ...(dsnNotSent === undefined ? {} : { dsnNotSent }) });
   }
 
   private async finish(id: string, area: Area, record: { at: string; [field: string]: unknown }): Promise<void> {

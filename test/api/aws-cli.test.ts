@@ -1,4 +1,4 @@
-import { readdir, writeFile } from "node:fs/promises";
+import { readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -69,6 +69,19 @@ run("the AWS CLI against receiptd serve", () => {
     const active = (await cli(["describe-active-receipt-rule-set"])) as { Metadata: { Name: string }; Rules: { Actions: unknown[] }[] };
     expect(active.Metadata.Name).toBe("inbound");
     expect(active.Rules[0]!.Actions).toEqual([{ S3Action: { BucketName: "mail", ObjectKeyPrefix: "v2/" } }]);
+
+    const bounced = (await cli([
+      "send-bounce",
+      "--original-message-id",
+      second,
+      "--bounce-sender",
+      "bounces@example.net",
+      "--bounced-recipient-info-list",
+      "Recipient=someone@example.net,BounceType=DoesNotExist",
+    ])) as { MessageId: string };
+    const outbox = await readdir(join(api.dataDir, "outbox"));
+    expect(outbox).toHaveLength(1);
+    expect(await readFile(join(api.dataDir, "outbox", outbox[0]!), "latin1")).toContain(`Message-ID: <${bounced.MessageId}@`);
   }, CLI_TIMEOUT_MS);
 
   it("answers the rule set, rule and filter commands", async () => {

@@ -33,6 +33,8 @@ run("boto3 against receiptd serve", () => {
       InvalidParameterValue: "ok:InvalidParameterValue",
       InvalidClientTokenId: "ok:InvalidClientTokenId",
       SignatureDoesNotMatch: "ok:SignatureDoesNotMatch",
+      MessageRejected: "ok:MessageRejected",
+      AccountSendingPausedException: "ok:AccountSendingPausedException",
       unchanged: true,
       rule_sets: ["main"],
     });

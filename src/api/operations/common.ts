@@ -96,3 +96,14 @@ export function optionalName(params: Params, member: string): string | undefined
   checkName(value, member);
   return value;
 }
+
+/** A member of an enum, checked as SES's Smithy layer does (ValidationError naming the member). */
+export function enumValue<T extends string>(value: string, member: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new SesError(
+      "ValidationError",
+      `1 validation error detected: Value '${value}' at '${member}' failed to satisfy constraint: Member must satisfy enum value set: [${allowed.join(", ")}]`,
+    );
+  }
+  return value as T;
+}

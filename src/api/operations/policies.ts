@@ -67,9 +67,82 @@ export function checkPolicyDocument(text: string, identityArn: string): string {
   return JSON.stringify(doc);
 }
 
-function wildcard(pattern: string): RegExp {
+/** IAM's `*` and `?`; ARNs and action names compare without case, condition values with it. */
+function wildcard(pattern: string, ignoreCase = true): RegExp {
   const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
-  return new RegExp(`^${escaped}$`, "i");
+  return new RegExp(`^${escaped}$`, ignoreCase ? "i" : "");
+}
+
+/** What a sending-authorization check asks of an identity's policies. */
+export interface PolicyRequest {
+  /** The caller's account: the principal is `arn:aws:iam::<account>:root`. */
+  account: string;
+  /** `ses:SendBounce` ... */
+  action: string;
+  /** The identity's ARN. */
+  resource: string;
+  /** `ses:FromAddress`, for conditions. */
+  fromAddress: string;
+}
+
+type Statement = { Effect: "Allow" | "Deny"; Principal: unknown; Action: string | string[]; Resource: string | string[]; Condition?: Record<string, Record<string, unknown>> };
+
+const STRING_CONDITIONS: Readonly<Record<string, (actual: string, expected: string) => boolean>> = {
+  StringEquals: (a, e) => a === e,
+  StringNotEquals: (a, e) => a !== e,
+  StringEqualsIgnoreCase: (a, e) => a.toLowerCase() === e.toLowerCase(),
+  StringNotEqualsIgnoreCase: (a, e) => a.toLowerCase() !== e.toLowerCase(),
+  StringLike: (a, e) => wildcard(e, false).test(a),
+  StringNotLike: (a, e) => !wildcard(e, false).test(a),
+};
+
+/** true, false, or null when the condition uses an operator or key this evaluator does not know. */
+function conditionHolds(condition: Statement["Condition"], request: PolicyRequest): boolean | null {
+  const keys: Record<string, string> = { "ses:fromaddress": request.fromAddress, "aws:principalaccount": request.account };
+  for (const [operator, tests] of Object.entries(condition ?? {})) {
+    const compare = STRING_CONDITIONS[operator];
+    if (!compare) return null;
+    for (const [key, expected] of Object.entries(tests)) {
+      const actual = keys[key.toLowerCase()];
+      if (actual === undefined) return null;
+      const values = ([] as unknown[]).concat(expected).map(String);
+      // Several values of one key: any may match; for the negated operators, none may.
+      const holds = operator.includes("Not") ? values.every((value) => compare(actual, value)) : values.some((value) => compare(actual, value));
+      if (!holds) return false;
+    }
+  }
+  return true;
+}
+
+function principalMatches(principal: unknown, account: string): boolean {
+  if (principal === "*") return true;
+  const aws = (principal as { AWS?: string | string[] }).AWS;
+  if (aws === undefined) return false;
+  return ([] as string[]).concat(aws).some((p) => p === "*" || p === account || p === `arn:aws:iam::${account}:root`);
+}
+
+/**
+ * Whether an identity's policies allow the request, as IAM decides (docs/behaviour.md §12): an
+ * explicit Deny wins, then any Allow. The principal is the caller's account (API keys map to
+ * accounts, not users). A condition this evaluator cannot decide makes an Allow not apply and a
+ * Deny apply: when in doubt, refuse.
+ */
+export function policiesAllow(documents: readonly string[], request: PolicyRequest): boolean {
+  let allowed = false;
+  for (const document of documents) {
+    const parsed = JSON.parse(document) as { Statement: Statement | Statement[] };
+    for (const statement of ([] as Statement[]).concat(parsed.Statement)) {
+      const applies =
+        principalMatches(statement.Principal, request.account) &&
+        ([] as string[]).concat(statement.Action).some((action) => action === "*" || wildcard(action).test(request.action)) &&
+        ([] as string[]).concat(statement.Resource).some((resource) => wildcard(resource).test(request.resource));
+      if (!applies) continue;
+      const holds = conditionHolds(statement.Condition, request);
+      if (statement.Effect === "Deny" && holds !== false) return false;
+      if (statement.Effect === "Allow" && holds === true) allowed = true;
+    }
+  }
+  return allowed;
 }
 
 export function identityArn(region: string, account: string, identity: string): string {
