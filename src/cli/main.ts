@@ -4,6 +4,7 @@ import { runDiff } from "./diff.js";
 import { runMessages } from "./messages.js";
 import { runReplay } from "./replay.js";
 import { runServe } from "./serve.js";
+import { runState } from "./state.js";
 import { runValidate } from "./validate.js";
 import { UsageError } from "./usage.js";
 
@@ -15,6 +16,7 @@ Usage:
   receiptd diff <old-rules> <new-rules> <file-or-dir>...     what a rule change does to real mail
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
   receiptd messages list|show <id>|export <id> [options]      find a message in the spool
+  receiptd state export|import|audit [options]                the SES API's state: files, history
   receiptd help [command]
   receiptd --version                                          print the version
 
@@ -27,6 +29,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   diff: runDiff,
   validate: runValidate,
   messages: runMessages,
+  state: runState,
 };
 
 /** Read when asked, from the package.json installed beside dist/, so it cannot go stale. */

@@ -5,7 +5,7 @@ import { isMessageId } from "../mail/message-id.js";
 import type { ActionTrace } from "../rules/evaluate.js";
 import { SpoolInspector } from "../spool/inspect.js";
 import type { MessageArea, SpooledMessage } from "../spool/inspect.js";
-import { UsageError, parseCommandLine } from "./usage.js";
+import { UsageError, parseCommandLine, parseTimeOption } from "./usage.js";
 
 const HELP = `Usage:
   receiptd messages list [filters] [--json]   the spool's messages, newest received first
@@ -48,16 +48,7 @@ const OPTIONS = {
 } as const;
 
 const STATES: readonly MessageArea[] = ["queued", "done", "dead"];
-const DURATION = /^(\d+)(s|m|h|d)$/;
-const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
-function parseTime(option: string, text: string): number {
-  const duration = DURATION.exec(text);
-  if (duration) return Date.now() - Number(duration[1]) * UNIT_MS[duration[2] as keyof typeof UNIT_MS];
-  const time = /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : Number.NaN;
-  if (Number.isNaN(time)) throw new UsageError(`--${option} "${text}": expected an ISO 8601 time or a duration such as 30m, 2h or 7d`, HELP);
-  return time;
-}
+const parseTime = (option: string, text: string): number => parseTimeOption(option, text, HELP);
 
 function addressMatches(pattern: string, address: string): boolean {
   const wanted = pattern.toLowerCase();

@@ -60,6 +60,84 @@ async function lock(dir: string): Promise<() => Promise<void>> {
   throw new Error(`state directory ${dir}: could not take its lock`);
 }
 
+/** The snapshot and the journal after it; `tornAt`: where a torn last line starts, if one is there. */
+async function loadStates(dir: string): Promise<{ states: Map<string, { scope: Scope; state: ScopeState }>; seq: number; sinceSnapshot: number; tornAt: number | null }> {
+  const journalPath = join(dir, "journal.jsonl");
+  const snapshotPath = join(dir, "snapshot.json");
+  const states = new Map<string, { scope: Scope; state: ScopeState }>();
+  let seq = 0;
+  let snapshotSeq = 0;
+  let sinceSnapshot = 0;
+  const snapshotText = await readFile(snapshotPath, "utf8").catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return null;
+    throw error;
+  });
+  if (snapshotText !== null) {
+    const snapshot = JSON.parse(snapshotText) as Snapshot;
+    seq = snapshotSeq = snapshot.seq;
+    for (const entry of snapshot.scopes) states.set(keyOf(entry.scope), { scope: entry.scope, state: scopeStateFromJson(entry.state, snapshotPath) });
+  }
+  const journal = await readFile(journalPath).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return Buffer.alloc(0);
+    throw error;
+  });
+  const lines = journal.toString("utf8").split("\n");
+  let goodBytes = 0;
+  for (const [i, line] of lines.entries()) {
+    if (line === "") continue;
+    let record: JournalLine;
+    try {
+      record = JSON.parse(line) as JournalLine;
+    } catch {
+      // Only the last line can be torn: it was being appended when the process died, and was never acknowledged.
+      if (i >= lines.length - 2) break;
+      throw new Error(`${journalPath}:${i + 1}: not a journal line`);
+    }
+    goodBytes += Buffer.byteLength(line) + 1;
+    if (record.seq <= snapshotSeq) continue;
+    states.set(keyOf(record.scope), { scope: record.scope, state: scopeStateFromJson(record.state, `${journalPath}:${i + 1}`) });
+    seq = Math.max(seq, record.seq);
+    sinceSnapshot++;
+  }
+  return { states, seq, sinceSnapshot, tornAt: goodBytes < journal.length ? goodBytes : null };
+}
+
+/**
+ * The state as it is on disk, for reading beside a running daemon (`receiptd state export`,
+ * `audit`): no lock, nothing written. A line being appended meanwhile is not read.
+ */
+export async function readFileStore(dir: string): Promise<Pick<StateStore, "read" | "audit" | "scopes">> {
+  const { states } = await loadStates(dir);
+  return {
+    read: async (scope) => states.get(keyOf(scope))?.state ?? EMPTY_SCOPE_STATE,
+    audit: (query) => readAudit(join(dir, "journal.jsonl"), query),
+    scopes: async () => [...states.values()].map((entry) => entry.scope),
+  };
+}
+
+async function readAudit(journalPath: string, query: Parameters<StateStore["audit"]>[0] = {}): Promise<AuditRecord[]> {
+  const text = await readFile(journalPath, "utf8").catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return "";
+    throw error;
+  });
+  const records: AuditRecord[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    let parsed: JournalLine;
+    try {
+      parsed = JSON.parse(line) as JournalLine;
+    } catch {
+      continue;
+    }
+    const record: AuditRecord = { ...parsed };
+    delete (record as Partial<JournalLine>).state;
+    if (query.scope && keyOf(query.scope) !== keyOf(record.scope)) continue;
+    if (query.since && new Date(record.time) < query.since) continue;
+    records.push(record);
+  }
+  return query.limit === undefined ? records : records.slice(-query.limit);
+}
+
 export async function openFileStore(options: { dir: string; clock?: () => Date }): Promise<StateStore & { dir: string }> {
   const { dir } = options;
   const clock = options.clock ?? (() => new Date());
@@ -67,45 +145,12 @@ export async function openFileStore(options: { dir: string; clock?: () => Date }
   const unlock = await lock(dir);
   const journalPath = join(dir, "journal.jsonl");
   const snapshotPath = join(dir, "snapshot.json");
-  const states = new Map<string, { scope: Scope; state: ScopeState }>();
-  let seq = 0;
-  let snapshotSeq = 0;
-  let sinceSnapshot = 0;
+  let loaded: Awaited<ReturnType<typeof loadStates>>;
   try {
-    const snapshotText = await readFile(snapshotPath, "utf8").catch((error: NodeJS.ErrnoException) => {
-      if (error.code === "ENOENT") return null;
-      throw error;
-    });
-    if (snapshotText !== null) {
-      const snapshot = JSON.parse(snapshotText) as Snapshot;
-      seq = snapshotSeq = snapshot.seq;
-      for (const entry of snapshot.scopes) states.set(keyOf(entry.scope), { scope: entry.scope, state: scopeStateFromJson(entry.state, snapshotPath) });
-    }
-    const journal = await readFile(journalPath).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === "ENOENT") return Buffer.alloc(0);
-      throw error;
-    });
-    const lines = journal.toString("utf8").split("\n");
-    let goodBytes = 0;
-    for (const [i, line] of lines.entries()) {
-      if (line === "") continue;
-      let record: JournalLine;
-      try {
-        record = JSON.parse(line) as JournalLine;
-      } catch {
-        // Only the last line can be torn: it was being appended when the process died, and was never acknowledged.
-        if (i >= lines.length - 2) break;
-        throw new Error(`${journalPath}:${i + 1}: not a journal line`);
-      }
-      goodBytes += Buffer.byteLength(line) + 1;
-      if (record.seq <= snapshotSeq) continue;
-      states.set(keyOf(record.scope), { scope: record.scope, state: scopeStateFromJson(record.state, `${journalPath}:${i + 1}`) });
-      seq = Math.max(seq, record.seq);
-      sinceSnapshot++;
-    }
-    if (goodBytes < journal.length) {
+    loaded = await loadStates(dir);
+    if (loaded.tornAt !== null) {
       const handle = await open(journalPath, "r+");
-      await handle.truncate(goodBytes);
+      await handle.truncate(loaded.tornAt);
       await handle.sync();
       await handle.close();
     }
@@ -113,6 +158,8 @@ export async function openFileStore(options: { dir: string; clock?: () => Date }
     await unlock();
     throw error;
   }
+  const { states } = loaded;
+  let { seq, sinceSnapshot } = loaded;
   const journal: FileHandle = await open(journalPath, "a");
   await journal.sync();
   await syncDirectory(dir);
@@ -165,25 +212,7 @@ export async function openFileStore(options: { dir: string; clock?: () => Date }
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    async audit(query = {}) {
-      const text = await readFile(journalPath, "utf8");
-      const records: AuditRecord[] = [];
-      for (const line of text.split("\n")) {
-        if (line === "") continue;
-        let parsed: JournalLine;
-        try {
-          parsed = JSON.parse(line) as JournalLine;
-        } catch {
-          continue;
-        }
-        const record: AuditRecord = { ...parsed };
-        delete (record as Partial<JournalLine>).state;
-        if (query.scope && keyOf(query.scope) !== keyOf(record.scope)) continue;
-        if (query.since && new Date(record.time) < query.since) continue;
-        records.push(record);
-      }
-      return query.limit === undefined ? records : records.slice(-query.limit);
-    },
+    audit: (query) => readAudit(journalPath, query),
     scopes: async () => [...states.values()].map((entry) => entry.scope),
     async close() {
       if (closed) return;

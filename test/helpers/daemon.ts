@@ -28,6 +28,8 @@ export interface DaemonProcess {
   /** Every listener, as the daemon reported it. */
   listeners: { host: string; port: number; tls: boolean }[];
   adminPort: number | null;
+  /** The SES API's port, or null when it is off. */
+  apiPort: number | null;
   /** Every JSON log line so far. */
   logs: Record<string, unknown>[];
   /** Resolves with the first log line that satisfies `match`, waiting for it if need be. */
@@ -109,12 +111,14 @@ export async function startDaemonProcess(
     return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)), tls };
   });
   const admin = started.admin as string | null;
+  const api = started.api as string | null;
   return {
     child,
     dir,
     smtpPort: listeners[0]!.port,
     listeners,
     adminPort: admin ? Number(admin.split(":").at(-1)) : null,
+    apiPort: api ? Number(api.split(":").at(-1)) : null,
     logs,
     waitForLog,
     exited,
