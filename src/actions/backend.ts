@@ -16,7 +16,14 @@ export interface ActionBackend {
   sendDsn(request: SendDsnRequest): Promise<Record<string, unknown>>;
   /** Hands the message to the mailbox service of a WorkMail organization. */
   deliverToMailbox(request: MailboxRequest): Promise<Record<string, unknown>>;
+  /**
+   * Whether an action's target exists, for the SES API to check a rule as SES does: true, false,
+   * or null when this back end cannot tell (no permission to look, the service unreachable).
+   */
+  targetExists(target: ActionTarget): Promise<boolean | null>;
 }
+
+export type ActionTarget = { service: "S3"; bucket: string } | { service: "SNS"; topicArn: string } | { service: "Lambda"; functionArn: string };
 
 export interface PutObjectRequest {
   bucket: string;

@@ -55,6 +55,10 @@ export function backendFromConfig(
     invoke: (request) => pick(backends.Lambda).invoke(request),
     sendDsn,
     deliverToMailbox,
+    targetExists: (target) => {
+      const choice = target.service === "S3" ? backends.S3 : target.service === "SNS" ? backends.SNS : backends.Lambda;
+      return pick(choice).targetExists(target);
+    },
     localSns: local.sns,
   };
 }

@@ -1,3 +1,4 @@
+import type { ActionTarget } from "../actions/backend.js";
 import type { Scope, StateStore } from "../store/store.js";
 
 /**
@@ -91,8 +92,8 @@ export interface OperationContext {
 export interface ApiServices {
   /** `auto`: a new identity is verified at once; `dns`: it stays Pending until its DNS records are found. */
   verification: "auto" | "dns";
-  /** Rule actions' targets (S3 bucket, SNS topic, Lambda function), where the configured back end can tell. */
-  checkTargets?(rule: unknown, scope: Scope): Promise<void>;
+  /** Whether a rule action's target exists in the configured back end; null when it cannot tell. */
+  targetExists?(target: ActionTarget): Promise<boolean | null>;
   /** Parts that own receiving state in file mode; writes to them are refused. */
   fileOwned?(scope: Scope): { ruleSet?: string; filters?: boolean; source: string } | null;
   /** SendBounce's message lookup and DSN transport. */

@@ -203,6 +203,7 @@ async function startOnSpool(
         services: {
           verification: serve.state.verification,
           fileOwned: receiving.fileOwned,
+          targetExists: (target) => backend.targetExists(target),
           bounce: spoolBounceService({ spoolDir: serve.spool.dir, scope, hostname: config.hostname, send: (request) => backend.sendDsn(request) }),
         },
         logger,

@@ -73,6 +73,11 @@ function checkRuleLimits(rule: unknown): void {
 }
 
 /** Validates an SES ReceiptRule the way a rule set file's rules are validated. */
+/** A rule in SES JSON checked as CreateReceiptRule checks it, without a state. */
+export function checkedRule(rule: unknown): Rule {
+  return parseRule(rule);
+}
+
 function parseRule(rule: unknown): Rule {
   checkRuleLimits(rule);
   const parsed = parseRuleSet({ Rules: [rule] });

@@ -205,6 +205,7 @@ describe("failures", () => {
     invoke: () => Promise.reject(error),
     sendDsn: () => Promise.reject(error),
     deliverToMailbox: () => Promise.reject(error),
+    targetExists: () => Promise.reject(error),
   });
 
   it.each([

@@ -22,6 +22,7 @@ import type { ApiDaemon } from "../helpers/api-daemon.js";
 
 const OWN = "123456789012";
 const PARTNER = "210987654321";
+const BROKEN = "arn:aws:lambda:us-east-1:123456789012:function:broken";
 const PARTNER_ARN = `arn:aws:ses:us-east-1:${PARTNER}:identity/partner.example`;
 
 let api: ApiDaemon;
@@ -75,6 +76,8 @@ const bounce = (id: string, extra: Partial<SendBounceCommandInput> = {}): SendBo
 
 beforeAll(async () => {
   api = await startApiDaemon({
+    // A handler that cannot be loaded: the action fails for good, and the message is dead-lettered.
+    local: { lambdaHandlers: { [BROKEN]: "no-such-handler.mjs" } },
     api: {
       host: "127.0.0.1",
       port: 0,
@@ -86,6 +89,8 @@ beforeAll(async () => {
   });
   ses = api.client();
   partner = api.client({ accessKeyId: "partner", secretAccessKey: "partnersecret" });
+  await ses.send(new VerifyDomainIdentityCommand({ Domain: "example.net" }));
+  await ses.send(new VerifyDomainIdentityCommand({ Domain: "bounce.example" }));
   await ses.send(new CreateReceiptRuleSetCommand({ RuleSetName: "inbound" }));
   await ses.send(
     new CreateReceiptRuleCommand({
@@ -113,12 +118,10 @@ beforeAll(async () => {
         Name: "broken",
         Enabled: true,
         Recipients: ["broken@bounce.example"],
-        Actions: [{ LambdaAction: { FunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:missing", InvocationType: "RequestResponse" } }],
+        Actions: [{ LambdaAction: { FunctionArn: BROKEN, InvocationType: "RequestResponse" } }],
       },
     }),
   );
-  await ses.send(new VerifyDomainIdentityCommand({ Domain: "example.net" }));
-  await ses.send(new VerifyDomainIdentityCommand({ Domain: "bounce.example" }));
   await ses.send(new SetActiveReceiptRuleSetCommand({ RuleSetName: "inbound" }));
 });
 afterAll(async () => api?.stop());

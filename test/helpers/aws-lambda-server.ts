@@ -7,6 +7,7 @@ import type { RecordedRequest, Reply, TestEndpoint } from "./aws-http.js";
 export type FakeFunction = (payload: string) => Promise<string> | string;
 
 const INVOKE_PATH = /^\/2015-03-31\/functions\/([^/]+)\/invocations(?:\?.*)?$/;
+const FUNCTION_PATH = /^\/2015-03-31\/functions\/([^/?]+)(?:\?.*)?$/;
 
 /**
  * A fake Lambda speaking the REST-JSON protocol of Invoke: POST
@@ -33,6 +34,16 @@ export function slowFunction(ms: number, result: string): FakeFunction {
 }
 
 async function answer(request: RecordedRequest, functions: Record<string, FakeFunction>): Promise<Reply> {
+  const described = FUNCTION_PATH.exec(request.path)?.[1];
+  if (request.method === "GET" && described !== undefined) {
+    const arn = decodeURIComponent(described);
+    if (functions[arn] === undefined) return error(404, "ResourceNotFoundException", `Function not found: ${arn}`);
+    return {
+      status: 200,
+      headers: { "content-type": "application/json", "x-amzn-requestid": randomUUID() },
+      body: JSON.stringify({ Configuration: { FunctionArn: arn, FunctionName: arn.split(":")[6] } }),
+    };
+  }
   const name = invokedFunction(request);
   if (request.method !== "POST" || name === undefined) {
     return error(404, "UnknownOperationException", "Unknown operation");

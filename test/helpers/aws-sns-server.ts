@@ -23,12 +23,23 @@ function answer(request: RecordedRequest, topics: Record<string, TopicBehaviour>
   if (request.method !== "POST" || params["Version"] !== "2010-03-31") {
     return error(400, "Sender", "InvalidAction", "Could not find operation");
   }
-  if (params["Action"] !== "Publish") {
+  if (params["Action"] !== "Publish" && params["Action"] !== "GetTopicAttributes") {
     return error(400, "Sender", "InvalidAction", `Could not find operation ${params["Action"] ?? ""}`);
   }
   const topicArn = params["TopicArn"] ?? "";
   const behaviour = topics[topicArn];
   if (behaviour === undefined) return error(404, "Sender", "NotFound", "Topic does not exist");
+  if (params["Action"] === "GetTopicAttributes" && behaviour !== "denied") {
+    return xml(
+      200,
+      `<GetTopicAttributesResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">
+  <GetTopicAttributesResult>
+    <Attributes><entry><key>TopicArn</key><value>${escapeXml(topicArn)}</value></entry></Attributes>
+  </GetTopicAttributesResult>
+  <ResponseMetadata><RequestId>${randomUUID()}</RequestId></ResponseMetadata>
+</GetTopicAttributesResponse>`,
+    );
+  }
   switch (behaviour) {
     case "unavailable":
       return error(503, "Receiver", "ServiceUnavailable", "Service is unavailable");

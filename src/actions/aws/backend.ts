@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
-import { InvokeCommand, LambdaClient } from "@aws-sdk/client-lambda";
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { PublishCommand, SNSClient } from "@aws-sdk/client-sns";
+import { GetFunctionCommand, InvokeCommand, LambdaClient } from "@aws-sdk/client-lambda";
+import { HeadBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { GetTopicAttributesCommand, PublishCommand, SNSClient } from "@aws-sdk/client-sns";
 import { DEFAULTS } from "../../config/defaults.js";
 import { ActionError } from "../backend.js";
 import type { ActionBackend, MailboxRequest, SendDsnRequest } from "../backend.js";
@@ -183,6 +183,20 @@ export function awsBackend(options: AwsBackendOptions): ActionBackend {
 
     sendDsn: (request) => options.sendDsn(request),
     deliverToMailbox: (request) => options.deliverToMailbox(request),
+
+    // Only "not found" says no: a refusal to look (403) or a failure says nothing of the target.
+    async targetExists(target) {
+      try {
+        if (target.service === "S3") await s3Client().send(new HeadBucketCommand({ Bucket: target.bucket }));
+        else if (target.service === "SNS") await snsClient(target.topicArn).send(new GetTopicAttributesCommand({ TopicArn: target.topicArn }));
+        else await lambdaClient(target.functionArn).send(new GetFunctionCommand({ FunctionName: target.functionArn }));
+        return true;
+      } catch (error) {
+        const { name, $metadata } = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+        if (name === "NotFound" || name === "NoSuchBucket" || name === "NotFoundException" || name === "ResourceNotFoundException") return false;
+        return $metadata?.httpStatusCode === 404 ? false : null;
+      }
+    },
   };
 }
 

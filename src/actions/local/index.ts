@@ -2,7 +2,7 @@ import { join, resolve } from "node:path";
 import { DEFAULTS } from "../../config/defaults.js";
 import type { ActionBackend, SendDsnRequest } from "../backend.js";
 import { LineAppender } from "./files.js";
-import { lambdaInvoker } from "./lambda.js";
+import { hasLambdaHandler, lambdaInvoker } from "./lambda.js";
 import { deliverToMailbox } from "./maildir.js";
 import { putObject } from "./s3.js";
 import { DELIVERY_RETRY_DELAYS_MS, LocalSns } from "./sns.js";
@@ -87,6 +87,9 @@ export function localBackend(options: LocalBackendOptions): ActionBackend & { sn
     invoke,
     sendDsn: (request) => options.sendDsn(request),
     deliverToMailbox: (request) => deliverToMailbox(join(dataDir, "workmail"), request, clock),
+    // Buckets are directories made on first write and any topic can be published to; a function
+    // exists when a handler is configured for it.
+    targetExists: async (target) => (target.service === "Lambda" ? hasLambdaHandler(options.lambdaHandlers ?? {}, target.functionArn) : true),
     sns,
   };
 }

@@ -24,6 +24,15 @@ export interface LambdaContext {
   callbackWaitsForEmptyEventLoop: boolean;
 }
 
+/** Whether a handler is configured for the function (by its ARN, or its ARN without qualifier). */
+export function hasLambdaHandler(handlers: Readonly<Record<string, string>>, functionArn: string): boolean {
+  try {
+    return handlers[functionArn] !== undefined || handlers[functionName(functionArn).unqualifiedArn] !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 export interface LambdaOptions {
   root: string;
   lines: LineAppender;

@@ -4,11 +4,10 @@ import { DSN_DEFAULTS, buildDsnReport, smtpDiagnostic } from "../../mail/dsn.js"
 import type { BounceType, DsnField, DsnRecipient } from "../../mail/dsn.js";
 import { newMessageId } from "../../mail/message-id.js";
 import { canonicalDomain } from "../../rules/recipients.js";
-import type { ScopeState } from "../../store/store.js";
 import { SesError } from "../operation.js";
 import type { BouncedMessage, Operation, OperationContext, Params } from "../operation.js";
 import { enumValue, operation } from "./common.js";
-import { canonicalIdentity } from "./identities.js";
+import { canonicalIdentity, identitiesOf, verifiedIdentityOf } from "./identities.js";
 import { identityArn, policiesAllow } from "./policies.js";
 
 /** SES: "You can only use this operation on an email up to 24 hours after you receive it." */
@@ -136,16 +135,6 @@ function addressKey(address: string): string {
   return at < 0 ? address.toLowerCase() : `${address.slice(0, at)}@${canonicalDomain(address.slice(at + 1))}`;
 }
 
-/** The identities that verify an address: the address itself, then its domain (SES verifies either). */
-function identitiesOf(address: string): string[] {
-  const canonical = canonicalIdentity(address);
-  const at = canonical.lastIndexOf("@");
-  return at < 0 ? [canonical] : [canonical, canonical.slice(at + 1)];
-}
-
-function verifiedIdentity(state: ScopeState, address: string): string | null {
-  return identitiesOf(address).find((identity) => state.identities.get(identity)?.verification.status === "Success") ?? null;
-}
 
 function notVerified(address: string, region: string): SesError {
   return rejected(`Email address is not verified. The following identities failed the check in region ${region.toUpperCase()}: ${address}`);
@@ -161,7 +150,7 @@ async function checkSender(request: BounceRequest, context: OperationContext): P
   const sender = request.bounceSender;
   if (!/^[^@\s]+@[^@\s]+$/.test(sender)) throw new SesError("InvalidParameterValue", `BounceSender: not an email address: ${sender}`);
   if (request.bounceSenderArn === undefined) {
-    if (verifiedIdentity(await context.store.read(scope), sender) === null) throw notVerified(sender, scope.region);
+    if (verifiedIdentityOf(await context.store.read(scope), sender) === null) throw notVerified(sender, scope.region);
     return;
   }
   const arn = IDENTITY_ARN.exec(request.bounceSenderArn);

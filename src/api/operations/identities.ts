@@ -20,6 +20,18 @@ export function canonicalIdentity(value: string): string {
   return at < 0 ? canonicalDomain(name) : `${name.slice(0, at)}@${canonicalDomain(name.slice(at + 1))}`;
 }
 
+/** The identities that verify an address: the address itself, then its domain (SES verifies either). */
+export function identitiesOf(address: string): string[] {
+  const canonical = canonicalIdentity(address);
+  const at = canonical.lastIndexOf("@");
+  return at < 0 ? [canonical] : [canonical, canonical.slice(at + 1)];
+}
+
+/** The verified identity that covers an address, or null. */
+export function verifiedIdentityOf(state: ScopeState, address: string): string | null {
+  return identitiesOf(address).find((identity) => state.identities.get(identity)?.verification.status === "Success") ?? null;
+}
+
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
 
 function checkDomain(domain: string, member: string): void {

@@ -3,6 +3,7 @@ import { ACTION_KEYS } from "../../rules/model.js";
 import type { Rule, RuleSet } from "../../rules/model.js";
 import {
   activeRuleSet,
+  checkedRule,
   cloneReceiptRuleSet,
   createReceiptFilter,
   createReceiptRule,
@@ -22,7 +23,8 @@ import type { ReceiptState } from "../../rules/store.js";
 import type { ScopeState } from "../../store/store.js";
 import { SesError } from "../operation.js";
 import type { Operation, OperationContext, Params, XmlStruct, XmlValue } from "../operation.js";
-import { checkName, operation, optionalName, read, requiredName, write } from "./common.js";
+import { checkName, operation, optionalName, read, requiredName, sesErrorOf, write } from "./common.js";
+import { verifiedIdentityOf } from "./identities.js";
 
 /** ListReceiptRuleSets' page: SES documents "up to 100 receipt rule sets at a time". */
 export const RULE_SETS_PER_PAGE = 100;
@@ -64,6 +66,53 @@ export function ruleJson(rule: Params): Partial<ReceiptRule> {
   const actions = rule.structs("Actions");
   if (actions !== undefined) json.Actions = actions.map(actionJson);
   return json as Partial<ReceiptRule>;
+}
+
+/**
+ * What SES checks of a rule beyond its shape (reference §3.2), before anything is written: its
+ * targets exist where the configured back end can tell, with SES's codes and messages.
+ */
+async function checkTargets(rule: Rule, context: OperationContext): Promise<void> {
+  const exists = context.services.targetExists;
+  if (!exists) return;
+  for (const action of rule.actions) {
+    if (action.type === "S3" && action.params.BucketName !== undefined) {
+      const bucket = action.params.BucketName;
+      if ((await exists({ service: "S3", bucket })) === false) throw new SesError("InvalidS3Configuration", `No such bucket: ${bucket}`, 400, { Bucket: bucket });
+    }
+    if (action.type === "Lambda" && action.params.FunctionArn !== undefined) {
+      const functionArn = action.params.FunctionArn;
+      if ((await exists({ service: "Lambda", functionArn })) === false) {
+        throw new SesError("InvalidLambdaFunction", `Could not invoke Lambda function: ${functionArn}`, 400, { FunctionArn: functionArn });
+      }
+    }
+    const topicArn = "TopicArn" in action.params ? action.params.TopicArn : undefined;
+    if (topicArn !== undefined && (await exists({ service: "SNS", topicArn })) === false) {
+      throw new SesError("InvalidSnsTopic", `Could not publish to SNS topic: ${topicArn}`, 400, { Topic: topicArn });
+    }
+  }
+}
+
+/** A Bounce action's Sender must be verified in the scope, itself or its domain (reference §3.2). */
+function checkBounceSenders(rule: Rule, state: ScopeState): void {
+  for (const action of rule.actions) {
+    const sender = action.type === "Bounce" ? action.params.Sender : undefined;
+    if (sender !== undefined && verifiedIdentityOf(state, sender) === null) {
+      throw new SesError("InvalidParameterValue", `Identity is not verified: ${sender}`);
+    }
+  }
+}
+
+/** The rule checked by the rule-file validator, then its targets: validation errors come first. */
+async function checkedRuleOf(json: ReceiptRule, context: OperationContext): Promise<Rule> {
+  let rule: Rule;
+  try {
+    rule = checkedRule(json);
+  } catch (error) {
+    throw sesErrorOf(error);
+  }
+  await checkTargets(rule, context);
+  return rule;
 }
 
 /** What the validator gets; it names a missing Name or IpFilter member. */
@@ -204,20 +253,24 @@ export function receiptOperations(options: { pageSize?: number } = {}): Operatio
       const after = optionalName(params, "After");
       const rule = ruleStruct(params);
       refuseFileOwned(context, { ruleSet: name });
-      await context.services.checkTargets?.(rule, context.scope);
-      await write(context, "CreateReceiptRule", { RuleSetName: name, RuleName: rule.Name }, (state) =>
-        withReceipt(state, createReceiptRule(state.receipt, name, rule, after)),
-      );
+      const checked = await checkedRuleOf(rule, context);
+      await write(context, "CreateReceiptRule", { RuleSetName: name, RuleName: rule.Name }, (state) => {
+        const next = createReceiptRule(state.receipt, name, rule, after);
+        checkBounceSenders(checked, state);
+        return withReceipt(state, next);
+      });
       return {};
     }),
     operation("UpdateReceiptRule", { writes: true }, async (params, context) => {
       const name = requiredName(params, "RuleSetName");
       const rule = ruleStruct(params);
       refuseFileOwned(context, { ruleSet: name });
-      await context.services.checkTargets?.(rule, context.scope);
-      await write(context, "UpdateReceiptRule", { RuleSetName: name, RuleName: rule.Name }, (state) =>
-        withReceipt(state, updateReceiptRule(state.receipt, name, rule)),
-      );
+      const checked = await checkedRuleOf(rule, context);
+      await write(context, "UpdateReceiptRule", { RuleSetName: name, RuleName: rule.Name }, (state) => {
+        const next = updateReceiptRule(state.receipt, name, rule);
+        checkBounceSenders(checked, state);
+        return withReceipt(state, next);
+      });
       return {};
     }),
     operation("DeleteReceiptRule", { writes: true }, async (params, context) => {
