@@ -98,6 +98,10 @@ export interface ApiServices {
   fileOwned?(scope: Scope): { ruleSet?: string; filters?: boolean; source: string } | null;
   /** SendBounce's message lookup and DSN transport. */
   bounce?: BounceService;
+  /** Under DNS verification: emails an address the link that confirms it (served by confirm.ts). */
+  confirmation?: { send(scope: Scope, address: string, token: string): Promise<void> };
+  /** A failure an operation does not answer with, for the log (a confirmation email that did not go). */
+  onError?(event: string, fields: Record<string, unknown>): void;
 }
 
 /** A received message as SendBounce needs it. */

@@ -6,6 +6,8 @@ import type { ApiConfig } from "../config/schema.js";
 import type { Logger } from "../ops/log.js";
 import type { Metrics } from "../ops/metrics.js";
 import type { StateStore } from "../store/store.js";
+import { CONFIRM_PATH, confirmEmail } from "./confirm.js";
+import type { Confirmation } from "./confirm.js";
 import { SesError } from "./operation.js";
 import type { ApiServices, Operation } from "./operation.js";
 import { parseQuery } from "./query.js";
@@ -25,6 +27,16 @@ export interface ApiServerOptions {
 export interface ApiServer {
   address(): { host: string; port: number };
   close(): Promise<void>;
+}
+
+const CONFIRM_PAGES: Record<Confirmation, string> = {
+  verified: "<!doctype html><title>Verified</title><p>Congratulations! You have successfully verified {identity}. receiptd now accepts mail for it.</p>\n",
+  "already verified": "<!doctype html><title>Verified</title><p>{identity} is already verified.</p>\n",
+  invalid: "<!doctype html><title>Link not valid</title><p>This confirmation link is not valid: it has expired, was replaced by a newer one, or was never sent. Verify the address again to get a new link.</p>\n",
+};
+
+function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
 /** A request body must arrive within this, so that a slow client cannot hold a call open. */
@@ -89,6 +101,16 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     };
     try {
       const url = new URL(request.url ?? "/", "http://api");
+      if (url.pathname === CONFIRM_PATH && request.method === "GET") {
+        label = "ConfirmEmail";
+        const outcome = await confirmEmail(store, url.searchParams, clock(), { requestId, address });
+        const page = CONFIRM_PAGES[outcome].replace("{identity}", escapeHtml(url.searchParams.get("identity") ?? ""));
+        response.writeHead(outcome === "invalid" ? 400 : 200, { "content-type": "text/html; charset=utf-8", "x-amzn-requestid": requestId, "content-length": Buffer.byteLength(page) });
+        response.end(page);
+        metrics?.apiRequests.inc({ operation: label, outcome: outcome === "invalid" ? "invalid" : "ok" });
+        logger.info("api.request", { ...log, operation: label, outcome, status: outcome === "invalid" ? 400 : 200, durationMs: Math.round(performance.now() - started) });
+        return;
+      }
       if (request.method !== "POST" && request.method !== "GET") {
         throw new SesError("InvalidAction", `Method ${request.method} is not supported`, 405);
       }

@@ -54,7 +54,8 @@ const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
 
 function readApi(reader: FieldReader, value: unknown): ServeConfig["api"] {
   if (value === null) return null;
-  const raw = reader.object(value, "config.api", ["host", "port", "credentials", "maxRequestBytes", "maxClockSkewMs"]);
+  const raw = reader.object(value, "config.api", ["host", "port", "credentials", "maxRequestBytes", "maxClockSkewMs", "url"]);
+  const url = reader.url(raw.url, "config.api.url", ["http:", "https:"]);
   let credentials: ApiCredential[] = [{ ...DEFAULTS.api.credential, loopbackOnly: true }];
   if (raw.credentials !== undefined) {
     if (!Array.isArray(raw.credentials) || raw.credentials.length === 0) {
@@ -82,7 +83,21 @@ function readApi(reader: FieldReader, value: unknown): ServeConfig["api"] {
     credentials,
     maxRequestBytes: reader.integer(raw.maxRequestBytes, "config.api.maxRequestBytes", 1024, 64 * 1024 * 1024) ?? DEFAULTS.api.maxRequestBytes,
     maxClockSkewMs: reader.integer(raw.maxClockSkewMs, "config.api.maxClockSkewMs", 1000, 3_600_000) ?? DEFAULTS.api.maxClockSkewMs,
+    ...(url ? { url } : {}),
   };
+}
+
+/** A list of strings each of which passes `valid`; each bad entry named by its index. */
+function readList(reader: FieldReader, value: unknown, path: string, valid: (text: string) => boolean, expected: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) {
+    reader.issues.push(`${path}: expected a list`);
+    return undefined;
+  }
+  return value.flatMap((entry, i) => {
+    const text = reader.string(entry, `${path}[${i}]`, valid, expected);
+    return text === undefined ? [] : [text];
+  });
 }
 
 function readIdentities(reader: FieldReader, value: unknown, path: string): string[] | undefined {
@@ -181,7 +196,9 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
     "verification",
     "verificationIntervalMs",
     "verificationTimeoutHours",
+    "dnsServers",
   ]);
+  const dnsServers = readList(reader, stateRaw.dnsServers, "config.state.dnsServers", (text) => isIP(text) !== 0 || /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d{1,5}$/.test(text), "an IP address, or ip:port");
   const state: ServeConfig["state"] = {
     dir: path(reader.string(stateRaw.dir, "config.state.dir")) ?? join(dataDir, DEFAULTS.state.dirInDataDir),
     account: reader.string(stateRaw.account, "config.state.account", ACCOUNT, "a 12-digit AWS account ID") ?? api?.credentials[0]?.account ?? DEFAULTS.api.credential.account,
@@ -191,6 +208,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
       reader.integer(stateRaw.verificationIntervalMs, "config.state.verificationIntervalMs", 100, 86_400_000) ?? DEFAULTS.state.verificationIntervalMs,
     verificationTimeoutHours:
       reader.integer(stateRaw.verificationTimeoutHours, "config.state.verificationTimeoutHours", 1, 24 * 365) ?? DEFAULTS.state.verificationTimeoutHours,
+    ...(dnsServers === undefined ? {} : { dnsServers }),
   };
 
   return {

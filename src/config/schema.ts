@@ -134,6 +134,8 @@ export interface ApiConfig {
   maxRequestBytes: number;
   /** How far a request's X-Amz-Date may be from the server's clock (SigV4 allows 15 minutes). */
   maxClockSkewMs: number;
+  /** The API as the addresses it emails confirmation links to reach it, if not at http://host:port. */
+  url?: string;
 }
 
 export interface StateConfig {
@@ -148,4 +150,6 @@ export interface StateConfig {
   verificationIntervalMs: number;
   /** A domain still unverified this long after it was added becomes Failed, as SES gives up after 72 hours. */
   verificationTimeoutHours: number;
+  /** DNS servers for verification (`ip` or `ip:port`); absent: the system's. */
+  dnsServers?: string[];
 }

@@ -14,7 +14,10 @@ import type { LivePolicy, PolicyTexts } from "../ops/reload.js";
 import { startApiServer } from "../api/server.js";
 import { OPERATIONS } from "../api/operations/index.js";
 import { openFileStore } from "../store/file-store.js";
+import { confirmationLink } from "../api/confirm.js";
+import { confirmationMessage } from "../mail/confirmation.js";
 import { spoolBounceService } from "./bounce-service.js";
+import { startVerifier, systemDns } from "./verifier.js";
 import { startReceiving } from "./receiving.js";
 import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
@@ -49,6 +52,15 @@ export interface DaemonOptions {
 }
 
 const HOUR_MS = 60 * 60 * 1000;
+/** One DNS lookup of verification; a slower server counts as a failure (TemporaryFailure). */
+const DNS_TIMEOUT_MS = 5_000;
+
+/** A wildcard listen address is no address to link to: the host name is. */
+function urlHost(host: string, hostname: string): string {
+  if (host === "0.0.0.0" || host === "::") return hostname;
+  return host.includes(":") ? `[${host}]` : host;
+}
+
 /** Why a DSN does not leave while UpdateAccountSendingEnabled has paused the account. */
 const SENDING_PAUSED = "account sending is paused (UpdateAccountSendingEnabled)";
 
@@ -195,6 +207,8 @@ async function startOnSpool(
     serve.smtp.processes === 1 || !texts
       ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
       : await acceptInProcesses(config, { texts, spool, processor, logger, metrics });
+  // Links in confirmation emails point where the API is reached: api.url, or the bound address.
+  let apiBase: string | null = null;
   const api = serve.api
     ? await startApiServer({
         api: serve.api,
@@ -204,6 +218,21 @@ async function startOnSpool(
           verification: serve.state.verification,
           fileOwned: receiving.fileOwned,
           targetExists: (target) => backend.targetExists(target),
+          confirmation: {
+            async send(scope, address, token) {
+              if (apiBase === null) throw new Error("the API is not listening yet");
+              const raw = await confirmationMessage({
+                from: `no-reply@${config.hostname}`,
+                to: address,
+                region: scope.region,
+                link: confirmationLink(apiBase, scope, address, token),
+                date: clock(),
+                messageId: `<${Buffer.from(random(16)).toString("hex")}@${config.hostname}>`,
+              });
+              await backend.sendDsn({ to: address, raw });
+            },
+          },
+          onError: (event, fields) => logger.error(event, fields),
           bounce: spoolBounceService({ spoolDir: serve.spool.dir, scope, hostname: config.hostname, send: (request) => backend.sendDsn(request) }),
         },
         logger,
@@ -212,6 +241,21 @@ async function startOnSpool(
       })
     : null;
   onStarted(() => api?.close());
+  if (api) apiBase = serve.api?.url ?? `http://${urlHost(api.address().host, config.hostname)}:${api.address().port}`;
+  const verifier =
+    serve.state.verification === "dns"
+      ? startVerifier({
+          store,
+          dns: systemDns(serve.state.dnsServers, DNS_TIMEOUT_MS),
+          hostname: config.hostname,
+          intervalMs: serve.state.verificationIntervalMs,
+          timeoutHours: serve.state.verificationTimeoutHours,
+          clock,
+          logger,
+        })
+      : null;
+  onStarted(() => verifier?.close());
+  void verifier?.checkNow().catch((error: unknown) => logger.error("state.verification_failed", { error }));
   const listening = smtp;
   onStarted(() => listening.close(0));
   await spool.recover();
@@ -254,6 +298,7 @@ async function startOnSpool(
       const deadline = Date.now() + graceMs;
       logger.info("daemon.stopping", { graceMs });
       clearInterval(sweeper);
+      verifier?.close();
       await api?.close();
       await smtp.close(graceMs);
       await processor.drain(Math.max(0, deadline - Date.now()));

@@ -25,13 +25,17 @@ export interface IdentityRecord {
     status: VerificationStatus;
     /** Domains only: the value of the `_amazonses.<domain>` TXT record. */
     token?: string;
+    /** Addresses under DNS verification only: SHA-256 (hex) of the token in the emailed confirmation link. */
+    confirmation?: string;
     /** When the status last changed, ISO 8601 with Z. */
     since: string;
   };
-  dkim: { enabled: boolean; status: VerificationStatus; tokens: string[] };
+  /** `since`: when the status last changed (absent in records written before it was kept: the creation time). */
+  dkim: { enabled: boolean; status: VerificationStatus; tokens: string[]; since?: string };
   mailFrom: {
     domain?: string;
     status?: "Pending" | "Success" | "Failed" | "TemporaryFailure";
+    since?: string;
     behaviorOnMxFailure: "UseDefaultValue" | "RejectMessage";
   };
   notifications: {

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { canonicalDomain } from "../../rules/recipients.js";
 import { newIdentity } from "../../store/identity.js";
 import type { IdentityRecord, ScopeState, VerificationStatus } from "../../store/store.js";
@@ -94,17 +94,34 @@ function notificationType(params: Params): NotificationType {
   return value as NotificationType;
 }
 
-/** Verifying an identity again keeps its record (token, settings); only a new one is created. */
+/**
+ * Verifying an identity again keeps its record (token, settings). Under DNS verification a
+ * Failed identity starts again (Pending, its time-out from now), and an address that is not
+ * verified gets a new confirmation link (the newest link is the one that works).
+ */
 async function verify(context: OperationContext, operationName: string, identity: string, type: IdentityRecord["type"]): Promise<IdentityRecord> {
   // Random before the change: the change must be pure, the store may run it again.
   const token = type === "Domain" ? randomBytes(32).toString("base64") : undefined;
-  const record = await write(context, operationName, { Identity: identity }, (state) => {
+  const link = type === "EmailAddress" && context.services.verification === "dns" ? randomBytes(32).toString("base64url") : undefined;
+  const confirmation = link === undefined ? undefined : createHash("sha256").update(link).digest("hex");
+  const since = context.now.toISOString();
+  const record = (await write(context, operationName, { Identity: identity }, (state) => {
     const existing = state.identities.get(identity);
-    if (existing) return { state, result: existing };
+    if (existing) {
+      const status = existing.verification.status;
+      const restart = context.services.verification === "dns" && (status === "Failed" || (confirmation !== undefined && status !== "Success"));
+      if (!restart) return { state, result: existing };
+      const updated: IdentityRecord = { ...existing, verification: { ...existing.verification, status: "Pending", since, ...(confirmation ? { confirmation } : {}) } };
+      return { state: withIdentity(state, updated), result: updated };
+    }
     const created = newIdentity(identity, type, context.now, statusFor(context), token);
-    return { state: withIdentity(state, created), result: created };
-  });
-  return record as IdentityRecord;
+    const updated: IdentityRecord = confirmation ? { ...created, verification: { ...created.verification, confirmation } } : created;
+    return { state: withIdentity(state, updated), result: updated };
+  })) as IdentityRecord;
+  if (link !== undefined && record.verification.confirmation === confirmation) {
+    await context.services.confirmation?.send(context.scope, identity, link).catch((error: unknown) => context.services.onError?.("api.confirmation_failed", { identity, error }));
+  }
+  return record;
 }
 
 function verifyEmail(name: string, hasResult: boolean): Operation {
@@ -173,8 +190,14 @@ export const IDENTITY_OPERATIONS: readonly Operation[] = [
     const tokens = dkimTokens();
     const record = await write(context, "VerifyDomainDkim", { Identity: domain }, (state) => {
       const existing = state.identities.get(domain) ?? newIdentity(domain, "Domain", context.now, statusFor(context), undefined);
-      if (existing.dkim.tokens.length > 0) return { state, result: existing };
-      const updated: IdentityRecord = { ...existing, dkim: { enabled: true, status: statusFor(context), tokens } };
+      const since = context.now.toISOString();
+      if (existing.dkim.tokens.length > 0) {
+        if (existing.dkim.status !== "Failed") return { state, result: existing };
+        // Under DNS verification a Failed DKIM set-up starts again, with the same tokens.
+        const restarted: IdentityRecord = { ...existing, dkim: { ...existing.dkim, status: "Pending", since } };
+        return { state: withIdentity(state, restarted), result: restarted };
+      }
+      const updated: IdentityRecord = { ...existing, dkim: { enabled: true, status: statusFor(context), tokens, since } };
       return { state: withIdentity(state, updated), result: updated };
     });
     return { DkimTokens: [...(record as IdentityRecord).dkim.tokens] };
@@ -257,7 +280,15 @@ export const IDENTITY_OPERATIONS: readonly Operation[] = [
     if (!canonical.endsWith(`.${parent}`)) {
       throw new SesError("InvalidParameterValue", `MailFromDomain ${domain} must be a subdomain of ${parent}`);
     }
-    return { ...record, mailFrom: { domain: canonical, status: context.services.verification === "auto" ? "Success" : "Pending", behaviorOnMxFailure: behavior } };
+    return {
+      ...record,
+      mailFrom: {
+        domain: canonical,
+        status: context.services.verification === "auto" ? "Success" : "Pending",
+        since: context.now.toISOString(),
+        behaviorOnMxFailure: behavior,
+      },
+    };
   }),
   operation("GetIdentityNotificationAttributes", { writes: false }, async (params, context) => {
     const asked = identitiesParam(params);
