@@ -199,14 +199,10 @@ async function startOnSpool(
   const adminServer = admin;
   onStarted(() => adminServer?.close());
 
-  const texts = receiving.texts;
-  if (serve.smtp.processes > 1 && !texts) {
-    throw new Error("config.smtp.processes > 1 needs file mode (config.rules) for now: acceptor processes mirror the rule files");
-  }
   smtp =
-    serve.smtp.processes === 1 || !texts
+    serve.smtp.processes === 1
       ? await acceptInProcess(config, { policy, spool, processor, logger, metrics, clock, random })
-      : await acceptInProcesses(config, { texts, spool, processor, logger, metrics });
+      : await acceptInProcesses(config, { texts: () => receiving.texts(), spool, processor, logger, metrics });
   // Links in confirmation emails point where the API is reached: api.url, or the bound address.
   let apiBase: string | null = null;
   const api = serve.api

@@ -16,8 +16,8 @@ export interface Receiving {
   policy: LivePolicy;
   /** SIGHUP: rereads the files in file mode; the store needs no reload. */
   reload(): Promise<boolean>;
-  /** File mode only: what acceptor processes mirror. */
-  texts?(): PolicyTexts;
+  /** What acceptor processes mirror. */
+  texts(): PolicyTexts;
   fileOwned: ApiServices["fileOwned"];
   close(): void;
 }
@@ -88,6 +88,6 @@ export async function startReceiving(
     }));
     logger.info("state.seeded", { rules: seed.rules, filters: seed.filters, ruleSet: ruleSet.name });
   }
-  const followed = await followStore(store, scope);
-  return { policy: followed, reload: async () => true, fileOwned: () => null, close: () => followed.close() };
+  const followed = await followStore(store, scope, options.onChange);
+  return { policy: followed, reload: async () => true, texts: () => followed.texts(), fileOwned: () => null, close: () => followed.close() };
 }

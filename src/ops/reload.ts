@@ -42,8 +42,11 @@ export interface LivePolicy {
 
 /** The texts a policy version was parsed from, for a process that mirrors the policy (an acceptor). */
 export interface PolicyTexts {
-  rules: string;
+  /** Null: no rule set is active (store mode). */
+  rules: string | null;
   filters?: string;
+  /** Store mode: the verified identities, which then replace configured or implied ones. */
+  identities?: string[];
   generation: number;
 }
 
@@ -198,10 +201,11 @@ export function mirrorPolicy(
 ): LivePolicy & { /** False when the generation was not newer. */ update(texts: PolicyTexts): boolean } {
   const resolver = identitiesResolver(identities);
   const parse = (next: PolicyTexts): PolicyVersion => {
-    const ruleSet = parseRuleSetText(next.rules, "rules");
+    const ruleSet = next.rules === null ? null : parseRuleSetText(next.rules, "rules");
+    const identities = next.identities ? identitiesFrom(next.identities) : ruleSet ? resolver.of(ruleSet) : identitiesFrom([]);
     return Object.freeze({
       ruleSet,
-      identities: resolver.of(ruleSet),
+      identities,
       filters: next.filters === undefined ? NO_FILTERS : compile(parseFiltersText(next.filters, "filters")),
       generation: next.generation,
     });

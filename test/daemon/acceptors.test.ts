@@ -2,6 +2,7 @@
 // own, which processes. The built daemon, real sockets, real signals.
 import { mkdir, readdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { CreateReceiptRuleCommand, CreateReceiptRuleSetCommand, SESClient, SetActiveReceiptRuleSetCommand, VerifyDomainIdentityCommand } from "@aws-sdk/client-ses";
 import nodemailer from "nodemailer";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { liveRuleSet, queuedContent, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
@@ -208,5 +209,30 @@ describe("receiptd serve with acceptor processes", () => {
     expect(second.logs.find((line) => line.event === "daemon.started")!.pending).toBe(6);
     for (const id of ids) await completed(second, id);
     expect((await readdir(join(dir, "data", "s3", "kept"))).sort()).toEqual([...ids].sort());
+  });
+
+  it("in store mode, follows every SES API change in every acceptor", async () => {
+    const dir = join(work.dir, "store-mode");
+    await mkdir(dir, { recursive: true });
+    const { rules: _rules, ...base } = testConfig(dir, { smtp: { listen: [{ host: "127.0.0.1", port: 0 }], reverseDns: false, processes: 2 } });
+    void _rules;
+    const daemon = await launch({ ...base, state: { verification: "auto" } }, dir);
+    const ses = new SESClient({ endpoint: `http://127.0.0.1:${daemon.apiPort}`, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts: 1 });
+    // Several connections, so that both acceptors answer.
+    const all = (to: string) => Promise.all(Array.from({ length: 6 }, () => send(daemon.smtpPort, to)));
+    expect(await all("info@example.net")).toEqual(Array(6).fill(expect.stringMatching(/550 5\.1\.1/)));
+
+    await ses.send(new CreateReceiptRuleSetCommand({ RuleSetName: "inbound" }));
+    await ses.send(new CreateReceiptRuleCommand({ RuleSetName: "inbound", Rule: { Name: "keep", Enabled: true, Actions: [{ S3Action: { BucketName: "kept" } }] } }));
+    await ses.send(new VerifyDomainIdentityCommand({ Domain: "example.net" }));
+    await ses.send(new SetActiveReceiptRuleSetCommand({ RuleSetName: "inbound" }));
+    const ids = await all("info@example.net");
+    for (const id of ids) expect(id).toMatch(/^[0-9a-v]{40}$/);
+    for (const id of ids) await completed(daemon, id);
+    expect((await readdir(join(dir, "data", "s3", "kept"))).sort()).toEqual([...ids].sort());
+
+    await ses.send(new SetActiveReceiptRuleSetCommand({}));
+    expect(await all("info@example.net")).toEqual(Array(6).fill(expect.stringMatching(/550 5\.1\.1/)));
+    ses.destroy();
   });
 });
