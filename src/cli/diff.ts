@@ -3,13 +3,14 @@ import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
 import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 import { diffResults } from "../replay/diff.js";
 import { DiffSummary, diffJson, diffText } from "../replay/diff-format.js";
-import { messageFiles, replayFilesTwice } from "../replay/replay.js";
+import { messageFiles, replayFilesTwice, replaySpoolTwice } from "../replay/replay.js";
 import type { ReplaySettings } from "../replay/replay.js";
-import { ARRIVAL_OPTIONS, SILENT_PROGRESS, checkLambdaResults, parseArrival, progressMeter } from "./replay-options.js";
+import { ARRIVAL_OPTIONS, SILENT_PROGRESS, SPOOL_OPTIONS, checkLambdaResults, parseArrival, progressMeter, spoolMessages } from "./replay-options.js";
 import { UsageError, parseCommandLine } from "./usage.js";
 import { reportValidationError } from "./validate.js";
 
 const HELP = `Usage: receiptd diff <old-rules.json> <new-rules.json> <file-or-dir>... [options]
+       receiptd diff <old-rules.json> <new-rules.json> --spool <dir> [--since <time>] [options]
 
 Replays every .eml file (directories are searched for *.eml) under both rule sets, each
 file read once, with the same envelope, identities, filters and Lambda results, and shows
@@ -30,6 +31,11 @@ Options:
   --tls                       the session was under TLS
   --lambda-result <arn>=<disposition>
                               what a RequestResponse Lambda returns (repeatable)
+  --spool <dir>               past mail instead of files: every message in a daemon's
+                              spool (its data directory or the spool itself), with the
+                              envelope, client and TLS it was received with
+  --since <time>              with --spool: received at or after, ISO 8601 or a duration
+                              before now (90s, 30m, 2h, 7d)
   --json                      one JSON object per changed message per line
 
 Exit codes:
@@ -42,6 +48,7 @@ Exit codes:
 
 const OPTIONS = {
   ...ARRIVAL_OPTIONS,
+  ...SPOOL_OPTIONS,
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -56,9 +63,11 @@ export async function runDiff(args: string[]): Promise<number> {
     return 0;
   }
   const [oldRules, newRules, ...corpus] = positionals;
-  if (oldRules === undefined || newRules === undefined || corpus.length === 0) {
-    throw new UsageError("diff needs <old-rules.json> <new-rules.json> and at least one .eml file or directory", HELP);
+  const spooled = await spoolMessages(values, HELP);
+  if (oldRules === undefined || newRules === undefined || (corpus.length === 0 && spooled === null)) {
+    throw new UsageError("diff needs <old-rules.json> <new-rules.json> and at least one .eml file or directory, or --spool", HELP);
   }
+  if (spooled !== null && corpus.length > 0) throw new UsageError("diff takes files or --spool, not both", HELP);
   const arrival = parseArrival(values, HELP);
 
   let before: ReplaySettings;
@@ -87,7 +96,8 @@ export async function runDiff(args: string[]): Promise<number> {
 
   const summary = new DiffSummary();
   const progress = values.json ? SILENT_PROGRESS : progressMeter("compared");
-  for await (const outcome of replayFilesTwice(messageFiles(corpus), before, after)) {
+  const outcomes = spooled === null ? replayFilesTwice(messageFiles(corpus), before, after) : replaySpoolTwice(spooled, before, after);
+  for await (const outcome of outcomes) {
     progress.tick();
     if ("error" in outcome) {
       summary.addError();

@@ -1,7 +1,11 @@
+import { stat } from "node:fs/promises";
 import { isIP } from "node:net";
+import { join } from "node:path";
+import { SpoolInspector } from "../spool/inspect.js";
+import type { SpooledMessage } from "../spool/inspect.js";
 import type { ReplaySettings } from "../replay/replay.js";
 import type { RuleSet } from "../rules/model.js";
-import { UsageError } from "./usage.js";
+import { UsageError, parseTimeOption } from "./usage.js";
 
 /** The options that say how a message arrived, shared by `replay` and `diff`. */
 export const ARRIVAL_OPTIONS = {
@@ -101,3 +105,34 @@ export function progressMeter(verb: string): { tick(): void; done(): void } {
 }
 
 export const SILENT_PROGRESS = { tick() {}, done() {} };
+
+/** The options that replay past mail from a spool instead of files, shared by `replay` and `diff`. */
+export const SPOOL_OPTIONS = {
+  spool: { type: "string" },
+  since: { type: "string" },
+} as const;
+
+const AS_RECEIVED = ["from", "to", "client-ip", "helo", "tls"] as const;
+
+/**
+ * The spool's messages received since `--since` (all without it), oldest first: `--spool` names
+ * the spool directory or the data directory that holds one. Null without `--spool`. The
+ * arrival options do not go with it: the spool has each message's envelope as it was received.
+ */
+export async function spoolMessages(
+  values: { spool?: string | undefined; since?: string | undefined } & ArrivalValues,
+  help: string,
+): Promise<SpooledMessage[] | null> {
+  if (values.spool === undefined) {
+    if (values.since !== undefined) throw new UsageError("--since goes with --spool", help);
+    return null;
+  }
+  const given = AS_RECEIVED.filter((option) => values[option] !== undefined);
+  if (given.length > 0) throw new UsageError(`--${given[0]} does not go with --spool: each message keeps the envelope, client and TLS it was received with`, help);
+  const since = values.since === undefined ? null : parseTimeOption("since", values.since, help);
+  const isSpool = async (dir: string) => (await stat(join(dir, "queue")).catch(() => null))?.isDirectory() === true;
+  const dir = (await isSpool(values.spool)) ? values.spool : (await isSpool(join(values.spool, "spool"))) ? join(values.spool, "spool") : null;
+  if (dir === null) throw new UsageError(`--spool "${values.spool}": neither a spool directory nor a data directory with spool/ in it`, help);
+  const messages = await new SpoolInspector(dir).list();
+  return messages.filter((message) => since === null || Date.parse(message.state.receivedAt) >= since).reverse();
+}

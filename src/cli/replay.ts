@@ -4,17 +4,19 @@ import { compileFilters } from "../rules/filters.js";
 import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
 import { identitiesFrom, identitiesOfRules } from "../rules/recipients.js";
 import { ReplaySummary, replayJson, replayText } from "../replay/format.js";
-import { messageFiles, replayFiles } from "../replay/replay.js";
+import { messageFiles, replayFiles, replaySpool } from "../replay/replay.js";
 import type { ReplaySettings } from "../replay/replay.js";
-import { ARRIVAL_OPTIONS, SILENT_PROGRESS, checkLambdaResults, parseArrival, progressMeter } from "./replay-options.js";
+import { ARRIVAL_OPTIONS, SILENT_PROGRESS, SPOOL_OPTIONS, checkLambdaResults, parseArrival, progressMeter, spoolMessages } from "./replay-options.js";
 import { UsageError, parseCommandLine } from "./usage.js";
 import { reportValidationError } from "./validate.js";
 
 const HELP = `Usage: receiptd replay <file-or-dir>... --rules <rules.json> [options]
+       receiptd replay --spool <dir> [--since <time>] --rules <rules.json> [options]
 
-Pushes .eml files (directories are searched for *.eml) through a receipt rule set and
-shows, per message, the RCPT TO answers, the rules that matched and what each action did
-or would do. Nothing is sent anywhere: actions are recorded.
+Pushes .eml files (directories are searched for *.eml), or the mail a daemon received,
+through a receipt rule set and shows, per message, the RCPT TO answers, the rules that
+matched and what each action did or would do. Nothing is sent anywhere: actions are
+recorded.
 
 Options:
   --rules <file>              rule set JSON (aws ses describe-active-receipt-rule-set)
@@ -35,6 +37,12 @@ Options:
                               every action is recorded); local writes under the data
                               directory, aws calls S3, SNS and Lambda
   --config <file>             configuration for local and aws (JSON; see README)
+  --spool <dir>               past mail: every message in a daemon's spool (its data
+                              directory or the spool itself; read without stopping it),
+                              oldest first, with the envelope, client, TLS, verdicts,
+                              receipt headers and message ID it was received with
+  --since <time>              with --spool: received at or after, ISO 8601 or a duration
+                              before now (90s, 30m, 2h, 7d)
   --json                      one JSON object per message per line
 
 Exit codes:
@@ -48,6 +56,7 @@ Exit codes:
 const OPTIONS = {
   rules: { type: "string" },
   ...ARRIVAL_OPTIONS,
+  ...SPOOL_OPTIONS,
   executor: { type: "string" },
   config: { type: "string" },
   json: { type: "boolean" },
@@ -64,7 +73,9 @@ export async function runReplay(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.rules) throw new UsageError("replay needs --rules <file>", HELP);
-  if (positionals.length === 0) throw new UsageError("replay needs at least one .eml file or directory", HELP);
+  const spooled = await spoolMessages(values, HELP);
+  if (spooled === null && positionals.length === 0) throw new UsageError("replay needs at least one .eml file or directory, or --spool", HELP);
+  if (spooled !== null && positionals.length > 0) throw new UsageError("replay takes files or --spool, not both", HELP);
   const arrival = parseArrival(values, HELP);
   const { lambdaResults } = arrival;
   const executorKind = values.executor ?? "record";
@@ -110,7 +121,8 @@ export async function runReplay(args: string[]): Promise<number> {
 
   const summary = new ReplaySummary();
   const progress = values.json ? SILENT_PROGRESS : progressMeter("replayed");
-  for await (const outcome of replayFiles(messageFiles(positionals), settings)) {
+  const outcomes = spooled === null ? replayFiles(messageFiles(positionals), settings) : replaySpool(spooled, settings);
+  for await (const outcome of outcomes) {
     summary.add(outcome);
     progress.tick();
     process.stdout.write(values.json ? `${JSON.stringify(replayJson(outcome))}\n` : `${replayText(outcome)}\n`);

@@ -4,6 +4,7 @@ import { readFile, readdir, stat } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import { join } from "node:path";
 import { bufferMessage } from "../actions/message.js";
+import { fileMessage } from "../actions/message.js";
 import type { Receipt, ReceivedMessage } from "../actions/message.js";
 import { recordingExecutor } from "../actions/record.js";
 import { AUTH_DISABLED } from "../mail/auth.js";
@@ -20,7 +21,9 @@ import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionExecutor } from "../rules/executor.js";
 import { decideIp } from "../rules/filters.js";
 import type { CompiledFilters, IpFilterDecision } from "../rules/filters.js";
-import type { Envelope, Identities, RuleSet } from "../rules/model.js";
+import type { Envelope, Header, Identities, RuleSet } from "../rules/model.js";
+import { readStored, readStoredWhole } from "../spool/format.js";
+import type { SpooledMessage } from "../spool/inspect.js";
 import { scanVerdict } from "../ses/verdicts.js";
 import type { Verdicts } from "../ses/verdicts.js";
 
@@ -165,6 +168,18 @@ export async function replayHead(
   const message = whole
     ? bufferMessage(made.body, parseMessageHead(made.body), stored.receipt)
     : await storedFileMessage(file, made.body, stored);
+  const trace = await evaluateAccepted(settings, { mailFrom: envelope.mailFrom, recipients: accepted }, messageId, message, await made.headers);
+  return { file, messageId, envelope, ipFilter, accepted, refused, trace };
+}
+
+/** Evaluation of what was accepted, with a new recording executor unless one is given. */
+function evaluateAccepted(
+  settings: ReplaySettings,
+  envelope: Envelope,
+  messageId: string,
+  message: ReceivedMessage,
+  prependedHeaders: Header[],
+): Promise<EvaluationTrace> {
   const executor =
     settings.executor ??
     recordingExecutor<ReceivedMessage>({
@@ -172,18 +187,68 @@ export async function replayHead(
       ...(settings.lambdaResults ? { lambdaResults: settings.lambdaResults } : {}),
       ...(settings.strict === undefined ? {} : { strict: settings.strict }),
     });
-  const trace = await evaluate(
-    {
-      ruleSet: settings.ruleSet,
-      identities: settings.identities,
-      envelope: { mailFrom: envelope.mailFrom, recipients: accepted },
-      messageId,
-      message,
-      prependedHeaders: await made.headers,
-    },
-    executor,
+  return evaluate({ ruleSet: settings.ruleSet, identities: settings.identities, envelope, messageId, message, prependedHeaders }, executor);
+}
+
+/** How a replayed message is named in results: its file, or its place in the spool. */
+export const spoolLabel = (messageId: string): string => `spool:${messageId}`;
+
+/**
+ * A message from the spool through `settings`' rule set as it was received: its envelope,
+ * client, TLS state, verdicts, receipt headers, ID and time are the stored ones, not rebuilt
+ * from its headers, so its events and S3 keys are those the daemon made. The recipients it had
+ * are decided afresh, by the new rule set.
+ */
+export async function replayStored(message: Pick<SpooledMessage, "state" | "path">, settings: ReplaySettings): Promise<ReplayResult> {
+  const { state } = message;
+  const file = spoolLabel(state.messageId);
+  const envelope: Envelope = { mailFrom: state.envelope.mailFrom, recipients: [...state.envelope.recipients] };
+  const ipFilter: IpFilterDecision = settings.filters ? decideIp(settings.filters, state.client.ip) : { decision: "none", filter: null };
+  if (ipFilter.decision === "block") {
+    const refused = envelope.recipients.map((recipient) => ({ recipient, reply: REPLIES.accessDenied }));
+    return { file, messageId: state.messageId, envelope, ipFilter, accepted: [], refused, trace: null };
+  }
+  const { accepted, refused } = decideRecipients(envelope.recipients, {
+    ruleSet: settings.ruleSet,
+    identities: settings.identities,
+    tls: state.client.tls,
+    ...(settings.maxRecipients === undefined ? {} : { maxRecipients: settings.maxRecipients }),
+  });
+  if (accepted.length === 0) return { file, messageId: state.messageId, envelope, ipFilter, accepted, refused, trace: null };
+  const { head } = await readStored(message.path, true);
+  const receipt = { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts };
+  const stored = head.size <= BUFFERED_REPLAY_BYTES ? (await readStoredWhole(message.path)).body : null;
+  const received = stored ? bufferMessage(stored, parseMessageHead(stored), receipt) : fileMessage(message.path, head, receipt);
+  const trace = await evaluateAccepted(settings, { mailFrom: envelope.mailFrom, recipients: accepted }, state.messageId, received, state.receiptHeaders ?? []);
+  return { file, messageId: state.messageId, envelope, ipFilter, accepted, refused, trace };
+}
+
+/** Spooled messages replayed a few at a time, in input order; one that is gone or unreadable yields an error. */
+export function replaySpool(messages: Iterable<SpooledMessage>, settings: ReplaySettings, concurrency = 16): AsyncGenerator<ReplayOutcome> {
+  return inOrder(
+    messages,
+    (message) => replayStored(message, settings).catch((error: unknown) => ({ file: spoolLabel(message.state.messageId), error: describeError(error) })),
+    concurrency,
   );
-  return { file, messageId, envelope, ipFilter, accepted, refused, trace };
+}
+
+/** Each spooled message under two settings, as replayFilesTwice does for files. */
+export function replaySpoolTwice(
+  messages: Iterable<SpooledMessage>,
+  before: ReplaySettings,
+  after: ReplaySettings,
+  concurrency = 16,
+): AsyncGenerator<ReplayPairOutcome> {
+  const start = async (message: SpooledMessage): Promise<ReplayPairOutcome> => {
+    const file = spoolLabel(message.state.messageId);
+    try {
+      const [old, changed] = await Promise.all([replayStored(message, before), replayStored(message, after)]);
+      return { file, before: old, after: changed };
+    } catch (error) {
+      return { file, error: describeError(error) };
+    }
+  };
+  return inOrder(messages, start, concurrency);
 }
 
 /** Files named on the command line as they are; directories walked for `.eml` files, sorted. */
@@ -211,15 +276,15 @@ function describeError(error: unknown): string {
   return String(error);
 }
 
-/** Runs `start` on each file with a few in flight at once, yielding what each gives in input order. */
-async function* inOrder<T>(
-  files: AsyncIterable<string> | Iterable<string>,
-  start: (file: string) => Promise<T>,
+/** Runs `start` on each input with a few in flight at once, yielding what each gives in input order. */
+async function* inOrder<I, T>(
+  inputs: AsyncIterable<I> | Iterable<I>,
+  start: (input: I) => Promise<T>,
   concurrency: number,
 ): AsyncGenerator<T> {
   const window: Promise<T>[] = [];
-  for await (const file of files) {
-    window.push(start(file));
+  for await (const input of inputs) {
+    window.push(start(input));
     if (window.length >= concurrency) yield await window.shift()!;
   }
   while (window.length > 0) yield await window.shift()!;
