@@ -15,7 +15,7 @@ Usage:
   receiptd replay <file-or-dir>... --rules <file> [options]   push .eml files through a rule set
   receiptd diff <old-rules> <new-rules> <file-or-dir>...     what a rule change does to real mail
   receiptd validate <rules.json> [--filters <file>]           check a rule set (and filters)
-  receiptd messages list|show <id>|export <id> [options]      find a message in the spool
+  receiptd messages list|show|export|requeue [options]        find a message in the spool, requeue dead letters
   receiptd state export|import|audit [options]                the SES API's state: files, history
   receiptd help [command]
   receiptd --version                                          print the version

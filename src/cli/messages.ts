@@ -5,6 +5,7 @@ import { isMessageId } from "../mail/message-id.js";
 import type { ActionTrace } from "../rules/evaluate.js";
 import { SpoolInspector } from "../spool/inspect.js";
 import type { MessageArea, SpooledMessage } from "../spool/inspect.js";
+import { runRequeue } from "./requeue.js";
 import { UsageError, parseCommandLine, parseTimeOption } from "./usage.js";
 
 const HELP = `Usage:
@@ -12,6 +13,9 @@ const HELP = `Usage:
   receiptd messages show <id> [--json]        what happened to one message
   receiptd messages export <id>               the message as actions see it (receipt
                                               headers on top), on stdout
+  receiptd messages requeue <id>...|--dead    dead letters back into processing on the
+                                              running daemon ("receiptd messages requeue
+                                              --help")
 
 Reads the spool of a running daemon without stopping it: its lock is not taken and
 nothing is written. <id> may be a unique prefix of a message ID.
@@ -198,6 +202,8 @@ async function resolveId(inspector: SpoolInspector, text: string): Promise<strin
 }
 
 export async function runMessages(args: string[]): Promise<number> {
+  // requeue talks to the running daemon, not to the spool: it has options of its own.
+  if (args[0] === "requeue") return runRequeue(args.slice(1));
   const { values, positionals } = parseCommandLine(args, OPTIONS, HELP);
   if (values.help) {
     process.stdout.write(HELP);
@@ -205,7 +211,7 @@ export async function runMessages(args: string[]): Promise<number> {
   }
   const [subcommand, ...operands] = positionals;
   if (subcommand !== "list" && subcommand !== "show" && subcommand !== "export") {
-    throw new UsageError(subcommand === undefined ? "messages needs list, show or export" : `unknown messages subcommand "${subcommand}"`, HELP);
+    throw new UsageError(subcommand === undefined ? "messages needs list, show, export or requeue" : `unknown messages subcommand "${subcommand}"`, HELP);
   }
   const filterOptions = (["id", "from", "to", "rule", "state", "since", "until"] as const).filter((name) => values[name] !== undefined);
   if (subcommand !== "list" && filterOptions.length > 0) throw new UsageError(`--${filterOptions[0]} filters list only`, HELP);

@@ -178,13 +178,15 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
   let admin: ServeConfig["admin"] = { ...DEFAULTS.admin };
   if (raw.admin === null) admin = null;
   else if (raw.admin !== undefined) {
-    const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port", "url"]);
+    const adminRaw = reader.object(raw.admin, "config.admin", ["host", "port", "url", "token"]);
+    const token = reader.string(adminRaw.token, "config.admin.token", /^[\x21-\x7e]{16,}$/, "at least 16 printable characters");
     const url = reader.url(adminRaw.url, "config.admin.url", ["http:", "https:"]);
     admin = {
       host: reader.string(adminRaw.host, "config.admin.host", isHost, "an IP address or host name") ?? DEFAULTS.admin.host,
       port: reader.integer(adminRaw.port, "config.admin.port", 0, 65535) ?? DEFAULTS.admin.port,
       // No trailing slash: paths are appended to it.
       ...(url === undefined ? {} : { url: url.replace(/\/+$/, "") }),
+      ...(token === undefined ? {} : { token }),
     };
   }
 

@@ -101,9 +101,11 @@ export interface ServeConfig {
   };
   /**
    * Health, readiness and metrics over HTTP, and the local SNS's certificate and unsubscribe
-   * links; null turns it off. `url`: how SNS subscribers reach it, if not at http://host:port.
+   * links, and requeue; null turns it off. `url`: how SNS subscribers reach it, if not at
+   * http://host:port. `token`: what a requeue must present; without it, requeue is taken from
+   * loopback addresses only.
    */
-  admin: { host: string; port: number; url?: string } | null;
+  admin: { host: string; port: number; url?: string; token?: string } | null;
   /** How long SIGTERM waits for sessions and actions to finish. */
   shutdownGraceMs: number;
   /** The SES API listener (src/api/); null turns it off. */

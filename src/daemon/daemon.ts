@@ -18,6 +18,7 @@ import { confirmationLink } from "../api/confirm.js";
 import { confirmationMessage } from "../mail/confirmation.js";
 import { spoolBounceService } from "./bounce-service.js";
 import { startVerifier, systemDns } from "./verifier.js";
+import { requeueDeadLetters } from "./requeue.js";
 import { startReceiving } from "./receiving.js";
 import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
@@ -194,6 +195,12 @@ async function startOnSpool(
         ready: () =>
           stopping ? { ready: false, reason: "shutting down" } : started ? { ready: true } : { ready: false, reason: "starting" },
         ...(config.backends.SNS === "local" ? { sns: backend.localSns } : {}),
+        // Not before recovery has put the spool in order and processing has started.
+        requeue: async (request) =>
+          started && !stopping
+            ? requeueDeadLetters(request, { spool, spoolDir: serve.spool.dir, processor, policy, logger })
+            : { requeued: [], refused: (request.ids ?? []).map((id) => ({ id, reason: stopping ? "the daemon is stopping" : "the daemon is starting" })) },
+        ...(serve.admin.token === undefined ? {} : { token: serve.admin.token }),
       })
     : null;
   const adminServer = admin;

@@ -98,7 +98,7 @@ function notingEnd(body: AsyncIterable<Buffer>): { body: AsyncIterable<Buffer>; 
   return { body: passOn(), endedAt: () => endedAt };
 }
 
-function identityLists(identities: Identities): { addresses: string[]; domains: string[] } {
+export function identityLists(identities: Identities): { addresses: string[]; domains: string[] } {
   return { addresses: [...identities.addresses], domains: [...identities.domains] };
 }
 

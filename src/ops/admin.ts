@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -19,7 +19,28 @@ export interface AdminServerOptions {
   logger?: Logger;
   /** The local SNS, whose envelopes' SigningCertURL and UnsubscribeURL point here. */
   sns?: SnsEndpoints;
+  /** `POST /messages/requeue`: dead letters back into processing (`receiptd messages requeue`). */
+  requeue?: (request: RequeueRequest) => Promise<RequeueResult>;
+  /** What a requeue must send as `Authorization: Bearer <token>`; without it, loopback callers only. */
+  token?: string;
 }
+
+export interface RequeueRequest {
+  /** These dead letters; or, with `dead`, every dead letter (received since `since`, if given). */
+  ids?: string[];
+  dead?: boolean;
+  since?: string;
+  /** Evaluate under the active rule set instead of each message's own snapshot. */
+  activeRuleSet?: boolean;
+}
+
+export interface RequeueResult {
+  requeued: string[];
+  refused: { id: string; reason: string }[];
+}
+
+/** A requeue body is a small JSON object; anything larger is not one. */
+const MAX_REQUEUE_BODY = 1024 * 1024;
 
 /** What the admin port serves of the local SNS (docs/behaviour.md §11). */
 export interface SnsEndpoints {
@@ -93,7 +114,74 @@ async function unsubscribe(sns: SnsEndpoints, request: IncomingMessage, response
   send(request, response, 200, XML, body);
 }
 
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+function readJson(request: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_REQUEUE_BODY) {
+        request.destroy();
+        reject(new Error("request body too large"));
+      } else chunks.push(chunk);
+    });
+    request.on("end", () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}"));
+      } catch (error) {
+        reject(error);
+      }
+    });
+    request.on("error", reject);
+  });
+}
+
+function checkRequeueRequest(body: unknown): RequeueRequest | string {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return "the body must be a JSON object";
+  const { ids, dead, since, activeRuleSet } = body as Record<string, unknown>;
+  if (ids !== undefined && !(Array.isArray(ids) && ids.every((id) => typeof id === "string"))) return "ids: expected a list of message IDs";
+  if (dead !== undefined && typeof dead !== "boolean") return "dead: expected true or false";
+  if (since !== undefined && (typeof since !== "string" || Number.isNaN(Date.parse(since)))) return "since: expected an ISO 8601 time";
+  if (activeRuleSet !== undefined && typeof activeRuleSet !== "boolean") return "activeRuleSet: expected true or false";
+  if ((ids === undefined || ids.length === 0) !== (dead === true)) return "give either ids or dead: true";
+  return body as RequeueRequest;
+}
+
+/** POST /messages/requeue: authenticated by the token when one is configured, else by a loopback peer. */
+async function requeue(options: AdminServerOptions, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const { token } = options;
+  const presented = /^Bearer (.+)$/.exec(String(request.headers.authorization ?? ""))?.[1];
+  const allowed = token !== undefined ? presented !== undefined && sameSecret(presented, token) : LOOPBACK.test(request.socket.remoteAddress ?? "");
+  if (!allowed || !options.requeue) {
+    send(request, response, allowed ? 404 : 403, TEXT, allowed ? "not found\n" : "forbidden: requeue needs a loopback address, or admin.token as a Bearer token\n");
+    return;
+  }
+  let checked: RequeueRequest | string;
+  try {
+    checked = checkRequeueRequest(await readJson(request));
+  } catch (error) {
+    checked = `not JSON: ${(error as Error).message}`;
+  }
+  if (typeof checked === "string") {
+    send(request, response, 400, TEXT, `${checked}\n`);
+    return;
+  }
+  send(request, response, 200, "application/json", `${JSON.stringify(await options.requeue(checked))}\n`);
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
 async function handle(options: AdminServerOptions, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  if (request.method === "POST" && (request.url ?? "").split("?")[0] === "/messages/requeue") {
+    await requeue(options, request, response);
+    return;
+  }
   if (request.method !== "GET" && request.method !== "HEAD") {
     response.setHeader("allow", "GET, HEAD");
     send(request, response, 405, TEXT, "method not allowed\n");

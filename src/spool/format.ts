@@ -10,7 +10,7 @@ import { readMessageHeadAt } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
 import type { Header } from "../rules/model.js";
 import type { Verdicts } from "../ses/verdicts.js";
-import { closeFd, fstatFd, openFd, readFd } from "./fd.js";
+import { closeFd, fdatasync, fstatFd, openFd, readFd, writeAll } from "./fd.js";
 
 /** The small state record written beside each message. */
 export interface MessageState {
@@ -132,5 +132,34 @@ export async function readStoredWhole(path: string): Promise<{ state: MessageSta
     return { state: JSON.parse(content.toString("utf8", bodyBytes)) as MessageState, body: content.subarray(0, bodyBytes) };
   } finally {
     await closeFd(fd);
+  }
+}
+
+/**
+ * Writes to `to` the stored file `from` with a new state: the same message bytes, a new state
+ * and footer. For a dead letter that is requeued under another rule set snapshot.
+ */
+export async function writeRestated(from: string, to: string, state: MessageState, { durable }: { durable: boolean }): Promise<void> {
+  const source = await openFd(from, "r");
+  try {
+    const { bodyBytes } = await readFooter(source, from);
+    const target = await openFd(to, "w");
+    try {
+      const buffer = Buffer.allocUnsafe(Math.min(VERIFY_CHUNK_BYTES, Math.max(1, bodyBytes)));
+      let crc = 0;
+      for (let position = 0; position < bodyBytes; ) {
+        const read = await readFd(source, buffer.subarray(0, Math.min(buffer.length, bodyBytes - position)), position);
+        if (read === 0) throw new StoredFileError(`${from} ended before its footer said`);
+        crc = crc32(buffer.subarray(0, read), crc);
+        await writeAll(target, buffer.subarray(0, read), position);
+        position += read;
+      }
+      await writeAll(target, storedTrailer(bodyBytes, crc, state), bodyBytes);
+      if (durable) await fdatasync(target);
+    } finally {
+      await closeFd(target);
+    }
+  } finally {
+    await closeFd(source);
   }
 }

@@ -192,6 +192,8 @@ export class Processor {
   private readonly dsnFrom: string;
   private readonly dsnAttempts: number;
   private readonly dsnHeld: () => string | null;
+  /** Requeued dead letters: when their retry window starts. */
+  private readonly windowStarts = new Map<string, number>();
   private readonly onEvent: (event: ProcessorEvent) => void;
 
   private readonly ready: string[] = [];
@@ -253,6 +255,16 @@ export class Processor {
     if (this.draining || this.known.has(id)) return;
     this.known.add(id);
     this.makeReady(id);
+  }
+
+  /**
+   * Hands over a dead letter just put back into the queue: processed like any pending message,
+   * with a retry window that starts now rather than at its receipt (kept in memory only: after
+   * a restart the window counts from receipt again).
+   */
+  requeued(id: string): void {
+    this.windowStarts.set(id, this.now());
+    this.enqueue(id);
   }
 
   private makeReady(id: string): void {
@@ -332,6 +344,7 @@ export class Processor {
   private forget(id: string): void {
     this.known.delete(id);
     this.retries.delete(id);
+    this.windowStarts.delete(id);
   }
 
   private async process(id: string): Promise<void> {
@@ -478,7 +491,7 @@ export class Processor {
       return;
     }
     const now = this.now();
-    const deadline = Date.parse(loaded.state.receivedAt) + this.retryWindowMs;
+    const deadline = (this.windowStarts.get(id) ?? Date.parse(loaded.state.receivedAt)) + this.retryWindowMs;
     if (now < deadline) {
       // The last retry is at the window's end rather than after it.
       const delayMs = Math.min(this.backoffDelay(attempt), deadline - now);

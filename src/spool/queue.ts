@@ -20,7 +20,7 @@ import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionOutcome } from "../rules/executor.js";
 import { DirectorySync } from "./dir-sync.js";
 import { writeSmallFile } from "./fd.js";
-import { StoredFileError, readStored, storedFileIsWhole } from "./format.js";
+import { StoredFileError, readStored, storedFileIsWhole, writeRestated } from "./format.js";
 import type { MessageState } from "./format.js";
 import { appendOutcome, readJournal } from "./journal.js";
 import { QUEUE_FILE, checkId, exists, isMissing } from "./layout.js";
@@ -49,6 +49,9 @@ export class MessageGone extends Error {
     super(message);
   }
 }
+
+/** A requeue that cannot be done: the message is not dead, or its journal forbids the change. */
+export class RequeueRefused extends Error {}
 
 /**
  * A message is processed right after it is accepted, so its state and head are kept in memory
@@ -275,6 +278,51 @@ export class Queue {
       await mkdir(target, { recursive: true });
       await rename(join(queue, name), join(target, name));
     }
+  }
+
+  /**
+   * Puts a dead letter back into queue/ with its journal, so that processing resumes at the first
+   * action not journaled done. With `snapshot`, it is evaluated under that rule set snapshot
+   * instead of its own, which only a message with no action done may be: the journal's
+   * outcomes belong to the old one.
+   *
+   * Commit order: the trace goes first (durably), since recovery sends a message in queue/
+   * whose dead/<id>.trace.json exists back to dead/; then the message, then its journal
+   * (recovery brings back a journal left behind in dead/).
+   */
+  async requeue(id: string, options: { snapshot?: string } = {}): Promise<void> {
+    checkId(id);
+    if (this.pendingIds.has(id)) throw new RequeueRefused(`${id} is not a dead letter: it is still queued`);
+    const from = (kind: string) => join(this.paths.dead, `${id}.${kind}`);
+    const to = (kind: string) => join(this.paths.queue, `${id}.${kind}`);
+    if (!(await exists(from("msg")))) throw new RequeueRefused(`${id} is not a dead letter: it is not in ${this.paths.dead}`);
+    const journal = (await readJournal(from("journal"), this.fsync)) ?? [];
+    if (options.snapshot !== undefined) {
+      if (journal.length > 0) {
+        throw new RequeueRefused(
+          `${id} has ${journal.length} action(s) journaled as done under the rule set it was accepted under: requeue it with that one, so that none runs again`,
+        );
+      }
+      const { state } = await readStored(from("msg"), false);
+      const temporary = join(this.paths.tmp, `${id}.msg`);
+      await writeRestated(from("msg"), temporary, { ...state, snapshot: options.snapshot }, { durable: this.fsync });
+      await rm(from("trace.json"), { force: true });
+      await this.deadSync.sync();
+      await rename(temporary, to("msg"));
+      await rm(from("msg"), { force: true });
+      await rm(from("journal"), { force: true });
+    } else {
+      await rm(from("trace.json"), { force: true });
+      await this.deadSync.sync();
+      await rename(from("msg"), to("msg"));
+      if (journal.length > 0 || (await exists(from("journal")))) {
+        await rename(from("journal"), to("journal"));
+        this.journaled.add(id);
+      }
+    }
+    await this.queueSync.sync();
+    await this.deadSync.sync();
+    this.pendingIds.add(id);
   }
 
   /** Deletes the done/ messages received more than `retentionMs` before `now` (sweep.ts); returns how many. */

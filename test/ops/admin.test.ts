@@ -158,3 +158,32 @@ describe("admin HTTP server: the local SNS's certificate and Unsubscribe", () =>
     expect((await call("GET", "/sns/?Action=Unsubscribe&SubscriptionArn=a")).status).toBe(404);
   });
 });
+
+describe("POST /messages/requeue", () => {
+  const post = async (body: string, headers: Record<string, string> = {}) => {
+    const { host, port } = server!.address();
+    const response = await fetch(`http://${host}:${port}/messages/requeue`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+    return { status: response.status, body: await response.text() };
+  };
+  const asked: unknown[] = [];
+  const requeue = async (request: unknown) => {
+    asked.push(request);
+    return { requeued: ["x"], refused: [] };
+  };
+
+  it("takes a requeue from loopback without a token, and checks the request", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true, requeue });
+    expect(await post(JSON.stringify({ ids: ["a"] }))).toEqual({ status: 200, body: '{"requeued":["x"],"refused":[]}\n' });
+    expect(asked.at(-1)).toEqual({ ids: ["a"] });
+    expect(await post(JSON.stringify({ ids: ["a"], dead: true }))).toEqual({ status: 400, body: "give either ids or dead: true\n" });
+    expect(await post(JSON.stringify({ dead: true, since: "yesterday" }))).toEqual({ status: 400, body: "since: expected an ISO 8601 time\n" });
+    expect((await post("{not json")).status).toBe(400);
+  });
+
+  it("with a token configured, wants it as a Bearer token", async () => {
+    server = await startAdminServer({ port: 0, metrics: createMetrics(), ready: () => true, requeue, token: "a-long-admin-token" });
+    expect((await post(JSON.stringify({ dead: true }))).status).toBe(403);
+    expect((await post(JSON.stringify({ dead: true }), { authorization: "Bearer wrong-token-of-length" })).status).toBe(403);
+    expect((await post(JSON.stringify({ dead: true }), { authorization: "Bearer a-long-admin-token" })).status).toBe(200);
+  });
+});
