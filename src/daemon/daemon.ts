@@ -198,7 +198,7 @@ async function startOnSpool(
         // Not before recovery has put the spool in order and processing has started.
         requeue: async (request) =>
           started && !stopping
-            ? requeueDeadLetters(request, { spool, spoolDir: serve.spool.dir, processor, policy, logger })
+            ? requeueDeadLetters(request, { spool, spoolDir: serve.spool.dir, processor, policy, logger, metrics })
             : { requeued: [], refused: (request.ids ?? []).map((id) => ({ id, reason: stopping ? "the daemon is stopping" : "the daemon is starting" })) },
         ...(serve.admin.token === undefined ? {} : { token: serve.admin.token }),
       })

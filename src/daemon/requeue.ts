@@ -1,5 +1,6 @@
 import type { RequeueRequest, RequeueResult } from "../ops/admin.js";
 import type { Logger } from "../ops/log.js";
+import type { Metrics } from "../ops/metrics.js";
 import type { LivePolicy } from "../ops/reload.js";
 import { SpoolInspector } from "../spool/inspect.js";
 import type { Processor } from "../spool/processor.js";
@@ -15,7 +16,7 @@ import { identityLists } from "./intake.js";
  */
 export async function requeueDeadLetters(
   request: RequeueRequest,
-  parts: { spool: Spool; spoolDir: string; processor: Processor; policy: LivePolicy; logger: Logger },
+  parts: { spool: Spool; spoolDir: string; processor: Processor; policy: LivePolicy; logger: Logger; metrics: Metrics },
 ): Promise<RequeueResult> {
   const { spool, processor, logger } = parts;
   let ids = request.ids ?? [];
@@ -46,6 +47,7 @@ export async function requeueDeadLetters(
       continue;
     }
     processor.requeued(id);
+    parts.metrics.messagesRequeued.inc();
     result.requeued.push(id);
     logger.info("spool.requeued", { messageId: id, ruleSet: snapshot === undefined ? "own snapshot" : "active" });
   }

@@ -352,6 +352,8 @@ export interface Metrics extends Registry {
   actionBackgroundFailures: Counter<"type">;
   /** `reason`: the dead letter's cause (src/spool/processor.ts DeadLetterCause). */
   messagesDeadLettered: Counter<"reason", { reason: DeadLetterCause }>;
+  /** Dead letters put back into processing (`receiptd messages requeue`). */
+  messagesRequeued: Counter;
   /** `outcome`: done, stopped (by a Stop action or a Lambda's disposition) or dead. */
   messagesProcessed: Counter<"outcome", { outcome: "done" | "stopped" | "dead" }>;
   /** `rule`: a rule name, bounded by the rule set's limits on rules. */
@@ -409,6 +411,7 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
       "Messages moved to the dead-letter area, by reason (permanent_failure, retry_window_ended, snapshot_missing, unprocessable).",
       ["reason"],
     ),
+    messagesRequeued: registry.counter("receiptd_messages_requeued_total", "Dead letters put back into processing by receiptd messages requeue."),
     messagesProcessed: registry.counter(
       "receiptd_messages_processed_total",
       "Messages whose rule evaluation ended, by outcome (done, stopped, dead).",

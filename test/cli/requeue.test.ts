@@ -105,5 +105,7 @@ describe("receiptd messages requeue", () => {
     expect(done.code).toBe(1);
     expect(done.stdout).toContain(`refused   ${id}: ${id} is not a dead letter`);
     expect((await requeue("not-an-id")).code).toBe(2);
+    const metrics = await (await fetch(`http://127.0.0.1:${daemon.adminPort}/metrics`)).text();
+    expect(metrics).toMatch(/^receiptd_messages_requeued_total 2$/m);
   });
 });

@@ -183,6 +183,7 @@ describe("the daemon's metrics", () => {
       receiptd_action_background_failures_total: "counter",
       receiptd_messages_dead_lettered_total: "counter",
       receiptd_messages_processed_total: "counter",
+      receiptd_messages_requeued_total: "counter",
       receiptd_rule_matches_total: "counter",
       receiptd_auth_results_total: "counter",
       receiptd_auth_seconds: "histogram",
