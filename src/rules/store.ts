@@ -39,6 +39,8 @@ export class ReceiptApiError extends Error {
   constructor(
     readonly code: ReceiptErrorCode,
     message: string,
+    /** The rule set, rule or filter the error is about (SES's `Name` member). */
+    readonly subject?: string,
   ) {
     super(message);
   }
@@ -93,13 +95,13 @@ function freezeRuleSet(name: string, createdTimestamp: string | undefined, rules
 
 function getRuleSet(state: ReceiptState, name: string): RuleSet {
   const ruleSet = state.ruleSets.get(name);
-  if (ruleSet === undefined) throw new ReceiptApiError("RuleSetDoesNotExist", `Rule set does not exist: ${name}`);
+  if (ruleSet === undefined) throw new ReceiptApiError("RuleSetDoesNotExist", `Rule set does not exist: ${name}`, name);
   return ruleSet;
 }
 
 function indexOfRule(ruleSet: RuleSet, name: string): number {
   const index = ruleSet.rules.findIndex((rule) => rule.name === name);
-  if (index < 0) throw new ReceiptApiError("RuleDoesNotExist", `Rule does not exist: ${name}`);
+  if (index < 0) throw new ReceiptApiError("RuleDoesNotExist", `Rule does not exist: ${name}`, name);
   return index;
 }
 
@@ -107,7 +109,7 @@ function indexOfRule(ruleSet: RuleSet, name: string): number {
 function insertionIndex(rules: readonly Rule[], after: string | undefined): number {
   if (after === undefined) return 0;
   const index = rules.findIndex((rule) => rule.name === after);
-  if (index < 0) throw new ReceiptApiError("RuleDoesNotExist", `Rule does not exist: ${after}`);
+  if (index < 0) throw new ReceiptApiError("RuleDoesNotExist", `Rule does not exist: ${after}`, after);
   return index + 1;
 }
 
@@ -119,7 +121,7 @@ function withRules(state: ReceiptState, ruleSet: RuleSet, rules: Rule[]): Receip
 
 function addRuleSet(state: ReceiptState, ruleSet: RuleSet): ReceiptState {
   if (state.ruleSets.has(ruleSet.name)) {
-    throw new ReceiptApiError("AlreadyExists", `Rule set already exists: ${ruleSet.name}`);
+    throw new ReceiptApiError("AlreadyExists", `Rule set already exists: ${ruleSet.name}`, ruleSet.name);
   }
   if (state.ruleSets.size >= RULE_SET_LIMITS.ruleSets) {
     throw new ReceiptApiError("LimitExceeded", `An account has at most ${RULE_SET_LIMITS.ruleSets} rule sets`);
@@ -151,7 +153,7 @@ export function cloneReceiptRuleSet(state: ReceiptState, name: string, originalN
 /** Deleting a set that does not exist succeeds: SES documents no RuleSetDoesNotExist here. */
 export function deleteReceiptRuleSet(state: ReceiptState, name: string): ReceiptState {
   checkName(name, "RuleSetName");
-  if (name === state.activeName) throw new ReceiptApiError("CannotDelete", `Cannot delete active rule set: ${name}`);
+  if (name === state.activeName) throw new ReceiptApiError("CannotDelete", `Cannot delete active rule set: ${name}`, name);
   if (!state.ruleSets.has(name)) return state;
   const ruleSets = new Map(state.ruleSets);
   ruleSets.delete(name);
@@ -178,7 +180,7 @@ export function createReceiptRule(state: ReceiptState, ruleSetName: string, rule
   const created = parseRule(rule);
   const ruleSet = getRuleSet(state, ruleSetName);
   if (ruleSet.rules.some((r) => r.name === created.name)) {
-    throw new ReceiptApiError("AlreadyExists", `Rule already exists: ${created.name}`);
+    throw new ReceiptApiError("AlreadyExists", `Rule already exists: ${created.name}`, created.name);
   }
   const index = insertionIndex(ruleSet.rules, after);
   if (ruleSet.rules.length >= RULE_SET_LIMITS.rulesPerSet) {
@@ -233,7 +235,7 @@ export function reorderReceiptRuleSet(state: ReceiptState, ruleSetName: string, 
   const seen = new Set<string>();
   const rules = ruleNames.map((name) => {
     const rule = byName.get(name);
-    if (rule === undefined) throw new ReceiptApiError("RuleDoesNotExist", `Rule does not exist: ${name}`);
+    if (rule === undefined) throw new ReceiptApiError("RuleDoesNotExist", `Rule does not exist: ${name}`, name);
     if (seen.has(name)) throw new ReceiptApiError("InvalidParameterValue", `RuleNames: ${name} is named twice`);
     seen.add(name);
     return rule;
@@ -261,7 +263,7 @@ export function createReceiptFilter(state: ReceiptState, filter: unknown): Recei
   if (!parsed.ok) throw invalid(parsed.issues, (p) => p.replace(/^Filters\[0\]/, "Filter"));
   const created = Object.freeze(parsed.value[0] as IpFilter);
   if (state.filters.some((f) => f.name === created.name)) {
-    throw new ReceiptApiError("AlreadyExists", `Filter already exists: ${created.name}`);
+    throw new ReceiptApiError("AlreadyExists", `Filter already exists: ${created.name}`, created.name);
   }
   if (state.filters.length >= RULE_SET_LIMITS.filters) {
     throw new ReceiptApiError("LimitExceeded", `An account has at most ${RULE_SET_LIMITS.filters} IP filters`);

@@ -3,14 +3,10 @@ import type { ChangeOrigin, ScopeState } from "../../store/store.js";
 import { SesError } from "../operation.js";
 import type { Operation, OperationContext, Params, XmlStruct } from "../operation.js";
 
-/** The SES errors whose `<Error>` carries the name they are about (clients read it as `Name`). */
-const NAMED = new Set(["AlreadyExists", "CannotDelete", "RuleDoesNotExist", "RuleSetDoesNotExist"]);
-
-/** A pure state machine's error as SES puts it on the wire. */
+/** A pure state machine's error as SES puts it on the wire: what it is about in `Name`, as clients read it. */
 export function sesErrorOf(error: unknown): unknown {
   if (!(error instanceof ReceiptApiError)) return error;
-  const name = NAMED.has(error.code) ? error.message.slice(error.message.lastIndexOf(": ") + 2) : undefined;
-  return new SesError(error.code, error.message, 400, name === undefined ? {} : { Name: name });
+  return new SesError(error.code, error.message, 400, error.subject === undefined ? {} : { Name: error.subject });
 }
 
 export function originOf(context: OperationContext, operation: string, target: Record<string, string | undefined>): ChangeOrigin {
