@@ -135,8 +135,8 @@ async function startOnSpool(
     logger,
     metrics,
     clock,
-    // Acceptor processes, if any, follow every change.
-    onChange: (texts) => smtp?.policyChanged?.(texts),
+    // Acceptor processes, if any, follow every change; without them no texts are made.
+    ...(serve.smtp.processes > 1 ? { onChange: (texts: PolicyTexts) => smtp?.policyChanged?.(texts) } : {}),
   });
   onStarted(() => receiving.close());
   const policy = receiving.policy;

@@ -35,7 +35,7 @@ function identitiesToImport(configured: string[] | undefined, ruleSet: RuleSet):
  */
 export async function startReceiving(
   config: ReceiptdConfig,
-  options: { store: StateStore; scope: Scope; logger: Logger; metrics: Metrics; clock: () => Date; onChange: (texts: PolicyTexts) => void },
+  options: { store: StateStore; scope: Scope; logger: Logger; metrics: Metrics; clock: () => Date; onChange?: (texts: PolicyTexts) => void },
 ): Promise<Receiving> {
   const { serve } = config;
   const { store, scope, logger, clock } = options;
@@ -59,7 +59,7 @@ export async function startReceiving(
       metrics: options.metrics,
       tlsOffered: serve.smtp.tls !== undefined,
       onChange: (texts) => {
-        options.onChange(texts);
+        options.onChange?.(texts);
         pending = pending
           .then(async () => importNow(watched, serve.filters ? await loadFiltersFile(serve.filters) : undefined))
           .catch((error: unknown) => logger.error("state.import_failed", { file: rulesFile, error }));
