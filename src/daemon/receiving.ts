@@ -1,6 +1,7 @@
 import type { ApiServices } from "../api/operation.js";
 import type { ReceiptdConfig } from "../config/config.js";
 import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
+import { parseFiltersText, parseRuleSetText } from "../rules/parse.js";
 import type { Logger } from "../ops/log.js";
 import type { Metrics } from "../ops/metrics.js";
 import { watchPolicy } from "../ops/reload.js";
@@ -41,8 +42,10 @@ export async function startReceiving(
   const { store, scope, logger, clock } = options;
   if (serve.rules !== undefined) {
     const rulesFile = serve.rules;
-    const importNow = async (policy: { ruleSet(): RuleSet; filters(): unknown }, filters: Awaited<ReturnType<typeof loadFiltersFile>> | undefined) => {
-      const ruleSet = policy.ruleSet();
+    // From the texts of the version that took effect, so that the store gets exactly what the MX uses.
+    const importNow = async (texts: PolicyTexts) => {
+      const ruleSet = parseRuleSetText(texts.rules ?? "", rulesFile);
+      const filters = texts.filters === undefined ? undefined : parseFiltersText(texts.filters, serve.filters ?? "filters");
       await store.update(scope, { via: "file", operation: "ImportFiles", target: { RuleSetName: ruleSet.name, file: rulesFile } }, (state) => ({
         state: importFiles(state, { ruleSet, ...(filters ? { filters } : {}), identities: identitiesToImport(serve.identities, ruleSet) }, clock()),
         result: undefined,
@@ -61,11 +64,11 @@ export async function startReceiving(
       onChange: (texts) => {
         options.onChange?.(texts);
         pending = pending
-          .then(async () => importNow(watched, serve.filters ? await loadFiltersFile(serve.filters) : undefined))
+          .then(() => importNow(texts))
           .catch((error: unknown) => logger.error("state.import_failed", { file: rulesFile, error }));
       },
     });
-    await importNow(watched, serve.filters ? await loadFiltersFile(serve.filters) : undefined);
+    await importNow(watched.texts());
     return {
       policy: watched,
       reload: () => watched.reload(),
