@@ -165,7 +165,8 @@ function refuseFileOwned(context: OperationContext, what: { ruleSet?: string; ac
     (what.active === true && owned.ruleSet !== undefined && "the active rule set") ||
     (what.filters === true && owned.filters === true && "the IP filters");
   if (hit) {
-    throw new SesError("InvalidParameterValue", `${hit} is managed by the file ${owned.source} (receiptd file mode); change the file`);
+    const verb = hit === "the IP filters" ? "are" : "is";
+    throw new SesError("InvalidParameterValue", `${hit} ${verb} managed by the file ${owned.source} (receiptd file mode); change the file`);
   }
 }
 
