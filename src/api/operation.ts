@@ -95,7 +95,7 @@ export interface ApiServices {
   /** Whether a rule action's target exists in the configured back end; null when it cannot tell. */
   targetExists?(target: ActionTarget): Promise<boolean | null>;
   /** Parts that own receiving state in file mode; writes to them are refused. */
-  fileOwned?(scope: Scope): { ruleSet?: string; filters?: boolean; source: string } | null;
+  fileOwned?(scope: Scope): { ruleSet: string; rulesFile: string; filtersFile?: string } | null;
   /** SendBounce's message lookup and DSN transport. */
   bounce?: BounceService;
   /** Under DNS verification: emails an address the link that confirms it (served by confirm.ts). */

@@ -75,7 +75,7 @@ export async function startReceiving(
       texts: () => watched.texts(),
       fileOwned: (asked) =>
         asked.account === scope.account && asked.region === scope.region
-          ? { ruleSet: watched.ruleSet().name, filters: serve.filters !== undefined, source: rulesFile }
+          ? { ruleSet: watched.ruleSet().name, rulesFile, ...(serve.filters === undefined ? {} : { filtersFile: serve.filters }) }
           : null,
       close: () => watched.close(),
     };

@@ -160,14 +160,11 @@ function ruleSetXml(ruleSet: RuleSet): XmlStruct {
 function refuseFileOwned(context: OperationContext, what: { ruleSet?: string; active?: boolean; filters?: boolean }): void {
   const owned = context.services.fileOwned?.(context.scope);
   if (!owned) return;
-  const hit =
-    (what.ruleSet !== undefined && owned.ruleSet === what.ruleSet && `rule set ${what.ruleSet}`) ||
-    (what.active === true && owned.ruleSet !== undefined && "the active rule set") ||
-    (what.filters === true && owned.filters === true && "the IP filters");
-  if (hit) {
-    const verb = hit === "the IP filters" ? "are" : "is";
-    throw new SesError("InvalidParameterValue", `${hit} ${verb} managed by the file ${owned.source} (receiptd file mode); change the file`);
-  }
+  const file = (part: string, path: string, verb = "is") =>
+    new SesError("InvalidParameterValue", `${part} ${verb} managed by the file ${path} (receiptd file mode); change the file`);
+  if (what.ruleSet !== undefined && owned.ruleSet === what.ruleSet) throw file(`rule set ${what.ruleSet}`, owned.rulesFile);
+  if (what.active === true) throw file("the active rule set", owned.rulesFile);
+  if (what.filters === true && owned.filtersFile !== undefined) throw file("the IP filters", owned.filtersFile, "are");
 }
 
 /** The page of rule sets after `token` (the name of the last set of the previous page, base64). */
