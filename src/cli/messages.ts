@@ -169,7 +169,8 @@ function showText(message: SpooledMessage, ruleSet: string | null, dsn: string):
     ...state.envelope.recipients.map((recipient) => `          RCPT TO:<${recipient}>`),
     `Client    ${state.client.ip}, HELO ${state.client.helo}, reverse DNS ${state.client.reverseDns ?? "none"}`,
     `TLS       ${state.client.tls ? "yes" : "no"}`,
-    `Verdicts  SPF ${v.spf}, DKIM ${v.dkim}, DMARC ${v.dmarc}${v.dmarcPolicy ? ` (policy ${v.dmarcPolicy})` : ""}, spam ${v.spam}, virus ${v.virus}`,
+    `Verdicts  SPF ${v.spf}, DKIM ${v.dkim}, DMARC ${v.dmarc}${v.dmarcPolicy ? ` (policy ${v.dmarcPolicy})` : ""}, spam ${message.scan?.spam ?? v.spam}, virus ${message.scan?.virus ?? v.virus}`,
+    ...(message.scan?.detail ? [`Scanned   ${Object.entries(message.scan.detail).map(([engine, detail]) => `${engine}: ${detail}`).join("; ")}`] : []),
     `Rule set  ${ruleSet === null ? "(snapshot no longer in the spool)" : `"${ruleSet}"`} snapshot ${state.snapshot}`,
   ];
   if (trace) {

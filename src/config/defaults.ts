@@ -35,6 +35,12 @@ export const DEFAULTS = Object.freeze({
     reverseDns: true,
     processes: 1,
   }),
+  scanning: Object.freeze({
+    /** A scan that takes longer gives PROCESSING_FAILED; the message goes on. */
+    timeoutMs: 10_000,
+    /** spamc's own default limit: larger messages are not sent to spamd (and are GRAY). */
+    spamdMaxBytes: 500 * 1024,
+  }),
   authentication: Object.freeze({
     enabled: true,
     /** Total DNS time of one message's SPF, DKIM and DMARC checks. */

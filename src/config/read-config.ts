@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import { hostname as osHostname } from "node:os";
-import { join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { ConfigError } from "./config-error.js";
 import { DEFAULTS } from "./defaults.js";
 import { environmentOverrides } from "./environment.js";
@@ -167,6 +167,16 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
   const banner = reader.string(smtpRaw.banner, "config.smtp.banner");
 
   const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs", "workers"]);
+  const scanRaw = reader.object(raw.scanning, "config.scanning", ["spamd", "clamd", "timeoutMs", "spamdMaxBytes"]);
+  const engine = (value: unknown, path: string) => {
+    const text = reader.string(value, path, (t) => isAbsolute(t) || /^[^:\s]+:\d{1,5}$/.test(t) || /^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(t), "host:port or the absolute path of a Unix socket");
+    if (text === undefined) return undefined;
+    if (isAbsolute(text)) return { path: text };
+    const colon = text.lastIndexOf(":");
+    return { host: text.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(text.slice(colon + 1)) };
+  };
+  const spamd = engine(scanRaw.spamd, "config.scanning.spamd");
+  const clamd = engine(scanRaw.clamd, "config.scanning.clamd");
   const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
   const processingRaw = reader.object(raw.processing, "config.processing", [
     "concurrency",
@@ -240,6 +250,12 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
       reverseDns: reader.boolean(smtpRaw.reverseDns, "config.smtp.reverseDns") ?? DEFAULTS.smtp.reverseDns,
       processes: reader.integer(smtpRaw.processes, "config.smtp.processes", 1, 64) ?? DEFAULTS.smtp.processes,
     },
+    scanning: {
+      ...(spamd ? { spamd } : {}),
+      ...(clamd ? { clamd } : {}),
+      timeoutMs: reader.integer(scanRaw.timeoutMs, "config.scanning.timeoutMs", 100, 600_000) ?? DEFAULTS.scanning.timeoutMs,
+      spamdMaxBytes: reader.integer(scanRaw.spamdMaxBytes, "config.scanning.spamdMaxBytes", 1024, 1024 * 1024 * 1024) ?? DEFAULTS.scanning.spamdMaxBytes,
+    },
     authentication: {
       enabled: reader.boolean(authRaw.enabled, "config.authentication.enabled") ?? DEFAULTS.authentication.enabled,
       dnsTimeoutMs: reader.integer(authRaw.dnsTimeoutMs, "config.authentication.dnsTimeoutMs", 1, 60_000) ?? DEFAULTS.authentication.dnsTimeoutMs,
@@ -290,6 +306,7 @@ export function parseConfig(
     "identities",
     "smtp",
     "authentication",
+    "scanning",
     "spool",
     "processing",
     "admin",

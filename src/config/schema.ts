@@ -90,6 +90,11 @@ export interface ServeConfig {
   };
   /** SPF, DKIM and DMARC on receipt (needs DNS), in `workers` worker threads. */
   authentication: { enabled: boolean; dnsTimeoutMs: number; workers: number };
+  /**
+   * Spam and virus scanning for rules with ScanEnabled (docs/behaviour.md §6): `spamd` and
+   * `clamd` at `host:port` or a Unix socket path; without either, that verdict stays GRAY.
+   */
+  scanning: { spamd?: EngineAddress; clamd?: EngineAddress; timeoutMs: number; spamdMaxBytes: number };
   spool: { dir: string; retentionHours: number };
   processing: {
     concurrency: number;
@@ -155,3 +160,6 @@ export interface StateConfig {
   /** DNS servers for verification (`ip` or `ip:port`); absent: the system's. */
   dnsServers?: string[];
 }
+
+/** A scanning engine's address: TCP `host:port`, or a Unix socket path. */
+export type EngineAddress = { host: string; port: number } | { path: string };

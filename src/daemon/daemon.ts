@@ -19,6 +19,7 @@ import { confirmationMessage } from "../mail/confirmation.js";
 import { spoolBounceService } from "./bounce-service.js";
 import { startVerifier, systemDns } from "./verifier.js";
 import { requeueDeadLetters } from "./requeue.js";
+import { scanMessages, scannersOf } from "./scanning.js";
 import { startReceiving } from "./receiving.js";
 import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
@@ -165,6 +166,7 @@ async function startOnSpool(
     (removed) => removed.length > 0 && logger.info("actions.temporaries_removed", { files: removed.length }),
     (error: unknown) => logger.warn("actions.temporaries_not_removed", { error }),
   );
+  const scanners = scannersOf(config);
   const processor = new Processor({
     spool: spool.queue,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random, dsnHeld }),
@@ -179,6 +181,7 @@ async function startOnSpool(
       return backend.sendDsn(request);
     },
     dsnHeld,
+    ...(scanners.length > 0 ? { scan: scanMessages(scanners, { timeoutMs: serve.scanning.timeoutMs, metrics, logger }) } : {}),
     hostname: config.hostname,
     onEvent: (event) => reportProcessing(event, logger, metrics, options.slowActionMs ?? DEFAULTS.slowActionMs),
   });
@@ -279,6 +282,12 @@ async function startOnSpool(
   onStarted(() => clearInterval(sweeper));
   void sweep();
 
+  // Once at start: which engines give the verdicts, and which rules want them.
+  logger.info("scanning.configured", {
+    engines: scanners.map((scanner) => scanner.engine),
+    rules: policy.ruleSet()?.rules.filter((rule) => rule.enabled && rule.scanEnabled).map((rule) => rule.name) ?? [],
+    ...(scanners.length === 0 ? { verdicts: "GRAY: no scanner is configured (config.scanning)" } : {}),
+  });
   logger.info("daemon.started", {
     smtp: smtp.addresses().map((a) => `${a.host}:${a.port}${a.implicitTls ? " (TLS)" : ""}`),
     ...(serve.smtp.processes > 1 ? { acceptors: serve.smtp.processes } : {}),

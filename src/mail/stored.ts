@@ -18,6 +18,16 @@ export interface ReceiptFacts {
   auth: Pick<AuthResult, "headers"> | Promise<Pick<AuthResult, "headers">>;
 }
 
+/** The receipt headers with a scan's verdicts in X-SES-Spam-Verdict and X-SES-Virus-Verdict. */
+export function withScanVerdicts(headers: readonly Header[], scan: { spam: string; virus: string }): Header[] {
+  return headers.map((header) => {
+    const name = header.name.toLowerCase();
+    if (name === "x-ses-spam-verdict") return { ...header, value: scan.spam };
+    if (name === "x-ses-virus-verdict") return { ...header, value: scan.virus };
+    return header;
+  });
+}
+
 export interface StoredMessage<Body> {
   /** The headers on top, SES's order; they live in the spool state, not in `body`. */
   headers: Promise<Header[]>;

@@ -352,6 +352,10 @@ export interface Metrics extends Registry {
   actionBackgroundFailures: Counter<"type">;
   /** `reason`: the dead letter's cause (src/spool/processor.ts DeadLetterCause). */
   messagesDeadLettered: Counter<"reason", { reason: DeadLetterCause }>;
+  /** `engine`: spamd or clamd; `verdict`: PASS, FAIL, GRAY or PROCESSING_FAILED. */
+  scans: Counter<"engine" | "verdict">;
+  /** `engine`: seconds one scan took, deadline included. */
+  scanSeconds: Histogram<"engine">;
   /** Dead letters put back into processing (`receiptd messages requeue`). */
   messagesRequeued: Counter;
   /** `outcome`: done, stopped (by a Stop action or a Lambda's disposition) or dead. */
@@ -411,6 +415,8 @@ export function createMetrics(options: RegistryOptions = {}): Metrics {
       "Messages moved to the dead-letter area, by reason (permanent_failure, retry_window_ended, snapshot_missing, unprocessable).",
       ["reason"],
     ),
+    scans: registry.counter("receiptd_scans_total", "Spam and virus scans, by engine and SES verdict.", ["engine", "verdict"]),
+    scanSeconds: registry.histogram("receiptd_scan_seconds", "Seconds one scan took, by engine.", ACTION_SECONDS_BUCKETS, ["engine"]),
     messagesRequeued: registry.counter("receiptd_messages_requeued_total", "Dead letters put back into processing by receiptd messages requeue."),
     messagesProcessed: registry.counter(
       "receiptd_messages_processed_total",

@@ -12,7 +12,7 @@ import { parseMessageHead, readMessageFile } from "../mail/headers.js";
 import type { MessageHead } from "../mail/headers.js";
 import { envelopeFromHeaders } from "../mail/envelope.js";
 import { messageIdFromBytes } from "../mail/message-id.js";
-import { storedMessage } from "../mail/stored.js";
+import { storedMessage, withScanVerdicts } from "../mail/stored.js";
 import type { ReceiptFacts } from "../mail/stored.js";
 import { REPLIES, decideRecipients } from "../rules/recipient-policy.js";
 import type { EnvelopeDecision } from "../rules/recipient-policy.js";
@@ -199,7 +199,7 @@ export const spoolLabel = (messageId: string): string => `spool:${messageId}`;
  * from its headers, so its events and S3 keys are those the daemon made. The recipients it had
  * are decided afresh, by the new rule set.
  */
-export async function replayStored(message: Pick<SpooledMessage, "state" | "path">, settings: ReplaySettings): Promise<ReplayResult> {
+export async function replayStored(message: Pick<SpooledMessage, "state" | "path" | "scan">, settings: ReplaySettings): Promise<ReplayResult> {
   const { state } = message;
   const file = spoolLabel(state.messageId);
   const envelope: Envelope = { mailFrom: state.envelope.mailFrom, recipients: [...state.envelope.recipients] };
@@ -216,10 +216,15 @@ export async function replayStored(message: Pick<SpooledMessage, "state" | "path
   });
   if (accepted.length === 0) return { file, messageId: state.messageId, envelope, ipFilter, accepted, refused, trace: null };
   const { head } = await readStored(message.path, true);
-  const receipt = { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts };
+  // The verdicts its scan gave, when it was scanned: they are part of how it was received.
+  const scan = message.scan;
+  const verdicts = scan ? { ...state.verdicts, spam: scan.spam, virus: scan.virus } : state.verdicts;
+  const receipt = { receivedAt: new Date(state.receivedAt), verdicts };
   const stored = head.size <= BUFFERED_REPLAY_BYTES ? (await readStoredWhole(message.path)).body : null;
   const received = stored ? bufferMessage(stored, parseMessageHead(stored), receipt) : fileMessage(message.path, head, receipt);
-  const trace = await evaluateAccepted(settings, { mailFrom: envelope.mailFrom, recipients: accepted }, state.messageId, received, state.receiptHeaders ?? []);
+  const receiptHeaders = state.receiptHeaders ?? [];
+  const prepended = scan ? withScanVerdicts(receiptHeaders, scan) : receiptHeaders;
+  const trace = await evaluateAccepted(settings, { mailFrom: envelope.mailFrom, recipients: accepted }, state.messageId, received, prepended);
   return { file, messageId: state.messageId, envelope, ipFilter, accepted, refused, trace };
 }
 

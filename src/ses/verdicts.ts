@@ -15,9 +15,9 @@ export interface Verdicts {
 }
 
 /**
- * The spam and virus verdict of a message: receiptd has no scanner yet, so a message that an
- * enabled rule with ScanEnabled matches is GRAY (not determined) rather than PASS, and one that
- * no scanning rule matches is DISABLED, as SES reports it.
+ * The spam and virus verdict a message is stored with: GRAY (not determined yet) when an enabled
+ * rule with ScanEnabled matches it, so that processing scans it (src/scan/), and DISABLED, as
+ * SES reports it, when no scanning rule does.
  */
 export function scanVerdict(ruleSet: RuleSet, identities: Identities, recipients: readonly string[]): "GRAY" | "DISABLED" {
   const { rules } = ruleSet;

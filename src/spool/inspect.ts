@@ -13,6 +13,8 @@ import type { EvaluationTrace } from "../rules/evaluate.js";
 import type { ActionOutcome } from "../rules/executor.js";
 import type { RuleSet } from "../rules/model.js";
 import { StoredFileError, readStored, readStoredWhole } from "./format.js";
+import { journalLine } from "./journal.js";
+import type { ScanRecord } from "./journal.js";
 import type { MessageState } from "./format.js";
 import { AREA_FILE, DONE_HOUR, QUEUE_FILE, TRACE_LOG, checkHash, checkId, isMissing, spoolPaths } from "./layout.js";
 import type { SpoolPaths } from "./layout.js";
@@ -26,6 +28,8 @@ export interface SpooledMessage {
   path: string;
   /** The outcomes journaled done so far, in execution order. */
   journal: ActionOutcome[];
+  /** The verdicts of its scan, once journaled. */
+  scan: ScanRecord | null;
   /** How evaluation went; null while queued, or for a dead letter that was never evaluated. */
   trace: EvaluationTrace | null;
   /** When it moved to done/ or dead/. */
@@ -68,20 +72,25 @@ async function readOptional(path: string): Promise<Buffer | null> {
 }
 
 /** The journal's complete lines; a torn last line (an append under way) is left out, not cut. */
-function parseJournal(bytes: Buffer | null): ActionOutcome[] {
+function parseJournal(bytes: Buffer | null): { outcomes: ActionOutcome[]; scan: ScanRecord | null } {
   const outcomes: ActionOutcome[] = [];
-  if (!bytes) return outcomes;
+  let scan: ScanRecord | null = null;
+  if (!bytes) return { outcomes, scan };
   for (let start = 0; start < bytes.length; ) {
     const end = bytes.indexOf(0x0a, start);
     if (end === -1) break;
+    let line;
     try {
-      outcomes.push(JSON.parse(bytes.toString("utf8", start, end)) as ActionOutcome);
+      line = journalLine(JSON.parse(bytes.toString("utf8", start, end)));
     } catch {
       break;
     }
+    if (!line) break;
+    if ("scan" in line) scan = line.scan;
+    else outcomes.push(line.outcome);
     start = end + 1;
   }
-  return outcomes;
+  return { outcomes, scan };
 }
 
 /** A read-only view of one spool directory. */
@@ -201,7 +210,7 @@ export class SpoolInspector {
       throw error;
     }
     const base = place.path.slice(0, -".msg".length);
-    const journal = parseJournal(await readOptional(`${base}.journal`));
+    const { outcomes: journal, scan } = parseJournal(await readOptional(`${base}.journal`));
     let finished: Finished | null = null;
     if (place.area === "done") {
       finished = (await this.traces()).get(place.id) ?? null;
@@ -220,6 +229,7 @@ export class SpoolInspector {
       area: place.area,
       path: place.path,
       journal,
+      scan,
       trace: finished?.trace ?? null,
       finishedAt: finished?.at ?? null,
       deadReason: finished?.reason ?? null,

@@ -1,9 +1,12 @@
 /**
  * queue/<id>.journal: one JSON line per action outcome recorded done, in execution order, each
- * durable before the next action runs, so that after a kill -9 an action is known done.
+ * durable before the next action runs, so that after a kill -9 an action is known done; and,
+ * before them, the spam and virus verdicts when the message was scanned (`{"scan": ...}`), so
+ * that a message is scanned once and its actions always see the same verdicts.
  */
 import { open, readFile } from "node:fs/promises";
 import type { ActionOutcome } from "../rules/executor.js";
+import type { VerdictStatus } from "../ses/verdicts.js";
 import { closeFd, fdatasync, fstatFd, openFd, writeAll } from "./fd.js";
 import { isMissing } from "./layout.js";
 
@@ -11,12 +14,37 @@ function isDoneOutcome(value: unknown): value is ActionOutcome {
   return value !== null && typeof value === "object" && (value as { status?: unknown }).status === "done";
 }
 
+/** The verdicts a scan gave, as journaled. */
+export interface ScanRecord {
+  spam: VerdictStatus;
+  virus: VerdictStatus;
+  /** Each engine's own words, for the trace. */
+  detail?: Record<string, string>;
+}
+
+function isScanLine(value: unknown): value is { scan: ScanRecord } {
+  const scan = value !== null && typeof value === "object" ? (value as { scan?: unknown }).scan : undefined;
+  return typeof scan === "object" && scan !== null && typeof (scan as ScanRecord).spam === "string" && typeof (scan as ScanRecord).virus === "string";
+}
+
+export interface Journal {
+  outcomes: ActionOutcome[];
+  scan: ScanRecord | null;
+}
+
+/** One line of a journal read by someone else (`receiptd messages`): an outcome, a scan, or neither. */
+export function journalLine(value: unknown): { outcome: ActionOutcome } | { scan: ScanRecord } | null {
+  if (isDoneOutcome(value)) return { outcome: value };
+  if (isScanLine(value)) return { scan: value.scan };
+  return null;
+}
+
 /**
  * The journal's outcomes up to the first line that is not a complete, valid, done outcome: a
  * crash can tear the last line. The tail from there is cut off, so that the next append does
  * not glue a good line onto the torn one. Null when there is no journal.
  */
-export async function readJournal(path: string, fsync: boolean): Promise<ActionOutcome[] | null> {
+export async function readJournal(path: string, fsync: boolean): Promise<Journal | null> {
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
@@ -25,6 +53,7 @@ export async function readJournal(path: string, fsync: boolean): Promise<ActionO
     throw error;
   }
   const outcomes: ActionOutcome[] = [];
+  let scan: ScanRecord | null = null;
   let good = 0;
   while (good < bytes.length) {
     const end = bytes.indexOf(0x0a, good);
@@ -35,8 +64,10 @@ export async function readJournal(path: string, fsync: boolean): Promise<ActionO
     } catch {
       break;
     }
-    if (!isDoneOutcome(outcome)) break;
-    outcomes.push(outcome);
+    const line = journalLine(outcome);
+    if (!line) break;
+    if ("scan" in line) scan = line.scan;
+    else outcomes.push(line.outcome);
     good = end + 1;
   }
   if (good < bytes.length) {
@@ -48,14 +79,14 @@ export async function readJournal(path: string, fsync: boolean): Promise<ActionO
       await handle.close();
     }
   }
-  return outcomes;
+  return { outcomes, scan };
 }
 
 /**
  * Appends an outcome durably; returns whether the line created the file. `opened` is told once
  * the file exists, whether or not the write then succeeds.
  */
-export async function appendOutcome(path: string, outcome: ActionOutcome, fsync: boolean, opened: () => void): Promise<boolean> {
+export async function appendOutcome(path: string, outcome: ActionOutcome | { scan: ScanRecord }, fsync: boolean, opened: () => void): Promise<boolean> {
   const fd = await openFd(path, "a");
   try {
     opened();

@@ -18,6 +18,7 @@
 import { prependedHeaderBytes } from "../mail/edit.js";
 import { buildDsn } from "../mail/dsn.js";
 import { isMessageId } from "../mail/message-id.js";
+import { withScanVerdicts } from "../mail/stored.js";
 import { errorText } from "../ops/log.js";
 import type { ReceivedMessage } from "../actions/message.js";
 import { ActionError } from "../actions/backend.js";
@@ -29,6 +30,7 @@ import type { ActionCall, ActionExecutor, ActionOutcome } from "../rules/executo
 import type { ActionType, Identities } from "../rules/model.js";
 import { identitiesFrom } from "../rules/recipients.js";
 import type { MessageState } from "./format.js";
+import type { ScanRecord } from "./journal.js";
 import { MessageGone } from "./queue.js";
 import type { Queue } from "./queue.js";
 import { SnapshotGone } from "./snapshots.js";
@@ -76,6 +78,12 @@ export interface ProcessorOptions {
   dsnAttempts?: number;
   /** Why no DSN may leave now (the account's sending is paused), or null; asked at each dead letter. */
   dsnHeld?: () => string | null;
+  /**
+   * The spam and virus scan of a message that a scanning rule matched (its stored verdicts are
+   * GRAY, not DISABLED), run once before its first action and journaled; absent: no scanner is
+   * configured, and the verdicts stay GRAY.
+   */
+  scan?: (message: ReceivedMessage) => Promise<ScanRecord>;
   onEvent?: (event: ProcessorEvent) => void;
 }
 
@@ -134,6 +142,7 @@ export type ProcessorEvent =
   /** The spool itself failed (disk full, I/O error); the message is retried for as long as it takes. */
   | { event: "spool-error"; messageId: string; error: string; delayMs: number }
   | { event: "dsn-sent"; messageId: string; to: string }
+  | { event: "message-scanned"; messageId: string; spam: string; virus: string; durationMs: number; detail?: Record<string, string> }
   | {
       event: "dsn-failed";
       messageId: string;
@@ -192,6 +201,7 @@ export class Processor {
   private readonly dsnFrom: string;
   private readonly dsnAttempts: number;
   private readonly dsnHeld: () => string | null;
+  private readonly scan: ((message: ReceivedMessage) => Promise<ScanRecord>) | undefined;
   /** Requeued dead letters: when their retry window starts. */
   private readonly windowStarts = new Map<string, number>();
   private readonly onEvent: (event: ProcessorEvent) => void;
@@ -227,6 +237,7 @@ export class Processor {
     this.dsnFrom = options.dsnFrom ?? `MAILER-DAEMON@${options.hostname}`;
     this.dsnAttempts = options.dsnAttempts ?? DEFAULT_DSN_ATTEMPTS;
     this.dsnHeld = options.dsnHeld ?? (() => null);
+    this.scan = options.scan;
     const onEvent = options.onEvent;
     // A failing listener must not take message processing down with it.
     this.onEvent = (event) => {
@@ -340,6 +351,16 @@ export class Processor {
     this.emit({ event: "message-missing", messageId: id, error: errorText(error) });
   }
 
+  /** Scans a message that a scanning rule matched and journals the verdicts; null when none is wanted or no scanner is configured. */
+  private async scanOnce(id: string, state: MessageState, message: ReceivedMessage): Promise<ScanRecord | null> {
+    if (!this.scan || state.verdicts.spam === "DISABLED") return null;
+    const started = this.now();
+    const scan = await this.scan(message);
+    await this.spool.recordScan(id, scan);
+    this.emit({ event: "message-scanned", messageId: id, spam: scan.spam, virus: scan.virus, durationMs: this.now() - started, ...(scan.detail ? { detail: scan.detail } : {}) });
+    return scan;
+  }
+
   /** Lets go of a message that has left the queue, or that this processor will not touch again. */
   private forget(id: string): void {
     this.known.delete(id);
@@ -354,9 +375,13 @@ export class Processor {
     let loaded: Loaded | undefined;
     let trace: EvaluationTrace;
     try {
-      const { state, outcomes, message } = await this.spool.read(id);
-      loaded = { state, message };
+      const { state, outcomes, message: stored, scan: journaled } = await this.spool.read(id);
+      loaded = { state, message: stored };
       const snapshot = await this.spool.loadSnapshot(state.snapshot);
+      const scan = journaled ?? (await this.scanOnce(id, state, stored));
+      // The scan's verdicts, in the receipt and in the X-SES headers, are what every action sees.
+      const message = scan ? { ...stored, verdicts: { ...stored.verdicts, spam: scan.spam, virus: scan.virus } } : stored;
+      const receiptHeaders = state.receiptHeaders ?? [];
       trace = await evaluate(
         {
           ruleSet: snapshot.ruleSet,
@@ -364,7 +389,7 @@ export class Processor {
           envelope: state.envelope,
           messageId: id,
           message,
-          prependedHeaders: state.receiptHeaders ?? [],
+          prependedHeaders: scan ? withScanVerdicts(receiptHeaders, scan) : receiptHeaders,
           recorded: outcomes,
         },
         this.journaling(id),

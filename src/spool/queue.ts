@@ -23,6 +23,7 @@ import { writeSmallFile } from "./fd.js";
 import { StoredFileError, readStored, storedFileIsWhole, writeRestated } from "./format.js";
 import type { MessageState } from "./format.js";
 import { appendOutcome, readJournal } from "./journal.js";
+import type { Journal, ScanRecord } from "./journal.js";
 import { QUEUE_FILE, checkId, exists, isMissing } from "./layout.js";
 import type { Area, SpoolPaths } from "./layout.js";
 import type { Recovered } from "./recovery.js";
@@ -34,6 +35,8 @@ export interface SpooledMessage {
   state: MessageState;
   /** Outcomes recorded done, in execution order: what `evaluate` takes as `recorded`. */
   outcomes: ActionOutcome[];
+  /** The verdicts of the scan, once journaled. */
+  scan: ScanRecord | null;
   message: ReceivedMessage;
 }
 
@@ -177,7 +180,7 @@ export class Queue {
       // Only the first read of a message can be served from memory: no journal exists before it.
       this.justStored.delete(id);
       const { state, head } = kept;
-      return { state, outcomes: [], message: fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts }) };
+      return { state, outcomes: [], scan: null, message: fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts }) };
     }
     let stored: { state: MessageState; head: MessageHead };
     try {
@@ -191,9 +194,9 @@ export class Queue {
     }
     const { state, head } = stored;
     if (state.messageId !== id) throw new Error(`queue/${id}.msg holds the state of ${JSON.stringify(state.messageId)}`);
-    const outcomes = await this.readJournal(id);
+    const { outcomes, scan } = await this.readJournal(id);
     const message = fileMessage(path, head, { receivedAt: new Date(state.receivedAt), verdicts: state.verdicts });
-    return { state, outcomes, message };
+    return { state, outcomes, scan, message };
   }
 
   /**
@@ -209,11 +212,11 @@ export class Queue {
     throw new MessageGone(id, `${path} was never committed (its content does not match its checksum); removed`);
   }
 
-  private async readJournal(id: string): Promise<ActionOutcome[]> {
-    const outcomes = await readJournal(join(this.paths.queue, `${id}.journal`), this.fsync);
-    if (outcomes === null) return [];
+  private async readJournal(id: string): Promise<Journal> {
+    const journal = await readJournal(join(this.paths.queue, `${id}.journal`), this.fsync);
+    if (journal === null) return { outcomes: [], scan: null };
     this.journaled.add(id);
-    return outcomes;
+    return journal;
   }
 
   /**
@@ -228,6 +231,14 @@ export class Queue {
     this.justStored.delete(id);
     const created = await appendOutcome(join(this.paths.queue, `${id}.journal`), outcome, this.fsync, () => this.journaled.add(id));
     // The first line created the file; its directory entry must be durable as well.
+    if (created) await this.queueSync.sync();
+  }
+
+  /** Journals the verdicts of the message's scan, durably, before any action sees them. */
+  async recordScan(id: string, scan: ScanRecord): Promise<void> {
+    checkId(id);
+    this.justStored.delete(id);
+    const created = await appendOutcome(join(this.paths.queue, `${id}.journal`), { scan }, this.fsync, () => this.journaled.add(id));
     if (created) await this.queueSync.sync();
   }
 
@@ -296,7 +307,7 @@ export class Queue {
     const from = (kind: string) => join(this.paths.dead, `${id}.${kind}`);
     const to = (kind: string) => join(this.paths.queue, `${id}.${kind}`);
     if (!(await exists(from("msg")))) throw new RequeueRefused(`${id} is not a dead letter: it is not in ${this.paths.dead}`);
-    const journal = (await readJournal(from("journal"), this.fsync)) ?? [];
+    const journal = (await readJournal(from("journal"), this.fsync))?.outcomes ?? [];
     if (options.snapshot !== undefined) {
       if (journal.length > 0) {
         throw new RequeueRefused(

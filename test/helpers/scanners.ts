@@ -1,0 +1,83 @@
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { connect, createServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { createHash } from "node:crypto";
+
+/** The standard test virus (68 bytes) and spam (GTUBE) strings. */
+export const EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+export const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+/** Debian's packages, which .ci/run installs; a developer's machine may lack them. */
+export const CLAMD = "/usr/sbin/clamd";
+export const SPAMD = "/usr/sbin/spamd";
+export const hasEngines = existsSync(CLAMD) && existsSync(SPAMD);
+
+export interface Engine {
+  address: string;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function listening(port: number, child: ChildProcess, what: string, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on("error", () => resolve(false));
+    });
+    if (up) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`${what} did not listen on ${port} within ${timeoutMs} ms`);
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill("SIGKILL");
+    });
+}
+
+/**
+ * clamd on a private port with a signature database made here (no network: freshclam cannot
+ * fetch one): the MD5 of EICAR as an .hdb signature, which clamd matches in a decoded attachment.
+ */
+export async function startClamd(dir: string): Promise<Engine> {
+  await mkdir(dir, { recursive: true });
+  const md5 = createHash("md5").update(EICAR).digest("hex");
+  await writeFile(join(dir, "test.hdb"), `${md5}:${EICAR.length}:Receiptd-Test-EICAR\n`);
+  const port = await freePort();
+  await writeFile(
+    join(dir, "clamd.conf"),
+    [`Foreground yes`, `DatabaseDirectory ${dir}`, `TCPSocket ${port}`, `TCPAddr 127.0.0.1`, `LogFile ${join(dir, "clamd.log")}`, `StreamMaxLength 50M`, ""].join("\n"),
+  );
+  const child = spawn(CLAMD, ["-c", join(dir, "clamd.conf")], { stdio: "ignore" });
+  await listening(port, child, "clamd", 60_000);
+  return { address: `127.0.0.1:${port}`, stop: stopper(child) };
+}
+
+/** spamd on a private port, with Debian's rules (GTUBE needs no network). */
+export async function startSpamd(): Promise<Engine> {
+  const port = await freePort();
+  const child = spawn(SPAMD, [`--listen=127.0.0.1:${port}`, "--allowed-ips=127.0.0.1", "-x", "--max-children=2", "-s", "stderr"], { stdio: "ignore" });
+  await listening(port, child, "spamd", 60_000);
+  return { address: `127.0.0.1:${port}`, stop: stopper(child) };
+}
