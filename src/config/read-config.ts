@@ -167,7 +167,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
   const banner = reader.string(smtpRaw.banner, "config.smtp.banner");
 
   const authRaw = reader.object(raw.authentication, "config.authentication", ["enabled", "dnsTimeoutMs", "workers"]);
-  const scanRaw = reader.object(raw.scanning, "config.scanning", ["spamd", "clamd", "timeoutMs", "spamdMaxBytes"]);
+  const scanRaw = reader.object(raw.scanning, "config.scanning", ["spamd", "rspamd", "clamd", "timeoutMs", "spamdMaxBytes"]);
   const engine = (value: unknown, path: string) => {
     const text = reader.string(value, path, (t) => isAbsolute(t) || /^[^:\s]+:\d{1,5}$/.test(t) || /^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(t), "host:port or the absolute path of a Unix socket");
     if (text === undefined) return undefined;
@@ -177,6 +177,8 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
   };
   const spamd = engine(scanRaw.spamd, "config.scanning.spamd");
   const clamd = engine(scanRaw.clamd, "config.scanning.clamd");
+  const rspamd = reader.url(scanRaw.rspamd, "config.scanning.rspamd", ["http:"]);
+  if (spamd && rspamd) reader.issues.push("config.scanning: spamd and rspamd both give the spam verdict; configure one");
   const spoolRaw = reader.object(raw.spool, "config.spool", ["dir", "retentionHours"]);
   const processingRaw = reader.object(raw.processing, "config.processing", [
     "concurrency",
@@ -252,6 +254,7 @@ function readServe(reader: FieldReader, raw: Json, baseDir: string, dataDir: str
     },
     scanning: {
       ...(spamd ? { spamd } : {}),
+      ...(rspamd ? { rspamd } : {}),
       ...(clamd ? { clamd } : {}),
       timeoutMs: reader.integer(scanRaw.timeoutMs, "config.scanning.timeoutMs", 100, 600_000) ?? DEFAULTS.scanning.timeoutMs,
       spamdMaxBytes: reader.integer(scanRaw.spamdMaxBytes, "config.scanning.spamdMaxBytes", 1024, 1024 * 1024 * 1024) ?? DEFAULTS.scanning.spamdMaxBytes,

@@ -92,9 +92,10 @@ export interface ServeConfig {
   authentication: { enabled: boolean; dnsTimeoutMs: number; workers: number };
   /**
    * Spam and virus scanning for rules with ScanEnabled (docs/behaviour.md §6): `spamd` and
-   * `clamd` at `host:port` or a Unix socket path; without either, that verdict stays GRAY.
+   * `clamd` at `host:port` or a Unix socket path, or `rspamd` (its HTTP URL) for spam instead
+   * of spamd; without an engine for a kind, that verdict stays GRAY.
    */
-  scanning: { spamd?: EngineAddress; clamd?: EngineAddress; timeoutMs: number; spamdMaxBytes: number };
+  scanning: { spamd?: EngineAddress; rspamd?: string; clamd?: EngineAddress; timeoutMs: number; spamdMaxBytes: number };
   spool: { dir: string; retentionHours: number };
   processing: {
     concurrency: number;

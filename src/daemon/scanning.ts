@@ -5,6 +5,7 @@ import type { Metrics } from "../ops/metrics.js";
 import { clamdScanner } from "../scan/clamd.js";
 import { scanWithDeadline } from "../scan/scanner.js";
 import type { Scanner } from "../scan/scanner.js";
+import { rspamdScanner } from "../scan/rspamd.js";
 import { spamdScanner } from "../scan/spamd.js";
 import type { ScanRecord } from "../spool/journal.js";
 
@@ -13,6 +14,7 @@ export function scannersOf(config: ReceiptdConfig): Scanner[] {
   const { scanning } = config.serve;
   return [
     ...(scanning.spamd ? [spamdScanner(scanning.spamd, { maxBytes: scanning.spamdMaxBytes })] : []),
+    ...(scanning.rspamd ? [rspamdScanner(scanning.rspamd)] : []),
     ...(scanning.clamd ? [clamdScanner(scanning.clamd)] : []),
   ];
 }

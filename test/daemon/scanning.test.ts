@@ -8,7 +8,7 @@ import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
-import { EICAR, GTUBE, freePort, hasEngines, startClamd, startSpamd } from "../helpers/scanners.js";
+import { EICAR, GTUBE, freePort, hasEngines, startClamd, startRspamd, startSpamd } from "../helpers/scanners.js";
 import type { Engine } from "../helpers/scanners.js";
 
 const run = hasEngines || process.env.CI === "true" ? describe : describe.skip;
@@ -69,7 +69,7 @@ async function storedHeaders(daemon: DaemonProcess, bucket: string, id: string):
 beforeAll(async () => {
   work = await scratch("receiptd-scanning-");
   if (!hasEngines && process.env.CI !== "true") return;
-  engines.push(await startClamd(join(work.dir, "clamd")), await startSpamd());
+  engines.push(...(await Promise.all([startClamd(join(work.dir, "clamd")), startSpamd(), startRspamd(join(work.dir, "rspamd"))])));
 }, 120_000);
 afterAll(async () => {
   for (const daemon of daemons) await daemon.kill("SIGTERM");
@@ -100,6 +100,40 @@ run("scanning with spamd and clamd", () => {
     expect(scans(after)).toBe(scans(before));
     expect(after).toMatch(/^receiptd_scans_total\{engine="spamd",verdict="FAIL"\} 1$/m);
   }, 120_000);
+});
+
+run("scanning with rspamd", () => {
+  it("takes the spam verdict from rspamd's score and required_score", async () => {
+    const daemon = await start("rspamd", { rspamd: engines[2]!.address, clamd: engines[0]!.address });
+    const clean = await deliver(daemon, "scan@example.com", { text: "Lunch on Thursday?\n" });
+    const spam = await deliver(daemon, "scan@example.com", { text: `${GTUBE}\n` });
+    expect((await lambdaVerdicts(daemon, clean)).spam).toBe("PASS");
+    expect(await lambdaVerdicts(daemon, spam)).toEqual({ spam: "FAIL", virus: "PASS" });
+  }, 120_000);
+});
+
+run("scanning a large message", () => {
+  it("streams a 38 MB message (a 28 MB attachment, base64) to clamd from the spool: scanning adds far less memory than the message", async () => {
+    const attachment = Buffer.alloc(28 * 1024 * 1024, "receiptd large attachment line\n").toString("latin1");
+    // The peak resident memory a large message costs a daemon, from a warmed-up baseline.
+    const growth = async (name: string, scanning: Record<string, unknown>) => {
+      const daemon = await start(name, scanning);
+      const rss = async (field: "VmRSS" | "VmHWM") => {
+        const status = await readFile(`/proc/${daemon.child.pid}/status`, "utf8");
+        return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)![1]) * 1024;
+      };
+      await deliver(daemon, "scan@example.com", { text: "warm up\n" });
+      const before = await rss("VmRSS");
+      const id = await deliver(daemon, "scan@example.com", { text: "big\n", attachment });
+      return { grown: (await rss("VmHWM")) - before, verdicts: await lambdaVerdicts(daemon, id) };
+    };
+    const scanned = await growth("large-scanned", { spamd: engines[1]!.address, clamd: engines[0]!.address });
+    const unscanned = await growth("large-unscanned", {});
+    // Over spamd's limit it is not sent there (GRAY); clamd reads it whole and finds it clean.
+    expect(scanned.verdicts).toEqual({ spam: "GRAY", virus: "PASS" });
+    expect(unscanned.verdicts).toEqual({ spam: "GRAY", virus: "GRAY" });
+    expect(scanned.grown - unscanned.grown).toBeLessThan(attachment.length / 4);
+  }, 180_000);
 });
 
 run("scanning and crashes", () => {

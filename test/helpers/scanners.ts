@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -14,7 +14,8 @@ export const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-E
 /** Debian's packages, which .ci/run installs; a developer's machine may lack them. */
 export const CLAMD = "/usr/sbin/clamd";
 export const SPAMD = "/usr/sbin/spamd";
-export const hasEngines = existsSync(CLAMD) && existsSync(SPAMD);
+export const RSPAMD = "/usr/bin/rspamd";
+export const hasEngines = existsSync(CLAMD) && existsSync(SPAMD) && existsSync(RSPAMD);
 
 export interface Engine {
   address: string;
@@ -47,12 +48,26 @@ async function listening(port: number, child: ChildProcess, what: string, timeou
   throw new Error(`${what} did not listen on ${port} within ${timeoutMs} ms`);
 }
 
+/** Kills the engine's whole process group: rspamd's and spamd's workers outlive their main process otherwise. */
 function stopper(child: ChildProcess): () => Promise<void> {
   return () =>
     new Promise((resolve) => {
-      if (child.exitCode !== null) return resolve();
-      child.once("exit", () => resolve());
-      child.kill("SIGKILL");
+      const group = () => {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      };
+      if (child.exitCode !== null) {
+        group();
+        return resolve();
+      }
+      child.once("exit", () => {
+        group();
+        resolve();
+      });
+      group();
     });
 }
 
@@ -69,7 +84,7 @@ export async function startClamd(dir: string): Promise<Engine> {
     join(dir, "clamd.conf"),
     [`Foreground yes`, `DatabaseDirectory ${dir}`, `TCPSocket ${port}`, `TCPAddr 127.0.0.1`, `LogFile ${join(dir, "clamd.log")}`, `StreamMaxLength 50M`, ""].join("\n"),
   );
-  const child = spawn(CLAMD, ["-c", join(dir, "clamd.conf")], { stdio: "ignore" });
+  const child = spawn(CLAMD, ["-c", join(dir, "clamd.conf")], { stdio: "ignore", detached: true });
   await listening(port, child, "clamd", 60_000);
   return { address: `127.0.0.1:${port}`, stop: stopper(child) };
 }
@@ -77,7 +92,33 @@ export async function startClamd(dir: string): Promise<Engine> {
 /** spamd on a private port, with Debian's rules (GTUBE needs no network). */
 export async function startSpamd(): Promise<Engine> {
   const port = await freePort();
-  const child = spawn(SPAMD, [`--listen=127.0.0.1:${port}`, "--allowed-ips=127.0.0.1", "-x", "--max-children=2", "-s", "stderr"], { stdio: "ignore" });
+  const child = spawn(SPAMD, [`--listen=127.0.0.1:${port}`, "--allowed-ips=127.0.0.1", "-x", "--max-children=2", "-s", "stderr"], { stdio: "ignore", detached: true });
   await listening(port, child, "spamd", 60_000);
   return { address: `127.0.0.1:${port}`, stop: stopper(child) };
+}
+
+/**
+ * rspamd with Debian's configuration and a private port: the normal worker's bind socket in a
+ * local.d of its own, its databases and pid file in `dir`. As root it must be given a user.
+ */
+export async function startRspamd(dir: string): Promise<Engine> {
+  const local = join(dir, "local.d");
+  await mkdir(local, { recursive: true });
+  await mkdir(join(dir, "db"), { recursive: true });
+  await mkdir(join(dir, "run"), { recursive: true });
+  const port = await freePort();
+  await writeFile(join(local, "worker-normal.inc"), `bind_socket = "127.0.0.1:${port}";\n`);
+  // The controller and proxy workers would take their default ports, which may be in use.
+  await writeFile(join(local, "worker-controller.inc"), `bind_socket = "127.0.0.1:${await freePort()}";\n`);
+  await writeFile(join(local, "worker-proxy.inc"), `bind_socket = "127.0.0.1:${await freePort()}";\n`);
+  await chmod(dir, 0o777);
+  for (const sub of ["db", "run"]) await chmod(join(dir, sub), 0o777);
+  const asRoot = process.getuid?.() === 0 ? ["-u", "_rspamd", "-g", "_rspamd"] : [];
+  const child = spawn(
+    RSPAMD,
+    ["-f", ...asRoot, "-c", "/etc/rspamd/rspamd.conf", "--var", `LOCAL_CONFDIR=${dir}`, "--var", `DBDIR=${join(dir, "db")}`, "--var", `RUNDIR=${join(dir, "run")}`],
+    { stdio: "ignore", detached: true },
+  );
+  await listening(port, child, "rspamd", 90_000);
+  return { address: `http://127.0.0.1:${port}`, stop: stopper(child) };
 }
