@@ -19,7 +19,7 @@ import { confirmationMessage } from "../mail/confirmation.js";
 import { spoolBounceService } from "./bounce-service.js";
 import { startVerifier, systemDns } from "./verifier.js";
 import { requeueDeadLetters } from "./requeue.js";
-import { scanMessages, scannersOf } from "./scanning.js";
+import { scanMessages, scannersOf, watchScanners } from "./scanning.js";
 import { startReceiving } from "./receiving.js";
 import type { BoundAddress, ListenerRefusalReason, SmtpEvent } from "../smtp/index.js";
 import { Processor } from "../spool/processor.js";
@@ -54,6 +54,9 @@ export interface DaemonOptions {
 }
 
 const HOUR_MS = 60 * 60 * 1000;
+/** How often configured scanners are pinged for /readyz. */
+const SCANNER_PING_MS = 10_000;
+
 /** One DNS lookup of verification; a slower server counts as a failure (TemporaryFailure). */
 const DNS_TIMEOUT_MS = 5_000;
 
@@ -167,6 +170,8 @@ async function startOnSpool(
     (error: unknown) => logger.warn("actions.temporaries_not_removed", { error }),
   );
   const scanners = scannersOf(config);
+  const scannerWatch = scanners.length > 0 ? watchScanners(scanners, { intervalMs: SCANNER_PING_MS, timeoutMs: serve.scanning.timeoutMs, logger }) : null;
+  onStarted(() => scannerWatch?.close());
   const processor = new Processor({
     spool: spool.queue,
     executor: sesExecutor({ backend, hostname: config.hostname, strict: config.strict, clock, random, dsnHeld }),
@@ -195,8 +200,12 @@ async function startOnSpool(
         port: serve.admin.port,
         metrics,
         logger,
-        ready: () =>
-          stopping ? { ready: false, reason: "shutting down" } : started ? { ready: true } : { ready: false, reason: "starting" },
+        ready: () => {
+          if (stopping) return { ready: false, reason: "shutting down" };
+          if (!started) return { ready: false, reason: "starting" };
+          const scanning = scannerWatch?.problem() ?? null;
+          return scanning === null ? { ready: true } : { ready: false, reason: scanning };
+        },
         ...(config.backends.SNS === "local" ? { sns: backend.localSns } : {}),
         // Not before recovery has put the spool in order and processing has started.
         requeue: async (request) =>
@@ -311,6 +320,7 @@ async function startOnSpool(
       logger.info("daemon.stopping", { graceMs });
       clearInterval(sweeper);
       verifier?.close();
+      scannerWatch?.close();
       await api?.close();
       await smtp.close(graceMs);
       await processor.drain(Math.max(0, deadline - Date.now()));

@@ -40,3 +40,35 @@ export function scanMessages(scanners: readonly Scanner[], options: { timeoutMs:
     return record;
   };
 }
+
+/**
+ * Every engine pinged every `intervalMs` (and once at start): `problem()` names the first that
+ * did not answer, for /readyz. A node whose scanners are down still takes and processes mail,
+ * with PROCESSING_FAILED verdicts, but a cluster should send mail to nodes that can scan.
+ */
+export function watchScanners(scanners: readonly Scanner[], options: { intervalMs: number; timeoutMs: number; logger: Logger }) {
+  const problems = new Map<string, string>();
+  const check = async () => {
+    await Promise.all(
+      scanners.map(async (scanner) => {
+        const signal = AbortSignal.timeout(options.timeoutMs);
+        try {
+          await scanner.ping(signal);
+          if (problems.delete(scanner.engine)) options.logger.info("scanning.reachable", { engine: scanner.engine, where: scanner.where });
+        } catch (error) {
+          const why = `${scanner.engine} at ${scanner.where} does not answer: ${error instanceof Error ? error.message : String(error)}`;
+          if (!problems.has(scanner.engine)) options.logger.warn("scanning.unreachable", { engine: scanner.engine, where: scanner.where, error: why });
+          problems.set(scanner.engine, why);
+        }
+      }),
+    );
+  };
+  const first = check();
+  const timer = setInterval(() => void check(), options.intervalMs);
+  timer.unref();
+  return {
+    checked: first,
+    problem: (): string | null => problems.values().next().value ?? null,
+    close: () => clearInterval(timer),
+  };
+}

@@ -1,5 +1,5 @@
 import type { EngineAddress, Scanner } from "./scanner.js";
-import { exchange, send } from "./socket.js";
+import { addressText, exchange, send } from "./socket.js";
 
 /** clamd's INSTREAM chunks: a 4-byte length, then the bytes; StreamMaxLength bounds their sum. */
 const CHUNK_BYTES = 64 * 1024;
@@ -14,6 +14,11 @@ export function clamdScanner(address: EngineAddress): Scanner {
   return {
     engine: "clamd",
     kind: "virus",
+    where: addressText(address),
+    async ping(signal) {
+      const answer = (await exchange(address, signal, (socket) => send(socket, "zPING\0"))).toString("utf8").replace(/\0$/, "");
+      if (answer !== "PONG") throw new Error(`answered ${JSON.stringify(answer.slice(0, 100))} to PING`);
+    },
     async scan(message, signal) {
       const answer = await exchange(address, signal, async (socket) => {
         await send(socket, "zINSTREAM\0");

@@ -11,6 +11,12 @@ export function rspamdScanner(url: string): Scanner {
   return {
     engine: "rspamd",
     kind: "spam",
+    where: url,
+    async ping(signal) {
+      const response = await fetch(new URL("/ping", url), { signal });
+      const text = (await response.text()).trim();
+      if (!response.ok || text !== "pong") throw new Error(`answered ${response.status} ${JSON.stringify(text.slice(0, 100))} to /ping`);
+    },
     scan(message, signal) {
       return new Promise((resolve, reject) => {
         const call = request(endpoint, { method: "POST", headers: { "content-length": message.size }, signal }, (response) => {

@@ -13,6 +13,10 @@ export interface Scanner {
   engine: string;
   kind: "spam" | "virus";
   scan(message: { size: number; open(): AsyncIterable<Buffer> }, signal: AbortSignal): Promise<ScanResult>;
+  /** Resolves when the engine answers its protocol's ping; rejects with why not. */
+  ping(signal: AbortSignal): Promise<void>;
+  /** Where it is, for logs and /readyz. */
+  where: string;
 }
 
 export type { EngineAddress } from "../config/schema.js";

@@ -40,3 +40,8 @@ export function send(socket: Socket, bytes: Buffer | string): Promise<void> {
     socket.once("close", () => reject(new Error("the engine closed the connection")));
   });
 }
+
+/** An address as logs and /readyz name it. */
+export function addressText(address: EngineAddress): string {
+  return "path" in address ? address.path : `${address.host}:${address.port}`;
+}

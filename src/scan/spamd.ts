@@ -1,5 +1,5 @@
 import type { EngineAddress, Scanner } from "./scanner.js";
-import { exchange, send } from "./socket.js";
+import { addressText, exchange, send } from "./socket.js";
 
 /**
  * SpamAssassin's spamd over the spamc protocol (SPAMC/1.5, `CHECK`; no maintained Node client:
@@ -12,6 +12,11 @@ export function spamdScanner(address: EngineAddress, options: { maxBytes: number
   return {
     engine: "spamd",
     kind: "spam",
+    where: addressText(address),
+    async ping(signal) {
+      const answer = (await exchange(address, signal, (socket) => send(socket, "PING SPAMC/1.5\r\n\r\n"))).toString("latin1");
+      if (!/^SPAMD\/[\d.]+ 0 PONG/.test(answer)) throw new Error(`answered ${JSON.stringify(answer.slice(0, 100))} to PING`);
+    },
     async scan(message, signal) {
       if (message.size > options.maxBytes) return { verdict: "GRAY", detail: `over ${options.maxBytes} bytes, not scanned (spamc's limit)` };
       const answer = await exchange(address, signal, async (socket) => {

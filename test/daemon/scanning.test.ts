@@ -13,6 +13,7 @@ import type { Engine } from "../helpers/scanners.js";
 
 const run = hasEngines || process.env.CI === "true" ? describe : describe.skip;
 const FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:verdicts";
+const TOPIC = "arn:aws:sns:us-east-1:123456789012:scanned";
 
 let work: { dir: string; remove(): Promise<void> };
 const engines: Engine[] = [];
@@ -21,8 +22,16 @@ const daemons: DaemonProcess[] = [];
 const RULES = {
   Metadata: { Name: "scanning" },
   Rules: [
-    { Name: "scanned", Enabled: true, ScanEnabled: true, Recipients: ["scan@example.com"], Actions: [{ LambdaAction: { FunctionArn: FUNCTION } }, { S3Action: { BucketName: "scanned" } }] },
+    {
+      Name: "scanned",
+      Enabled: true,
+      ScanEnabled: true,
+      Recipients: ["scan@example.com"],
+      Actions: [{ LambdaAction: { FunctionArn: FUNCTION } }, { SNSAction: { TopicArn: TOPIC } }, { S3Action: { BucketName: "scanned" } }],
+    },
     { Name: "plain", Enabled: true, Recipients: ["plain@example.com"], Actions: [{ S3Action: { BucketName: "plain" } }] },
+    // No SNS action: a large message is over its 150 KB limit.
+    { Name: "large", Enabled: true, ScanEnabled: true, Recipients: ["large@example.com"], Actions: [{ LambdaAction: { FunctionArn: FUNCTION } }, { S3Action: { BucketName: "large" } }] },
   ],
 };
 
@@ -61,6 +70,12 @@ async function lambdaVerdicts(daemon: DaemonProcess, id: string): Promise<{ spam
   return { spam: record.receipt.spamVerdict.status, virus: record.receipt.virusVerdict.status };
 }
 
+async function notificationVerdicts(daemon: DaemonProcess, id: string): Promise<{ spam: string; virus: string }> {
+  const lines = (await readFile(join(daemon.dir, "data", "sns", "scanned.jsonl"), "utf8")).trim().split("\n").map((line) => JSON.parse(JSON.parse(line).message));
+  const notification = lines.find((message) => message.mail.messageId === id);
+  return { spam: notification.receipt.spamVerdict.status, virus: notification.receipt.virusVerdict.status };
+}
+
 async function storedHeaders(daemon: DaemonProcess, bucket: string, id: string): Promise<string[]> {
   const text = await readFile(join(daemon.dir, "data", "s3", bucket, id), "latin1");
   return text.slice(0, text.indexOf("\r\n\r\n")).split("\r\n").filter((line) => !/^\s/.test(line)).map((line) => line.slice(0, line.indexOf(":")));
@@ -86,6 +101,9 @@ run("scanning with spamd and clamd", () => {
     expect(await lambdaVerdicts(daemon, clean)).toEqual({ spam: "PASS", virus: "PASS" });
     expect(await lambdaVerdicts(daemon, spam)).toEqual({ spam: "FAIL", virus: "PASS" });
     expect((await lambdaVerdicts(daemon, virus)).virus).toBe("FAIL");
+    // The SNS notification says the same.
+    expect(await notificationVerdicts(daemon, spam)).toEqual({ spam: "FAIL", virus: "PASS" });
+    expect((await notificationVerdicts(daemon, virus)).virus).toBe("FAIL");
     // SES's order on top of the stored object, with the verdicts the event has.
     expect((await storedHeaders(daemon, "scanned", spam)).slice(0, 4)).toEqual(["Return-Path", "Received", "X-SES-Spam-Verdict", "X-SES-Virus-Verdict"]);
     const object = await readFile(join(daemon.dir, "data", "s3", "scanned", spam), "latin1");
@@ -99,16 +117,19 @@ run("scanning with spamd and clamd", () => {
     const scans = (text: string) => text.split("\n").filter((line) => line.startsWith("receiptd_scans_total{")).join("\n");
     expect(scans(after)).toBe(scans(before));
     expect(after).toMatch(/^receiptd_scans_total\{engine="spamd",verdict="FAIL"\} 1$/m);
+    expect((await fetch(`http://127.0.0.1:${daemon.adminPort}/readyz`)).status).toBe(200);
   }, 120_000);
 });
 
 run("scanning with rspamd", () => {
-  it("takes the spam verdict from rspamd's score and required_score", async () => {
-    const daemon = await start("rspamd", { rspamd: engines[2]!.address, clamd: engines[0]!.address });
+  it("takes the spam verdict from rspamd's score and required_score (and clamd's over its Unix socket)", async () => {
+    const daemon = await start("rspamd", { rspamd: engines[2]!.address, clamd: engines[0]!.socket });
     const clean = await deliver(daemon, "scan@example.com", { text: "Lunch on Thursday?\n" });
     const spam = await deliver(daemon, "scan@example.com", { text: `${GTUBE}\n` });
     expect((await lambdaVerdicts(daemon, clean)).spam).toBe("PASS");
     expect(await lambdaVerdicts(daemon, spam)).toEqual({ spam: "FAIL", virus: "PASS" });
+    // Pinged at start: rspamd's /ping and clamd's PING answer.
+    expect((await fetch(`http://127.0.0.1:${daemon.adminPort}/readyz`)).status).toBe(200);
   }, 120_000);
 });
 
@@ -122,9 +143,9 @@ run("scanning a large message", () => {
         const status = await readFile(`/proc/${daemon.child.pid}/status`, "utf8");
         return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)![1]) * 1024;
       };
-      await deliver(daemon, "scan@example.com", { text: "warm up\n" });
+      await deliver(daemon, "large@example.com", { text: "warm up\n" });
       const before = await rss("VmRSS");
-      const id = await deliver(daemon, "scan@example.com", { text: "big\n", attachment });
+      const id = await deliver(daemon, "large@example.com", { text: "big\n", attachment });
       return { grown: (await rss("VmHWM")) - before, verdicts: await lambdaVerdicts(daemon, id) };
     };
     const scanned = await growth("large-scanned", { spamd: engines[1]!.address, clamd: engines[0]!.address });
@@ -187,6 +208,10 @@ describe("scanning when the engines fail", () => {
       expect(await lambdaVerdicts(daemon, id)).toEqual({ spam: "PROCESSING_FAILED", virus: "PROCESSING_FAILED" });
       const warned = daemon.logs.filter((line) => line.event === "scanning.failed").map((line) => line.engine);
       expect(warned.sort()).toEqual(["clamd", "spamd"]);
+      // /readyz names an engine that does not answer its ping.
+      const ready = await fetch(`http://127.0.0.1:${daemon.adminPort}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(await ready.text()).toMatch(/^(spamd at 127\.0\.0\.1:\d+|clamd at 127\.0\.0\.1:\d+) does not answer/);
     } finally {
       silent.close();
     }

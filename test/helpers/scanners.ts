@@ -19,6 +19,8 @@ export const hasEngines = existsSync(CLAMD) && existsSync(SPAMD) && existsSync(R
 
 export interface Engine {
   address: string;
+  /** clamd's Unix socket, beside its TCP port. */
+  socket?: string;
   stop(): Promise<void>;
 }
 
@@ -82,11 +84,20 @@ export async function startClamd(dir: string): Promise<Engine> {
   const port = await freePort();
   await writeFile(
     join(dir, "clamd.conf"),
-    [`Foreground yes`, `DatabaseDirectory ${dir}`, `TCPSocket ${port}`, `TCPAddr 127.0.0.1`, `LogFile ${join(dir, "clamd.log")}`, `StreamMaxLength 50M`, ""].join("\n"),
+    [
+      `Foreground yes`,
+      `DatabaseDirectory ${dir}`,
+      `TCPSocket ${port}`,
+      `TCPAddr 127.0.0.1`,
+      `LocalSocket ${join(dir, "clamd.sock")}`,
+      `LogFile ${join(dir, "clamd.log")}`,
+      `StreamMaxLength 50M`,
+      "",
+    ].join("\n"),
   );
   const child = spawn(CLAMD, ["-c", join(dir, "clamd.conf")], { stdio: "ignore", detached: true });
   await listening(port, child, "clamd", 60_000);
-  return { address: `127.0.0.1:${port}`, stop: stopper(child) };
+  return { address: `127.0.0.1:${port}`, socket: join(dir, "clamd.sock"), stop: stopper(child) };
 }
 
 /** spamd on a private port, with Debian's rules (GTUBE needs no network). */
