@@ -184,6 +184,8 @@ describe("the daemon's metrics", () => {
       receiptd_messages_dead_lettered_total: "counter",
       receiptd_messages_processed_total: "counter",
       receiptd_messages_requeued_total: "counter",
+      receiptd_scans_total: "counter",
+      receiptd_scan_seconds: "histogram",
       receiptd_rule_matches_total: "counter",
       receiptd_auth_results_total: "counter",
       receiptd_auth_seconds: "histogram",
