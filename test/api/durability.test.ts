@@ -6,27 +6,24 @@ import {
   CreateReceiptRuleCommand,
   CreateReceiptRuleSetCommand,
   DescribeReceiptRuleSetCommand,
-  SESClient,
   SetActiveReceiptRuleSetCommand,
   VerifyDomainIdentityCommand,
 } from "@aws-sdk/client-ses";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
+import { sesClient, storeModeConfig } from "../helpers/api-daemon.js";
+import { scratch, startDaemonProcess } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
 let work: { dir: string; remove(): Promise<void> };
 let config: Record<string, unknown>;
 let daemon: DaemonProcess | null = null;
 
-const client = (port: number) =>
-  new SESClient({ endpoint: `http://127.0.0.1:${port}`, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts: 1 });
+const client = sesClient;
 
 beforeAll(async () => {
   work = await scratch("receiptd-durability-");
-  const { rules: _rules, ...base } = testConfig(work.dir);
-  void _rules;
-  config = { ...base, state: { verification: "auto" } };
+  config = storeModeConfig(work.dir);
   daemon = await startDaemonProcess(config, work.dir);
 });
 afterAll(async () => {

@@ -2,13 +2,11 @@
 // resuming at the action that failed; what the journal records done does not run again.
 import { execFile } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
+import { ROOT, freePort, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
 const run = promisify(execFile);
@@ -57,12 +55,7 @@ beforeAll(async () => {
   };
   await writeFile(join(work.dir, "rules.json"), JSON.stringify(rules));
   // The CLI finds the admin port in the configuration, so it needs a port of its own.
-  const port = await new Promise<number>((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port: free } = probe.address() as AddressInfo;
-      probe.close(() => resolve(free));
-    });
-  });
+  const port = await freePort();
   // The handler module does not exist yet: the Lambda action fails for good, and the message is dead-lettered.
   daemon = await startDaemonProcess(
     testConfig(daemonDir, {

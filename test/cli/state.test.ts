@@ -9,11 +9,11 @@ import {
   CreateReceiptRuleSetCommand,
   DescribeActiveReceiptRuleSetCommand,
   ListReceiptFiltersCommand,
-  SESClient,
   SetActiveReceiptRuleSetCommand,
 } from "@aws-sdk/client-ses";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
+import { sesClient, storeModeConfig } from "../helpers/api-daemon.js";
+import { ROOT, scratch, startDaemonProcess } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
 const run = promisify(execFile);
@@ -32,15 +32,11 @@ async function state(...args: string[]): Promise<{ code: number; stdout: string;
   }
 }
 
-function client(port: number): SESClient {
-  return new SESClient({ endpoint: `http://127.0.0.1:${port}`, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts: 1 });
-}
+const client = sesClient;
 
 beforeAll(async () => {
   work = await scratch("receiptd-state-");
-  const { rules: _rules, ...base } = testConfig(work.dir);
-  void _rules;
-  config = { ...base, state: { verification: "auto" } };
+  config = storeModeConfig(work.dir);
   daemon = await startDaemonProcess(config, work.dir);
 });
 afterAll(async () => {

@@ -2,9 +2,10 @@
 // own, which processes. The built daemon, real sockets, real signals.
 import { mkdir, readdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CreateReceiptRuleCommand, CreateReceiptRuleSetCommand, SESClient, SetActiveReceiptRuleSetCommand, VerifyDomainIdentityCommand } from "@aws-sdk/client-ses";
+import { CreateReceiptRuleCommand, CreateReceiptRuleSetCommand, SetActiveReceiptRuleSetCommand, VerifyDomainIdentityCommand } from "@aws-sdk/client-ses";
 import nodemailer from "nodemailer";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { sesClient, storeModeConfig } from "../helpers/api-daemon.js";
 import { liveRuleSet, queuedContent, scratch, startDaemonProcess, testConfig } from "../helpers/daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
 
@@ -214,10 +215,8 @@ describe("receiptd serve with acceptor processes", () => {
   it("in store mode, follows every SES API change in every acceptor", async () => {
     const dir = join(work.dir, "store-mode");
     await mkdir(dir, { recursive: true });
-    const { rules: _rules, ...base } = testConfig(dir, { smtp: { listen: [{ host: "127.0.0.1", port: 0 }], reverseDns: false, processes: 2 } });
-    void _rules;
-    const daemon = await launch({ ...base, state: { verification: "auto" } }, dir);
-    const ses = new SESClient({ endpoint: `http://127.0.0.1:${daemon.apiPort}`, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts: 1 });
+    const daemon = await launch(storeModeConfig(dir, { smtp: { listen: [{ host: "127.0.0.1", port: 0 }], reverseDns: false, processes: 2 } }), dir);
+    const ses = sesClient(daemon.apiPort!);
     // Several connections, so that both acceptors answer.
     const all = (to: string) => Promise.all(Array.from({ length: 6 }, () => send(daemon.smtpPort, to)));
     expect(await all("info@example.net")).toEqual(Array(6).fill(expect.stringMatching(/550 5\.1\.1/)));

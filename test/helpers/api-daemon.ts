@@ -22,12 +22,22 @@ export interface ApiDaemon {
   stop(): Promise<void>;
 }
 
+/** The configuration of a daemon in store mode (no rule files, identities verified at once), for startDaemonProcess. */
+export function storeModeConfig(dir: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const { rules: _rules, ...base } = testConfig(dir, extra);
+  void _rules;
+  return { state: { verification: "auto" }, ...base };
+}
+
+/** A client of a daemon's SES API on loopback, with the embedded default's key. */
+export function sesClient(port: number): SESClient {
+  return new SESClient({ endpoint: `http://127.0.0.1:${port}`, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts: 1 });
+}
+
 /** A daemon in store mode (no rule files) with its SES API on a free port, the local back end in a temp directory. */
 export async function startApiDaemon(extra: Record<string, unknown> = {}): Promise<ApiDaemon> {
   const dir = await mkdtemp(join(tmpdir(), "receiptd-api-"));
-  const { rules: _rules, ...base } = testConfig(dir, extra);
-  void _rules;
-  const config = parseConfig({ ...base, state: { verification: "auto" }, ...extra }, { source: join(dir, "receiptd.json"), baseDir: dir, env: {} });
+  const config = parseConfig(storeModeConfig(dir, extra), { source: join(dir, "receiptd.json"), baseDir: dir, env: {} });
   const daemon = await startDaemon(config, { logger: createLogger({ stream: new Capture(), format: "json" }) });
   const api = daemon.apiAddress()!;
   const endpoint = `http://${api.host}:${api.port}`;

@@ -1,3 +1,5 @@
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
@@ -160,5 +162,15 @@ export function liveRuleSet(recipients: string[]): string {
   return JSON.stringify({
     Metadata: { Name: "live" },
     Rules: [{ Name: "keep", Enabled: true, Recipients: recipients, Actions: [{ S3Action: { BucketName: "live" } }] }],
+  });
+}
+
+/** A loopback TCP port free a moment ago, for a configuration that must name its port. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
   });
 }

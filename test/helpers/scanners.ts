@@ -2,10 +2,10 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, writeFile } from "node:fs/promises";
-import { connect, createServer } from "node:net";
-import type { AddressInfo } from "node:net";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
+import { freePort } from "./daemon.js";
 
 /** The standard test virus (68 bytes) and spam (GTUBE) strings. */
 export const EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -24,14 +24,7 @@ export interface Engine {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from "./daemon.js";
 
 async function listening(port: number, child: ChildProcess, what: string, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
