@@ -89,7 +89,7 @@ export const DSN_DEFAULTS: Readonly<Record<BounceType, Readonly<{ smtpReplyCode:
 const REPLY_CODE = /^[45]\d\d$/;
 const STATUS_CODE = /^[45]\.\d{1,3}\.\d{1,3}$/;
 /** RFC 3464 section 2.3.4: success (2), persistent (5) or transient (4) failure. */
-const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/;
+export const DSN_STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/;
 /** RFC 5322 section 3.6.8: printable ASCII but the colon. */
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
 /** RFC 5322 section 2.1.1: at most 998 octets before CRLF. */
@@ -142,7 +142,7 @@ export function buildDsnReport(input: DsnReportInput): Buffer {
   if (input.recipients.length === 0) throw new RangeError("a DSN needs at least one recipient (RFC 3464 section 2.3)");
   if (input.to.trim() === "") throw new RangeError("a DSN is never sent to the null sender");
   for (const recipient of input.recipients) {
-    if (!STATUS.test(recipient.status)) throw new RangeError(`invalid DSN status ${JSON.stringify(recipient.status)} for ${recipient.recipient}`);
+    if (!DSN_STATUS.test(recipient.status)) throw new RangeError(`invalid DSN status ${JSON.stringify(recipient.status)} for ${recipient.recipient}`);
   }
   const fieldValues = [
     input.to,

@@ -1,9 +1,8 @@
 import { randomBytes } from "node:crypto";
 import type { BouncedRecipientInfo, MessageDsn, RecipientDsnFields } from "@aws-sdk/client-ses";
-import { DSN_DEFAULTS, buildDsnReport, smtpDiagnostic } from "../../mail/dsn.js";
+import { DSN_DEFAULTS, DSN_STATUS, buildDsnReport, smtpDiagnostic } from "../../mail/dsn.js";
 import type { BounceType, DsnField, DsnRecipient } from "../../mail/dsn.js";
 import { newMessageId } from "../../mail/message-id.js";
-import { canonicalDomain } from "../../rules/recipients.js";
 import { SesError } from "../operation.js";
 import type { BouncedMessage, Operation, OperationContext, Params } from "../operation.js";
 import { enumValue, operation } from "./common.js";
@@ -14,7 +13,6 @@ import { identityArn, policiesAllow } from "./policies.js";
 const BOUNCE_WINDOW_MS = 24 * 60 * 60 * 1000;
 const BOUNCE_TYPES = Object.keys(DSN_DEFAULTS) as BounceType[];
 const DSN_ACTIONS = ["failed", "delayed", "delivered", "relayed", "expanded"] as const;
-const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/;
 /** SES's ExtensionField: a name of 1 to 50 letters, digits and dashes; a value under 2048 characters, on one line. */
 const FIELD_NAME = /^[A-Za-z0-9-]{1,50}$/;
 const MAX_FIELD_VALUE = 2047;
@@ -50,7 +48,7 @@ function extensionFields(params: Params): DsnField[] | undefined {
 
 function status(params: Params): string {
   const value = params.requiredString("Status");
-  if (!STATUS.test(value)) throw new SesError("InvalidParameterValue", `${params.path}.Status: expected x.y.z with x 2, 4 or 5: ${value}`);
+  if (!DSN_STATUS.test(value)) throw new SesError("InvalidParameterValue", `${params.path}.Status: expected x.y.z with x 2, 4 or 5: ${value}`);
   return value;
 }
 
@@ -130,12 +128,6 @@ function rejected(message: string): SesError {
   return new SesError("MessageRejected", message);
 }
 
-function addressKey(address: string): string {
-  const at = address.lastIndexOf("@");
-  return at < 0 ? address.toLowerCase() : `${address.slice(0, at)}@${canonicalDomain(address.slice(at + 1))}`;
-}
-
-
 function notVerified(address: string, region: string): SesError {
   return rejected(`Email address is not verified. The following identities failed the check in region ${region.toUpperCase()}: ${address}`);
 }
@@ -182,10 +174,10 @@ async function findOriginal(request: BounceRequest, context: OperationContext): 
   const message = await bounce.findMessage(context.scope, request.originalMessageId);
   if (!message || context.now.getTime() - message.receivedAt.getTime() > BOUNCE_WINDOW_MS) throw unknown;
   if (message.mailFrom === "") throw rejected(`Message ${request.originalMessageId} has the null sender: no DSN goes to it`);
-  const originals = new Set(message.recipients.map(addressKey));
+  const originals = new Set(message.recipients.map(canonicalIdentity));
   for (const [i, info] of request.recipients.entries()) {
     const final = info.RecipientDsnFields?.FinalRecipient;
-    if (!originals.has(addressKey(info.Recipient)) && (final === undefined || !originals.has(addressKey(final)))) {
+    if (!originals.has(canonicalIdentity(info.Recipient)) && (final === undefined || !originals.has(canonicalIdentity(final)))) {
       throw rejected(`BouncedRecipientInfoList.member.${i + 1}: ${info.Recipient} is not a recipient of message ${request.originalMessageId}`);
     }
   }

@@ -4,7 +4,7 @@ import { newIdentity } from "../../store/identity.js";
 import type { IdentityRecord, ScopeState, VerificationStatus } from "../../store/store.js";
 import { SesError, XmlMap } from "../operation.js";
 import type { Operation, OperationContext, Params, XmlStruct } from "../operation.js";
-import { operation, read, write } from "./common.js";
+import { enumValue, operation, read, write } from "./common.js";
 
 /** Get*Attributes take at most 100 identities (reference §2.2). */
 const MAX_IDENTITIES_PER_CALL = 100;
@@ -84,14 +84,7 @@ const NOTIFICATION_TYPES = ["Bounce", "Complaint", "Delivery"] as const;
 type NotificationType = (typeof NOTIFICATION_TYPES)[number];
 
 function notificationType(params: Params): NotificationType {
-  const value = params.requiredString("NotificationType");
-  if (!(NOTIFICATION_TYPES as readonly string[]).includes(value)) {
-    throw new SesError(
-      "ValidationError",
-      `1 validation error detected: Value '${value}' at 'notificationType' failed to satisfy constraint: Member must satisfy enum value set: [Bounce, Complaint, Delivery]`,
-    );
-  }
-  return value as NotificationType;
+  return enumValue(params.requiredString("NotificationType"), "notificationType", NOTIFICATION_TYPES);
 }
 
 /**
@@ -203,13 +196,8 @@ export const IDENTITY_OPERATIONS: readonly Operation[] = [
     return { DkimTokens: [...(record as IdentityRecord).dkim.tokens] };
   }),
   operation("ListIdentities", { writes: false }, async (params, context) => {
-    const type = params.string("IdentityType");
-    if (type !== undefined && type !== "EmailAddress" && type !== "Domain") {
-      throw new SesError(
-        "ValidationError",
-        `1 validation error detected: Value '${type}' at 'identityType' failed to satisfy constraint: Member must satisfy enum value set: [EmailAddress, Domain]`,
-      );
-    }
+    const given = params.string("IdentityType");
+    const type = given === undefined ? undefined : enumValue(given, "identityType", ["EmailAddress", "Domain"] as const);
     const max = params.integer("MaxItems") ?? 1000;
     if (max < 1 || max > 1000) throw new SesError("InvalidParameterValue", "MaxItems: must be between 1 and 1000");
     const token = params.string("NextToken");
@@ -267,13 +255,7 @@ export const IDENTITY_OPERATIONS: readonly Operation[] = [
   }),
   setter("SetIdentityMailFromDomain", (record, params, context) => {
     const domain = params.string("MailFromDomain");
-    const behavior = params.string("BehaviorOnMXFailure") ?? "UseDefaultValue";
-    if (behavior !== "UseDefaultValue" && behavior !== "RejectMessage") {
-      throw new SesError(
-        "ValidationError",
-        `1 validation error detected: Value '${behavior}' at 'behaviorOnMXFailure' failed to satisfy constraint: Member must satisfy enum value set: [RejectMessage, UseDefaultValue]`,
-      );
-    }
+    const behavior = enumValue(params.string("BehaviorOnMXFailure") ?? "UseDefaultValue", "behaviorOnMXFailure", ["RejectMessage", "UseDefaultValue"] as const);
     if (domain === undefined || domain === "") return { ...record, mailFrom: { behaviorOnMxFailure: behavior } };
     const canonical = canonicalDomain(domain);
     const parent = record.type === "Domain" ? record.identity : record.identity.slice(record.identity.lastIndexOf("@") + 1);
