@@ -129,21 +129,7 @@ export async function replayHead(
     recipients: settings.recipients?.length ? settings.recipients : (fromMessage?.recipients ?? []),
   };
   const messageId = replayMessageId(file, head);
-  const ipFilter: IpFilterDecision =
-    settings.filters && settings.clientIp ? decideIp(settings.filters, settings.clientIp) : { decision: "none", filter: null };
-
-  if (ipFilter.decision === "block") {
-    // The connection is refused before any RCPT; every recipient shares that answer.
-    const refused = envelope.recipients.map((recipient) => ({ recipient, reply: REPLIES.accessDenied }));
-    return { file, messageId, envelope, ipFilter, accepted: [], refused, trace: null };
-  }
-
-  const { accepted, refused } = decideRecipients(envelope.recipients, {
-    ruleSet: settings.ruleSet,
-    identities: settings.identities,
-    tls: settings.tls,
-    ...(settings.maxRecipients === undefined ? {} : { maxRecipients: settings.maxRecipients }),
-  });
+  const { ipFilter, accepted, refused } = decideArrival(envelope.recipients, settings.clientIp, settings.tls, settings);
   if (accepted.length === 0) return { file, messageId, envelope, ipFilter, accepted, refused, trace: null };
 
   // The message the daemon would have stored: replayed events must match real ones.
@@ -170,6 +156,28 @@ export async function replayHead(
     : await storedFileMessage(file, made.body, stored);
   const trace = await evaluateAccepted(settings, { mailFrom: envelope.mailFrom, recipients: accepted }, messageId, message, await made.headers);
   return { file, messageId, envelope, ipFilter, accepted, refused, trace };
+}
+
+/**
+ * What the SMTP side answers an arrival under `settings`: the IP filter's decision for the
+ * client (none without filters or an address), then each recipient's RCPT TO. A blocked
+ * connection is refused before any RCPT, so every recipient shares that answer.
+ */
+function decideArrival(
+  recipients: string[],
+  clientIp: string | undefined,
+  tls: boolean,
+  settings: ReplaySettings,
+): { ipFilter: IpFilterDecision; accepted: string[]; refused: EnvelopeDecision["refused"] } {
+  const ipFilter: IpFilterDecision = settings.filters && clientIp ? decideIp(settings.filters, clientIp) : { decision: "none", filter: null };
+  if (ipFilter.decision === "block") return { ipFilter, accepted: [], refused: recipients.map((recipient) => ({ recipient, reply: REPLIES.accessDenied })) };
+  const { accepted, refused } = decideRecipients(recipients, {
+    ruleSet: settings.ruleSet,
+    identities: settings.identities,
+    tls,
+    ...(settings.maxRecipients === undefined ? {} : { maxRecipients: settings.maxRecipients }),
+  });
+  return { ipFilter, accepted, refused };
 }
 
 /** Evaluation of what was accepted, with a new recording executor unless one is given. */
@@ -203,17 +211,7 @@ export async function replayStored(message: Pick<SpooledMessage, "state" | "path
   const { state } = message;
   const file = spoolLabel(state.messageId);
   const envelope: Envelope = { mailFrom: state.envelope.mailFrom, recipients: [...state.envelope.recipients] };
-  const ipFilter: IpFilterDecision = settings.filters ? decideIp(settings.filters, state.client.ip) : { decision: "none", filter: null };
-  if (ipFilter.decision === "block") {
-    const refused = envelope.recipients.map((recipient) => ({ recipient, reply: REPLIES.accessDenied }));
-    return { file, messageId: state.messageId, envelope, ipFilter, accepted: [], refused, trace: null };
-  }
-  const { accepted, refused } = decideRecipients(envelope.recipients, {
-    ruleSet: settings.ruleSet,
-    identities: settings.identities,
-    tls: state.client.tls,
-    ...(settings.maxRecipients === undefined ? {} : { maxRecipients: settings.maxRecipients }),
-  });
+  const { ipFilter, accepted, refused } = decideArrival(envelope.recipients, state.client.ip, state.client.tls, settings);
   if (accepted.length === 0) return { file, messageId: state.messageId, envelope, ipFilter, accepted, refused, trace: null };
   const { head } = await readStored(message.path, true);
   // The verdicts its scan gave, when it was scanned: they are part of how it was received.
