@@ -3,7 +3,7 @@ import { ConfigError, defaultConfig, loadConfigFile } from "../config/config.js"
 import type { ReceiptdConfig } from "../config/config.js";
 import { loadFiltersFile, loadRuleSetFile } from "../config/rule-files.js";
 import { RuleSetValidationError } from "../rules/parse.js";
-import { ReceiptApiError, activeRuleSet, describeReceiptRuleSet, toDescribeJson } from "../rules/store.js";
+import { ReceiptApiError, activeRuleSet, describeReceiptRuleSet, toDescribeJson, toFiltersJson } from "../rules/store.js";
 import { openFileStore, readFileStore } from "../store/file-store.js";
 import { importFiles } from "../store/import.js";
 import type { AuditRecord, Scope } from "../store/store.js";
@@ -106,7 +106,7 @@ export async function runState(args: string[]): Promise<number> {
         return 1;
       }
       const rulesText = ruleSet ? `${JSON.stringify(toDescribeJson(ruleSet), null, 2)}\n` : "";
-      const filtersText = `${JSON.stringify({ Filters: state.receipt.filters.map((f) => ({ Name: f.name, IpFilter: { Policy: f.policy, Cidr: f.cidr } })) }, null, 2)}\n`;
+      const filtersText = `${JSON.stringify(toFiltersJson(state.receipt.filters), null, 2)}\n`;
       if (values.rules === undefined && values.filters === undefined) {
         process.stdout.write(rulesText);
         return 0;

@@ -7,7 +7,11 @@ import type { ReceiptdConfig } from "./schema.js";
 export function adminPublicUrl(config: Pick<ReceiptdConfig, "hostname" | "serve">, port?: number): string | null {
   const { admin } = config.serve;
   if (!admin) return null;
-  if (admin.url) return admin.url;
-  const host = admin.host === "0.0.0.0" || admin.host === "::" ? config.hostname : admin.host;
-  return `http://${host.includes(":") ? `[${host}]` : host}:${port ?? admin.port}`;
+  return admin.url ?? listenerUrl(admin.host, port ?? admin.port, config.hostname);
+}
+
+/** `http://host:port` of a listener, with `hostname` for a wildcard host (no address to link to). */
+export function listenerUrl(host: string, port: number, hostname: string): string {
+  const named = host === "0.0.0.0" || host === "::" ? hostname : host;
+  return `http://${named.includes(":") ? `[${named}]` : named}:${port}`;
 }

@@ -2,7 +2,7 @@ import { ActionError } from "../actions/backend.js";
 import { backendFromConfig } from "../actions/compose.js";
 import { removeLeftoverTemporaries } from "../actions/local/leftovers.js";
 import { sesExecutor } from "../actions/ses-executor.js";
-import { adminPublicUrl } from "../config/config.js";
+import { adminPublicUrl, listenerUrl } from "../config/config.js";
 import { DEFAULTS } from "../config/defaults.js";
 import type { ReceiptdConfig } from "../config/config.js";
 import { startAdminServer } from "../ops/admin.js";
@@ -59,12 +59,6 @@ const SCANNER_PING_MS = 10_000;
 
 /** One DNS lookup of verification; a slower server counts as a failure (TemporaryFailure). */
 const DNS_TIMEOUT_MS = 5_000;
-
-/** A wildcard listen address is no address to link to: the host name is. */
-function urlHost(host: string, hostname: string): string {
-  if (host === "0.0.0.0" || host === "::") return hostname;
-  return host.includes(":") ? `[${host}]` : host;
-}
 
 /** Why a DSN does not leave while UpdateAccountSendingEnabled has paused the account. */
 const SENDING_PAUSED = "account sending is paused (UpdateAccountSendingEnabled)";
@@ -256,7 +250,7 @@ async function startOnSpool(
       })
     : null;
   onStarted(() => api?.close());
-  if (api) apiBase = serve.api?.url ?? `http://${urlHost(api.address().host, config.hostname)}:${api.address().port}`;
+  if (api) apiBase = serve.api?.url ?? listenerUrl(api.address().host, api.address().port, config.hostname);
   const verifier =
     serve.state.verification === "dns"
       ? startVerifier({

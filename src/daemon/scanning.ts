@@ -63,11 +63,10 @@ export function watchScanners(scanners: readonly Scanner[], options: { intervalM
       }),
     );
   };
-  const first = check();
+  void check();
   const timer = setInterval(() => void check(), options.intervalMs);
   timer.unref();
   return {
-    checked: first,
     problem: (): string | null => problems.values().next().value ?? null,
     close: () => clearInterval(timer),
   };

@@ -1,6 +1,6 @@
 import type { LivePolicy, PolicyTexts, PolicyVersion } from "../ops/reload.js";
 import { NO_FILTERS, compile, viewOf } from "../ops/reload.js";
-import { activeRuleSet, toDescribeJson } from "../rules/store.js";
+import { activeRuleSet, toDescribeJson, toFiltersJson } from "../rules/store.js";
 import { identitiesFrom } from "../rules/recipients.js";
 import type { Scope, ScopeState, StateStore } from "../store/store.js";
 
@@ -19,10 +19,9 @@ function versionOf(state: ScopeState, generation: number): PolicyVersion {
 /** The same version as texts, for acceptor processes to mirror (mirrorPolicy). */
 function textsOf(state: ScopeState, generation: number): PolicyTexts {
   const ruleSet = activeRuleSet(state.receipt);
-  const filters = state.receipt.filters.map((f) => ({ Name: f.name, IpFilter: { Policy: f.policy, Cidr: f.cidr } }));
   return {
     rules: ruleSet ? JSON.stringify(toDescribeJson(ruleSet)) : null,
-    filters: JSON.stringify({ Filters: filters }),
+    filters: JSON.stringify(toFiltersJson(state.receipt.filters)),
     identities: verifiedOf(state),
     generation,
   };

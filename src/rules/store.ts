@@ -304,3 +304,8 @@ export function toDescribeJson(ruleSet: RuleSet): RuleSetJson {
   if (ruleSet.createdTimestamp !== undefined) Metadata.CreatedTimestamp = ruleSet.createdTimestamp;
   return { Metadata, Rules: ruleSet.rules.map(toReceiptRuleJson) };
 }
+
+/** Filters as `aws ses list-receipt-filters` prints them: what a filters file holds. */
+export function toFiltersJson(filters: readonly IpFilter[]): { Filters: { Name: string; IpFilter: { Policy: IpFilter["policy"]; Cidr: string } }[] } {
+  return { Filters: filters.map((filter) => ({ Name: filter.name, IpFilter: { Policy: filter.policy, Cidr: filter.cidr } })) };
+}

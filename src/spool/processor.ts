@@ -537,10 +537,11 @@ export class Processor {
     reason: string,
   ): Promise<void> {
     const sender = loaded?.state.envelope.mailFrom;
-    const held = this.dsnHeld();
+    // Asked only of a DSN that would go out: it is the one reason left not to send it.
+    const held = loaded && sender !== "" ? this.dsnHeld() : null;
     const dsn = !loaded ? "message unreadable" : sender === "" ? "null sender" : held !== null ? "held" : "sending";
     // The dead letter's record says why no DSN went out; a DSN sent is in the log (dsn-sent, dsn-failed).
-    const notSent = dsn === "sending" ? undefined : dsn === "held" && held !== null ? held : dsn;
+    const notSent = dsn === "sending" ? undefined : (held ?? dsn);
     try {
       await this.spool.deadLetter(id, trace, reason, notSent);
     } catch (error) {
@@ -560,7 +561,7 @@ export class Processor {
       cause,
       reason,
       dsn,
-      ...(held !== null && dsn === "held" ? { dsnHeld: held } : {}),
+      ...(held === null ? {} : { dsnHeld: held }),
     });
     if (loaded && dsn === "sending") this.sendDsn(id, loaded, trace);
   }
